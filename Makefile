@@ -1,0 +1,35 @@
+# The two commands a user needs are `make demo` and `make test`; both do all set-up.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+EXTRAS := test,load,sim,check
+
+.PHONY: install test demo load bench lint clean
+
+install: $(STAMP)
+
+# Re-runs only when pyproject.toml changes, so `make install` is idempotent and cheap.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ocsim needs Python >= 3.11")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+demo: install
+	$(VENV)/bin/ocsim demo --report-dir reports/demo
+
+LOAD_USERS ?= 50
+LOAD_TIME  ?= 60s
+load: install
+	$(VENV)/bin/python -m loadtests.run --users $(LOAD_USERS) --run-time $(LOAD_TIME) --out reports/load
+
+lint: install
+	$(PY) -m mypy
+
+clean:
+	rm -rf $(VENV) reports .pytest_cache build *.egg-info

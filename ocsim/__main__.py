@@ -1,0 +1,3 @@
+from ocsim.cli import main
+
+main()

@@ -1,0 +1,47 @@
+"""The `ocsim` console script: one subcommand per part; each part owns its own parser.
+
+`ocsim <command> [args]` imports `<module>.main(argv)` lazily, so `ocsim sim` never
+imports aiohttp and `ocsim origin` never imports Locust.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "origin": ("origin.cli", "run an origin server"),
+    "edge": ("edge.cli", "run an edge cache node"),
+    "control": ("control.cli", "run the control plane"),
+    "preposition": ("control.preposition_cli", "operator: place titles on an ISP's edges"),
+    "play": ("player.cli", "one player session with a QoE report"),
+    "up": ("ocsim.up", "the whole topology as child processes on loopback"),
+    "demo": ("ocsim.demo", "up + pre-position + a crowd of players + a failure + a report"),
+    "sim": ("sim.cli", "offline trace-driven simulation on the live cores"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: ocsim <command> [options]", "", "commands:"]
+    lines += [f"  {name:<12} {desc}" for name, (_, desc) in COMMANDS.items()]
+    lines += ["", "`ocsim <command> --help` describes each command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        sys.exit(0 if args else 2)
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"ocsim: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        module = importlib.import_module(COMMANDS[name][0])
+    except ModuleNotFoundError as exc:
+        if exc.name and COMMANDS[name][0].startswith(exc.name):
+            print(f"ocsim: `{name}` is not available in this build", file=sys.stderr)
+            sys.exit(2)
+        raise
+    code = module.main(rest)
+    sys.exit(code or 0)
