@@ -1,0 +1,36 @@
+"""Operator bearer tokens and shared secrets, compared in constant time."""
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+
+def bearer_matches(authorization: str | None, token: str) -> bool:
+    """True when an `Authorization: Bearer <token>` header carries exactly `token`."""
+    if not authorization or not token:
+        return False
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(value.strip().encode(), token.encode())
+
+
+def load_or_create_secret(state_dir: str | Path, name: str, nbytes: int = 32) -> str:
+    """A hex secret kept in `state_dir/name` (mode 0600), generated on first use.
+
+    No secret is ever built in: a fresh state directory gets fresh secrets."""
+    path = Path(state_dir) / name
+    if path.exists():
+        value = path.read_text().strip()
+        if value:
+            return value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_hex(nbytes)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    os.replace(tmp, path)
+    return value

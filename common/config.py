@@ -1,0 +1,65 @@
+"""Configuration: built-in defaults, then a TOML file, then OCSIM_* environment, then flags.
+
+Every service's argparse parser gets `--config FILE`; `apply_config` reads the file's
+`[section]` table and the environment variables `OCSIM_{SECTION}_{OPTION}` (e.g.
+`OCSIM_EDGE_CAPACITY=10GiB`) and installs them as parser defaults, so explicit flags
+still win. Unknown keys are an error naming the key, before anything starts.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _coerce(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def load_config(section: str, path: str | Path | None = None,
+                env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Merged settings for one section: file first, environment over it."""
+    values: dict[str, Any] = {}
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config {path}: {exc}") from None
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"config {path}: [{section}] must be a table")
+        values.update({k.replace("-", "_"): v for k, v in table.items()})
+    prefix = f"OCSIM_{section.upper()}_"
+    for key, raw in (os.environ if env is None else env).items():
+        if key.startswith(prefix):
+            values[key[len(prefix):].lower()] = _coerce(raw)
+    return values
+
+
+def apply_config(parser: argparse.ArgumentParser, section: str, argv: Sequence[str],
+                 env: Mapping[str, str] | None = None) -> None:
+    """Install file and environment settings as defaults of `parser`."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(list(argv))
+    values = load_config(section, known.config, env)
+    dests = {a.dest for a in parser._actions}  # noqa: SLF001 - argparse has no public list
+    unknown = sorted(set(values) - dests)
+    if unknown:
+        raise ConfigError(f"unknown {section} setting(s): {', '.join(unknown)}")
+    parser.set_defaults(**values)

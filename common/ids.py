@@ -1,0 +1,116 @@
+"""Content identifiers and content paths, validated.
+
+A title id is `[a-z0-9][a-z0-9-]{0,63}`; a rendition is named by its bitrate in kbit/s;
+segments are numbered from 0. Content paths are the same at the origin and every edge:
+
+    /content/{title}/master.m3u8
+    /content/{title}/{rendition}/index.m3u8
+    /content/{title}/{rendition}/{n}.seg
+
+`parse_content_path` is the only way a path becomes a `ContentRef`; anything it does not
+accept (`..`, encoded slashes, NUL, leading zeros, overlong) is rejected before any
+lookup, so nothing derived from a raw path ever reaches a file system.
+"""
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+from common.errors import BadRequest
+
+TITLE_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}\Z")
+_RENDITION_RE = re.compile(r"[1-9][0-9]{0,5}\Z")
+_INDEX_RE = re.compile(r"(?:0|[1-9][0-9]{0,6})\Z")
+MAX_PATH_LEN = 256
+
+
+def is_title_id(value: object) -> bool:
+    return isinstance(value, str) and TITLE_RE.match(value) is not None
+
+
+def check_title_id(value: object) -> str:
+    if not is_title_id(value):
+        raise BadRequest(f"invalid title id {str(value)[:80]!r}")
+    assert isinstance(value, str)
+    return value
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class SegmentId:
+    title: str
+    rendition: int  # kbit/s
+    index: int
+
+    @property
+    def path(self) -> str:
+        return f"/content/{self.title}/{self.rendition}/{self.index}.seg"
+
+    def __str__(self) -> str:
+        return f"{self.title}/{self.rendition}/{self.index}"
+
+
+class ContentKind(enum.Enum):
+    MASTER = "master"
+    MEDIA = "media"
+    SEGMENT = "segment"
+
+
+@dataclass(frozen=True, slots=True)
+class ContentRef:
+    kind: ContentKind
+    title: str
+    rendition: int | None = None
+    index: int | None = None
+
+    @property
+    def path(self) -> str:
+        if self.kind is ContentKind.MASTER:
+            return master_path(self.title)
+        if self.kind is ContentKind.MEDIA:
+            return f"/content/{self.title}/{self.rendition}/index.m3u8"
+        return f"/content/{self.title}/{self.rendition}/{self.index}.seg"
+
+    @property
+    def segment(self) -> SegmentId:
+        if self.kind is not ContentKind.SEGMENT:
+            raise ValueError("not a segment")
+        assert self.rendition is not None and self.index is not None
+        return SegmentId(self.title, self.rendition, self.index)
+
+
+def master_path(title: str) -> str:
+    return f"/content/{title}/master.m3u8"
+
+
+def content_prefix(title: str) -> str:
+    """The path prefix a URL token is bound to."""
+    return f"/content/{title}/"
+
+
+def parse_content_path(path: str) -> ContentRef:
+    """Parse a decoded, query-free path. Raises BadRequest for anything malformed."""
+    if len(path) > MAX_PATH_LEN:
+        raise BadRequest("path too long")
+    if "\x00" in path or "\\" in path or "%" in path:
+        raise BadRequest("malformed path")
+    parts = path.split("/")
+    # ['', 'content', title, ...]
+    if len(parts) < 4 or parts[0] != "" or parts[1] != "content":
+        raise BadRequest("not a content path")
+    title = parts[2]
+    if not TITLE_RE.match(title):
+        raise BadRequest("invalid title id")
+    if len(parts) == 4:
+        if parts[3] == "master.m3u8":
+            return ContentRef(ContentKind.MASTER, title)
+        raise BadRequest("not a content path")
+    if len(parts) != 5 or not _RENDITION_RE.match(parts[3]):
+        raise BadRequest("invalid rendition")
+    rendition = int(parts[3])
+    leaf = parts[4]
+    if leaf == "index.m3u8":
+        return ContentRef(ContentKind.MEDIA, title, rendition)
+    if leaf.endswith(".seg") and _INDEX_RE.match(leaf[:-4]):
+        return ContentRef(ContentKind.SEGMENT, title, rendition, int(leaf[:-4]))
+    raise BadRequest("invalid segment name")

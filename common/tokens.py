@@ -1,0 +1,119 @@
+"""URL tokens: steering signs, edges check, locally and in constant time.
+
+A token is `{kid}.{expiry}.{isp}.{sig}` where `sig` is the unpadded base64url of
+HMAC-SHA256(key[kid], "ocsim-token/1\\n{kid}\\n{expiry}\\n{isp}\\n/content/{title}/").
+It rides in the path ahead of the content path,
+
+    /t/{token}/content/{title}/master.m3u8
+
+so the relative URIs inside playlists keep it. The edge strips it before the cache
+lookup; the token never becomes part of a cache key. Key ids let keys rotate: a
+Keyring signs with its current key and accepts any key it still holds.
+"""
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass, field
+
+from common.ids import content_prefix
+
+_KID_RE = re.compile(r"[a-z0-9]{1,16}\Z")
+_ISP_RE = re.compile(r"(?:-|[a-z0-9][a-z0-9-]{0,31})\Z")
+_TOKEN_RE = re.compile(r"([a-z0-9]{1,16})\.([0-9]{1,12})\.(-|[a-z0-9][a-z0-9-]{0,31})\.([A-Za-z0-9_-]{43})\Z")
+NO_ISP = "-"
+
+
+class TokenVerdict(enum.Enum):
+    OK = "ok"
+    MISSING = "missing token"
+    MALFORMED = "malformed token"
+    UNKNOWN_KEY = "unknown token key"
+    BAD_SIGNATURE = "bad token signature"  # tampered, or issued for another title
+    EXPIRED = "expired token"
+
+
+@dataclass(slots=True)
+class Keyring:
+    """Token keys by id; `current` signs."""
+
+    keys: dict[str, bytes] = field(default_factory=dict)
+    current: str = ""
+
+    @classmethod
+    def generate(cls, kid: str = "k1") -> Keyring:
+        return cls({kid: secrets.token_bytes(32)}, kid)
+
+    @classmethod
+    def parse(cls, text: str) -> Keyring:
+        """From 'kid:hexsecret[,kid:hexsecret...]'; the first key is current."""
+        ring = cls()
+        for item in text.split(","):
+            kid, sep, hexkey = item.strip().partition(":")
+            if not sep or not _KID_RE.match(kid):
+                raise ValueError("token key must look like kid:hexsecret")
+            try:
+                key = bytes.fromhex(hexkey)
+            except ValueError:
+                raise ValueError(f"token key {kid}: secret is not hex") from None
+            if len(key) < 16:
+                raise ValueError(f"token key {kid}: secret shorter than 16 bytes")
+            ring.keys[kid] = key
+            ring.current = ring.current or kid
+        if not ring.keys:
+            raise ValueError("empty token keyring")
+        return ring
+
+    def format(self) -> str:
+        order = [self.current] + [k for k in self.keys if k != self.current]
+        return ",".join(f"{k}:{self.keys[k].hex()}" for k in order)
+
+    def sign(self, title: str, expiry: int, isp: str = NO_ISP) -> str:
+        if not _ISP_RE.match(isp):
+            raise ValueError(f"invalid isp name {isp!r}")
+        sig = _mac(self.keys[self.current], self.current, expiry, isp, content_prefix(title))
+        return f"{self.current}.{expiry}.{isp}.{sig}"
+
+    def check(self, token: str | None, content_path: str, now: float) -> TokenVerdict:
+        """Is `token` valid for `content_path` at `now`? Constant-time in the signature."""
+        if not token:
+            return TokenVerdict.MISSING
+        m = _TOKEN_RE.match(token)
+        if not m:
+            return TokenVerdict.MALFORMED
+        kid, expiry_s, isp, sig = m.groups()
+        key = self.keys.get(kid)
+        if key is None:
+            return TokenVerdict.UNKNOWN_KEY
+        parts = content_path.split("/", 3)
+        if len(parts) < 4 or parts[1] != "content":
+            return TokenVerdict.BAD_SIGNATURE
+        expected = _mac(key, kid, int(expiry_s), isp, content_prefix(parts[2]))
+        if not hmac.compare_digest(expected.encode(), sig.encode()):
+            return TokenVerdict.BAD_SIGNATURE
+        if int(expiry_s) < now:
+            return TokenVerdict.EXPIRED
+        return TokenVerdict.OK
+
+
+def _mac(key: bytes, kid: str, expiry: int, isp: str, prefix: str) -> str:
+    msg = f"ocsim-token/1\n{kid}\n{expiry}\n{isp}\n{prefix}".encode()
+    return base64.urlsafe_b64encode(hmac.new(key, msg, hashlib.sha256).digest()).rstrip(b"=").decode()
+
+
+def split_token_path(path: str) -> tuple[str | None, str]:
+    """'/t/{token}/content/...' -> (token, '/content/...'); other paths -> (None, path)."""
+    if path.startswith("/t/"):
+        token, sep, rest = path[3:].partition("/")
+        if sep:
+            return token, "/" + rest
+        return token, ""
+    return None, path
+
+
+def token_url(base_url: str, token: str, content_path: str) -> str:
+    return f"{base_url.rstrip('/')}/t/{token}{content_path}"
