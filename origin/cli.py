@@ -1,0 +1,62 @@
+"""`ocsim origin`: run one origin server."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from common.auth import load_or_create_secret
+from common.config import ConfigError, apply_config
+from common.content import Catalog, default_catalog, load_catalog
+from common.errors import OcsimError
+from common.service import run_app
+from origin.app import build_app
+from origin.link import LinkSettings, parse_rate
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ocsim origin", description="Run an ocsim origin server.")
+    p.add_argument("--config", help="TOML file; its [origin] table sets defaults for these flags")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000, help="0 = ephemeral")
+    p.add_argument("--catalog", help="catalog JSON/TOML file (default: 200 built-in titles)")
+    p.add_argument("--latency-ms", type=float, default=0.0, help="added time to first byte")
+    p.add_argument("--bandwidth", default="0", help="per-response cap, e.g. 200Mbit (0 = none)")
+    p.add_argument("--total-bandwidth", default="0", help="cap over all responses, e.g. 1Gbit")
+    p.add_argument("--error-rate", type=float, default=0.0, help="share of content requests answered 503")
+    p.add_argument("--down", choices=("off", "503", "refuse"), default="off")
+    p.add_argument("--seed", type=int, default=None, help="seed for injected errors")
+    p.add_argument("--admin-token", default=os.environ.get("OCSIM_ORIGIN_ADMIN_TOKEN"),
+                   help="bearer token for /admin (default: generated into --state-dir)")
+    p.add_argument("--state-dir", default=".ocsim/origin")
+    p.add_argument("--no-access-log", dest="access_log", action="store_false")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = build_parser()
+    try:
+        apply_config(parser, "origin", argv)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    args = parser.parse_args(list(argv))
+    try:
+        catalog: Catalog = load_catalog(args.catalog) if args.catalog else default_catalog()
+        link = LinkSettings(latency_ms=args.latency_ms, bandwidth_bps=parse_rate(args.bandwidth),
+                            total_bandwidth_bps=parse_rate(args.total_bandwidth),
+                            error_rate=args.error_rate, down=args.down)
+    except (OcsimError, ValueError, OSError) as exc:
+        parser.error(str(getattr(exc, "reason", exc)))
+    token = args.admin_token or load_or_create_secret(args.state_dir, "admin_token", 24)
+
+    async def make() -> web.Application:
+        return build_app(catalog, link, token, args.seed)
+
+    print(f"origin: {len(catalog)} titles; admin token in {args.state_dir}/admin_token"
+          if not args.admin_token else f"origin: {len(catalog)} titles", file=sys.stderr)
+    return run_app(make, args.host, args.port, service="origin", access_log=args.access_log,
+                   log_level=args.log_level)
