@@ -1,0 +1,175 @@
+"""Replays a trace through N edges, each with its own byte-budgeted policy.
+
+The policies are the edge's own classes (``edge.policy``), driven through
+``EvictionPolicy.request`` — the same lookup-then-admit sequence the edge performs on
+each request. Belady's MIN (``"belady"``) is the offline upper bound (see
+``sim.belady`` for the variant). Pre-positioning pins, on each edge, the objects that
+edge will be asked for most (by their request count in the trace, i.e. a perfect
+popularity forecast) up to a fraction of its capacity, before the replay starts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge.policy import EvictionPolicy, make_policy
+from sim.belady import belady_hits
+from sim.steering import assign_edges
+from sim.trace import Trace
+
+__all__ = ["BELADY", "EdgeStats", "ReplayResult", "preposition_sets", "replay"]
+
+BELADY = "belady"
+
+
+@dataclass(slots=True)
+class EdgeStats:
+    """Counters of one edge (or of the whole fleet, summed)."""
+
+    requests: int = 0
+    hits: int = 0
+    bytes_requested: int = 0
+    bytes_hit: int = 0
+    preposition_bytes: int = 0
+
+    def add(self, other: EdgeStats) -> None:
+        self.requests += other.requests
+        self.hits += other.hits
+        self.bytes_requested += other.bytes_requested
+        self.bytes_hit += other.bytes_hit
+        self.preposition_bytes += other.preposition_bytes
+
+    @property
+    def origin_bytes(self) -> int:
+        """Bytes fetched from the origin during the replay (every miss is a fill)."""
+        return self.bytes_requested - self.bytes_hit
+
+    def to_dict(self) -> dict[str, Any]:
+        req, byt = max(self.requests, 1), max(self.bytes_requested, 1)
+        return {
+            "requests": self.requests,
+            "object_hit_ratio": self.hits / req,
+            "object_miss_ratio": 1 - self.hits / req if self.requests else 0.0,
+            "byte_hit_ratio": self.bytes_hit / byt,
+            "byte_miss_ratio": 1 - self.bytes_hit / byt if self.bytes_requested else 0.0,
+            "bytes_requested": self.bytes_requested,
+            "origin_bytes": self.origin_bytes,
+            "offload": self.bytes_hit / byt,
+            "preposition_bytes": self.preposition_bytes,
+        }
+
+
+@dataclass(slots=True)
+class ReplayResult:
+    policy: str
+    capacity: int
+    edges: list[EdgeStats]
+    elapsed_s: float
+    total: EdgeStats = field(default_factory=EdgeStats)
+
+    def __post_init__(self) -> None:
+        for edge in self.edges:
+            self.total.add(edge)
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.total.requests / self.elapsed_s if self.elapsed_s > 0 else float("inf")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.total.to_dict()
+        out["capacity_bytes"] = self.capacity
+        out["requests_per_s"] = self.requests_per_s
+        out["elapsed_s"] = self.elapsed_s
+        out["per_edge"] = [edge.to_dict() for edge in self.edges]
+        return out
+
+
+def preposition_sets(trace: Trace, assignment: list[int], edges: int, capacity: int,
+                     fraction: float) -> list[dict[str, int]]:
+    """Per edge, the most requested objects it serves, up to ``fraction`` of ``capacity``."""
+    budget = int(fraction * capacity)
+    counts: list[Counter[str]] = [Counter() for _ in range(edges)]
+    sizes = trace.object_sizes()
+    for key, edge in zip(trace.keys, assignment):
+        counts[edge][key] += 1
+    chosen: list[dict[str, int]] = []
+    for counter in counts:
+        picked: dict[str, int] = {}
+        room = budget
+        for key, _ in counter.most_common():
+            if room <= 0:
+                break
+            if sizes[key] <= room:
+                picked[key] = sizes[key]
+                room -= sizes[key]
+        chosen.append(picked)
+    return chosen
+
+
+def replay(trace: Trace, policy: str, capacity: int, edges: int = 1,
+           preposition: float = 0.0, assignment: list[int] | None = None) -> ReplayResult:
+    """Replay ``trace`` with ``policy`` on ``edges`` edges of ``capacity`` bytes each."""
+    if assignment is None:
+        assignment = assign_edges(trace.keys, edges)
+    pins = (preposition_sets(trace, assignment, edges, capacity, preposition)
+            if preposition > 0 else [{} for _ in range(edges)])
+    stats = [EdgeStats(preposition_bytes=sum(p.values())) for p in pins]
+    if policy == BELADY:
+        started = time.perf_counter()
+        _replay_belady(trace, capacity, edges, assignment, pins, stats)
+    else:
+        caches = [make_policy(policy, capacity) for _ in range(edges)]
+        for cache, pinned in zip(caches, pins):
+            for key, size in pinned.items():
+                cache.admit(key, size, 0.0, pinned=True)
+        started = time.perf_counter()
+        if edges == 1:
+            _replay_one(trace, caches[0], stats[0])
+        else:
+            _replay_many(trace, caches, assignment, stats)
+    return ReplayResult(policy, capacity, stats, time.perf_counter() - started)
+
+
+def _replay_one(trace: Trace, cache: EvictionPolicy, stats: EdgeStats) -> None:
+    request = cache.request
+    hits = hit_bytes = 0
+    for key, size, now in zip(trace.keys, trace.sizes, trace.times):
+        if request(key, size, now):
+            hits += 1
+            hit_bytes += size
+    stats.requests += len(trace)
+    stats.hits += hits
+    stats.bytes_requested += trace.requested_bytes
+    stats.bytes_hit += hit_bytes
+
+
+def _replay_many(trace: Trace, caches: list[EvictionPolicy], assignment: list[int],
+                 stats: list[EdgeStats]) -> None:
+    requests = [cache.request for cache in caches]
+    for key, size, now, edge in zip(trace.keys, trace.sizes, trace.times, assignment):
+        s = stats[edge]
+        s.requests += 1
+        s.bytes_requested += size
+        if requests[edge](key, size, now):
+            s.hits += 1
+            s.bytes_hit += size
+
+
+def _replay_belady(trace: Trace, capacity: int, edges: int, assignment: list[int],
+                   pins: list[dict[str, int]], stats: list[EdgeStats]) -> None:
+    for edge in range(edges):
+        if edges == 1:
+            keys, sizes = trace.keys, trace.sizes
+        else:
+            mine = [i for i, e in enumerate(assignment) if e == edge]
+            keys = [trace.keys[i] for i in mine]
+            sizes = [trace.sizes[i] for i in mine]
+        hits = belady_hits(keys, sizes, capacity, pinned=pins[edge])
+        s = stats[edge]
+        s.requests += len(keys)
+        s.bytes_requested += sum(sizes)
+        s.hits += sum(hits)
+        s.bytes_hit += sum(size for size, hit in zip(sizes, hits) if hit)

@@ -1,0 +1,307 @@
+"""The edge's eviction policies: hand-computed cases, invariants, defining behaviour."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge.policy import (
+    DEFAULT_POLICY,
+    POLICIES,
+    Admission,
+    EvictionPolicy,
+    LRUPolicy,
+    S3FIFOPolicy,
+    SievePolicy,
+    WTinyLFUPolicy,
+    make_policy,
+)
+
+FAST = settings(max_examples=150, deadline=None)
+
+
+def drive(policy: EvictionPolicy, keys: str, size: int = 1) -> tuple[list[bool], list[str]]:
+    """Edge-style calls for each one-letter key; returns hits and evictions in order."""
+    hits, evicted = [], []
+    for key in keys:
+        if policy.lookup(key):
+            hits.append(True)
+        else:
+            hits.append(False)
+            evicted.extend(policy.admit(key, size).evicted)
+    return hits, evicted
+
+
+# -- hand-computed cases -------------------------------------------------------------
+
+
+def test_lru_evicts_least_recently_used() -> None:
+    lru = LRUPolicy(3)
+    hits, evicted = drive(lru, "ABCAD")
+    assert hits == [False, False, False, True, False]
+    assert evicted == ["B"]
+    assert sorted(lru.keys()) == ["A", "C", "D"]
+
+
+def test_sieve_hand_skips_visited_and_stays() -> None:
+    sieve = SievePolicy(3)
+    hits, evicted = drive(sieve, "ABCA")
+    assert hits == [False, False, False, True]
+    # D: the hand starts at the oldest (A, visited: cleared, skipped) and evicts B.
+    assert sieve.admit("D", 1).evicted == ("B",)
+    assert sieve.hand == "C"
+    # E: the hand is at C (not visited): C goes, A survives although it is older.
+    assert sieve.admit("E", 1).evicted == ("C",)
+    assert sorted(sieve.keys()) == ["A", "D", "E"]
+    # F: after evicting C the hand moved to the next newer object, D, which goes.
+    assert sieve.admit("F", 1).evicted == ("D",)
+    # G: the hand is at E, then F: the old A survives while the hand sweeps newer ones.
+    assert sieve.admit("G", 1).evicted == ("E",)
+    assert sieve.hand == "F" and "A" in sieve
+
+
+def test_s3fifo_small_queue_filters_and_ghost_readmits_to_main() -> None:
+    s3 = S3FIFOPolicy(4)  # small queue target: 0.4 bytes -> at most one object
+    hits, evicted = drive(s3, "ABAC D")
+    assert hits == [False, False, True, False, False, False]
+    # Filling the 5th byte: small's oldest A was hit -> moves to main; B was not
+    # -> leaves through the small queue into the ghost.
+    assert evicted == ["B"]
+    assert s3.in_main("A") and s3.in_ghost("B")
+    # B comes back: its key is in the ghost, so it goes straight to main.
+    assert s3.admit("B", 1).admitted
+    assert s3.in_main("B") and not s3.in_ghost("B")
+
+
+def test_s3fifo_main_gives_second_chances() -> None:
+    s3 = S3FIFOPolicy(3)
+    for key in "AB":  # both hit in small, promoted to main on the next evictions
+        s3.admit(key, 1)
+        s3.lookup(key)
+    s3.admit("C", 1)
+    assert s3.admit("D", 1).evicted == ("C",)  # A, B move to main; C had no hit
+    assert s3.in_main("A") and s3.in_main("B")
+    s3.lookup("A")  # A's counter 1, B's 0
+    assert s3.admit("E", 1).evicted == ("D",)  # small (D) first: it is over its share
+    assert s3.admit("F", 1).evicted == ("E",)
+
+
+def test_wtinylfu_frequent_objects_survive_a_scan() -> None:
+    capacity = 200
+    tiny, lru = WTinyLFUPolicy(capacity), LRUPolicy(capacity)
+    hot = [f"hot{i}" for i in range(150)]
+    for policy in (tiny, lru):
+        for _ in range(4):
+            for key in hot:
+                if not policy.lookup(key):
+                    policy.admit(key, 1)
+        for i in range(2000):  # a scan of one-hit wonders
+            if not policy.lookup(f"scan{i}"):
+                policy.admit(f"scan{i}", 1)
+    assert all(key in tiny for key in hot)
+    assert not any(key in lru for key in hot)
+
+
+def test_wtinylfu_rejects_a_cold_candidate() -> None:
+    tiny = WTinyLFUPolicy(100)  # window: 1 byte
+    for i in range(100):
+        for _ in range(3):
+            tiny.lookup(f"k{i}")
+        tiny.admit(f"k{i}", 1)
+    assert len(tiny) == 100
+    tiny.lookup("new")
+    # "new" enters the window, pushing k99 out as the candidate for main; it ties
+    # with main's victim k0 (both seen 3 times) and ties keep the incumbent.
+    first = tiny.admit("new", 1)
+    assert first == Admission(True, ("k99",)) and tiny.segment_of("new") == "window"
+    tiny.lookup("cold")
+    # "new" (seen once) is now the candidate and loses against k0.
+    assert tiny.admit("cold", 1) == Admission(True, ("new",))
+    assert all(f"k{i}" in tiny for i in range(99))
+    assert tiny.segment_of("k0") == "probation"
+    for _ in range(5):
+        tiny.lookup("cold")
+    # "cold" (now frequent) beats k0 when pushed out of the window.
+    assert tiny.admit("warm", 1) == Admission(True, ("k0",))
+    assert tiny.segment_of("cold") == "probation"
+
+
+# -- the shared contract -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_contract_basics(name: str) -> None:
+    policy = make_policy(name, 10)
+    assert policy.name == name and policy.capacity == 10
+    assert policy.admit("big", 11) == Admission(False, ())
+    assert policy.admit("a", 4).admitted and policy.size_of("a") == 4 and policy.used == 4
+    assert policy.admit("a", 6).admitted and policy.size_of("a") == 6 and policy.used == 6
+    assert policy.lookup("a") and not policy.lookup("b")
+    assert policy.pin("a") and policy.is_pinned("a") and not policy.pin("zz")
+    for i in range(30):
+        admission = policy.admit(f"x{i}", 2)
+        assert "a" not in admission.evicted
+    assert "a" in policy
+    assert policy.admit("y", 5) == Admission(False, ())  # 6 pinned + 5 > 10
+    assert policy.unpin("a") and not policy.is_pinned("a") and not policy.unpin("zz")
+    assert policy.remove("a") and not policy.remove("a")
+    assert policy.used == sum(policy.size_of(k) or 0 for k in policy.keys())
+    assert len(policy) == len(list(policy.keys()))
+
+
+def test_registry() -> None:
+    assert set(POLICIES) >= {"lru", "s3fifo", "sieve", "wtinylfu"}
+    assert DEFAULT_POLICY in POLICIES
+    with pytest.raises(ValueError):
+        make_policy("nope", 1)
+
+
+# -- invariants under random operation sequences -----------------------------------
+
+KEYS = st.sampled_from([f"k{i}" for i in range(12)])
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("lookup"), KEYS, st.just(0)),
+        st.tuples(st.just("admit"), KEYS, st.integers(0, 12)),
+        st.tuples(st.just("admit_pinned"), KEYS, st.integers(0, 6)),
+        st.tuples(st.just("remove"), KEYS, st.just(0)),
+        st.tuples(st.just("pin"), KEYS, st.just(0)),
+        st.tuples(st.just("unpin"), KEYS, st.just(0)),
+    ),
+    max_size=120,
+)
+
+
+@pytest.mark.parametrize("name", POLICIES)
+@FAST
+@given(ops=OPS, capacity=st.integers(0, 30))
+def test_invariants(name: str, ops: list[tuple[str, str, int]], capacity: int) -> None:
+    policy = make_policy(name, capacity)
+    model: dict[str, int] = {}   # what must be resident
+    pinned: set[str] = set()
+    for op, key, size in ops:
+        if op == "lookup":
+            assert policy.lookup(key) == (key in model)
+        elif op in ("admit", "admit_pinned"):
+            was_pinned = key in pinned
+            pinned.discard(key)
+            model.pop(key, None)
+            pinned_bytes = sum(model[k] for k in pinned)
+            result = policy.admit(key, size, pinned=op == "admit_pinned")
+            fits = size <= capacity - pinned_bytes
+            if not fits:
+                assert not result.admitted
+            if op == "admit_pinned" or was_pinned:
+                assert result.admitted == fits
+            for victim in result.evicted:
+                assert victim not in pinned, "a pinned object was evicted"
+                assert victim not in policy
+                model.pop(victim)
+            if result.admitted:
+                model[key] = size
+                if op == "admit_pinned" or was_pinned:
+                    pinned.add(key)
+            assert key not in result.evicted
+        elif op == "remove":
+            assert policy.remove(key) == (key in model)
+            model.pop(key, None)
+            pinned.discard(key)
+        elif op == "pin":
+            assert policy.pin(key) == (key in model)
+            if key in model:
+                pinned.add(key)
+        else:
+            assert policy.unpin(key) == (key in model)
+            pinned.discard(key)
+        assert policy.used <= policy.capacity
+        assert dict((k, policy.size_of(k)) for k in policy.keys()) == model
+        assert policy.used == sum(model.values())
+        assert {k for k in model if policy.is_pinned(k)} == pinned
+        assert policy.pinned_bytes == sum(model[k] for k in pinned)
+
+
+REQUESTS = st.lists(st.tuples(st.integers(0, 15), st.integers(1, 4)), max_size=200)
+
+
+@FAST
+@given(requests=REQUESTS)
+def test_s3fifo_one_hit_wonders_leave_via_small(requests: list[tuple[int, int]]) -> None:
+    s3 = S3FIFOPolicy(12)
+    hits_since_insert: dict[str, int] = {}
+    via_ghost: set[str] = set()
+    for n, size in requests:
+        key = f"k{n}"
+        if s3.lookup(key):
+            hits_since_insert[key] += 1
+            continue
+        small_before = {k for k in s3.keys() if s3.in_small(k)}
+        ghost_hit = s3.in_ghost(key)
+        result = s3.admit(key, size)
+        for victim in result.evicted:
+            if hits_since_insert.pop(victim) == 0 and victim not in via_ghost:
+                assert victim in small_before
+                assert s3.in_ghost(victim) or not s3.in_main(victim)
+            via_ghost.discard(victim)
+        if result.admitted:
+            hits_since_insert[key] = 0
+            if s3.in_main(key):  # its ghost entry survived the room-making
+                assert ghost_hit
+                via_ghost.add(key)
+            else:
+                assert s3.in_small(key)
+
+
+def _sieve_order(sieve: SievePolicy) -> list[str]:
+    order, node = [], sieve._oldest
+    while node is not None:
+        order.append(node.key)
+        node = node.newer
+    return order
+
+
+@FAST
+@given(requests=REQUESTS)
+def test_sieve_hits_move_neither_objects_nor_hand(requests: list[tuple[int, int]]) -> None:
+    sieve = SievePolicy(10)
+    for n, size in requests:
+        key = f"k{n}"
+        hand, order = sieve.hand, _sieve_order(sieve)
+        if sieve.lookup(key):
+            assert sieve.hand == hand and _sieve_order(sieve) == order
+        else:
+            sieve.admit(key, size)
+            assert set(_sieve_order(sieve)) == set(sieve.keys())
+
+
+@FAST
+@given(requests=REQUESTS)
+def test_wtinylfu_segments_partition_the_cache(requests: list[tuple[int, int]]) -> None:
+    tiny = WTinyLFUPolicy(20)
+    for n, size in requests:
+        key = f"k{n}"
+        if not tiny.lookup(key):
+            tiny.admit(key, size)
+        assert all(tiny.segment_of(k) is not None for k in tiny.keys())
+        assert tiny._window_bytes == sum(tiny._window.values())
+        assert tiny._protected_bytes == sum(tiny._protected.values())
+
+
+@pytest.mark.parametrize("name", POLICIES)
+@FAST
+@given(requests=st.lists(st.tuples(st.integers(0, 30), st.integers(1, 5)), max_size=300),
+       capacity=st.integers(1, 40))
+def test_request_fast_path_equals_edge_calls(name: str, requests: list[tuple[int, int]],
+                                             capacity: int) -> None:
+    """The simulator's request() and the edge's lookup()+admit() make the same decisions."""
+    sim, edge = make_policy(name, capacity), make_policy(name, capacity)
+    for n, size in requests:
+        key = f"/content/t{n % 3}/750/{n}.seg"
+        hit = sim.request(key, size, 1.0)
+        if edge.lookup(key, 1.0):
+            assert hit
+        else:
+            assert not hit
+            edge.admit(key, size, 1.0)
+        assert list(sim.keys()) == list(edge.keys())
+        assert sim.used == edge.used
