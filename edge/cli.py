@@ -1,0 +1,100 @@
+"""`ocsim edge`: run one edge cache node."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from common.auth import load_or_create_secret
+from common.config import ConfigError, apply_config
+from common.logs import event, setup_logging, stop_logging
+from common.service import run_main, serve
+from common.sizes import parse_size
+from common.tokens import Keyring
+from edge.policy import DEFAULT_POLICY, POLICIES
+
+log = logging.getLogger("ocsim.edge")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ocsim edge", description="Run an ocsim edge cache node.")
+    p.add_argument("--config", help="TOML file; its [edge] table sets defaults for these flags")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8100, help="0 = ephemeral")
+    p.add_argument("--id", dest="id", default="edge-1", help="edge id (also names it in Cache-Status)")
+    p.add_argument("--isp", default="-", help="the ISP this edge serves")
+    p.add_argument("--upstream", default="http://127.0.0.1:8000", help="origin (or parent cache) base URL")
+    p.add_argument("--cache-dir", default=".ocsim/edge-1/cache")
+    p.add_argument("--capacity", default="1GiB", help="byte budget of the disk cache (SIZE)")
+    p.add_argument("--control", default="", help="control plane base URL (register + heartbeat)")
+    p.add_argument("--peer", action="append", default=[], metavar="URL",
+                   help="peer edge to try (only-if-cached) before the upstream; repeat or comma-separate")
+    p.add_argument("--policy", default=DEFAULT_POLICY, choices=POLICIES, help="eviction policy")
+    p.add_argument("--token-key", default="", help="kid:hex[,kid:hex]; when set, content needs /t/{token}/")
+    p.add_argument("--edge-key", default="", help="hex key shared with the control plane (needed with --control)")
+    p.add_argument("--operator-token", default="", help="bearer token for /admin (default: generated into --state-dir)")
+    p.add_argument("--state-dir", default="", help="secrets live here (default: <cache-dir>.state)")
+    p.add_argument("--fill-timeout", type=float, default=10.0,
+                   help="seconds allowed to connect, to get headers, and between body reads of a fill")
+    p.add_argument("--hot-bytes", default="64MiB", help="RAM tier for small objects (SIZE, 0 = off)")
+    p.add_argument("--public-url", default="", help="URL the control plane should hand out (default: the bound URL)")
+    p.add_argument("--heartbeat-interval", type=float, default=1.0)
+    p.add_argument("--shutdown-timeout", type=float, default=10.0)
+    p.add_argument("--no-access-log", dest="access_log", action="store_false")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def _peers(values: Sequence[str] | str) -> tuple[str, ...]:
+    items = [values] if isinstance(values, str) else list(values)
+    return tuple(p.strip() for v in items for p in v.split(",") if p.strip())
+
+
+def main(argv: Sequence[str]) -> int:
+    from edge.server import EdgeConfig, EdgeNode  # aiohttp only once the flags are good
+
+    parser = build_parser()
+    try:
+        apply_config(parser, "edge", argv)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    args = parser.parse_args(list(argv))
+    try:
+        capacity = parse_size(args.capacity)
+        hot_bytes = parse_size(args.hot_bytes)
+        keyring = Keyring.parse(args.token_key) if args.token_key else None
+        edge_key = bytes.fromhex(args.edge_key) if args.edge_key else b""
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.control and not edge_key:
+        parser.error("--control needs --edge-key (the key the control plane derives for this edge)")
+    if args.fill_timeout <= 0:
+        parser.error("--fill-timeout must be > 0")
+    state_dir = args.state_dir or str(Path(args.cache_dir).resolve()) + ".state"
+    token = args.operator_token or load_or_create_secret(state_dir, "operator_token", 24)
+    config = EdgeConfig(
+        edge_id=args.id, isp=args.isp, upstream=args.upstream, cache_dir=args.cache_dir, capacity=capacity,
+        operator_token=token, policy=args.policy, peers=_peers(args.peer), fill_timeout=args.fill_timeout,
+        hot_bytes=hot_bytes, control=args.control, edge_key=edge_key, public_url=args.public_url,
+        heartbeat_interval=args.heartbeat_interval)
+    if not args.operator_token:
+        print(f"edge {args.id}: operator token in {state_dir}/operator_token", file=sys.stderr)
+    setup_logging("edge", args.log_level)
+
+    async def run() -> None:
+        node = EdgeNode(config, keyring)
+        app = await node.start()
+        await serve(app, args.host, args.port, access_log=args.access_log,
+                    shutdown_timeout=args.shutdown_timeout, on_listening=node.on_listening)
+
+    # common.service.run_app, plus on_listening: the agent must learn the bound port.
+    try:
+        run_main(run)
+    except OSError as exc:
+        event(log, "cannot start", level=logging.ERROR, error=str(exc))
+        return 1
+    finally:
+        stop_logging()
+    return 0

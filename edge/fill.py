@@ -1,0 +1,403 @@
+"""Filling misses: one upstream fetch per object, streamed to every waiting client.
+
+`FillCoalescer.join(key)` returns the one `Fill` in flight for a key, starting it if
+there is none (cachetools' "concurrent misses wait on the one computation in flight").
+A fill tries each peer edge with `Cache-Control: only-if-cached` (a peer that lacks the
+object answers 504 at once), then the upstream. As bytes arrive they are kept in memory
+for the fill's readers and appended to the store's temp file in batches; waiters wake on
+an event each time more bytes arrive, so the first byte of a miss reaches every client
+about as soon as it reaches the edge. A fill is a task owned by the coalescer: a client
+that goes away never cancels it.
+
+A fill ends in one of these states (a table, not an if-chain, in `_UPSTREAM_OUTCOME`):
+
+    PENDING   -> STREAMING  upstream said 200 with a Content-Length
+    PENDING   -> PASSED     upstream said 4xx: passed through, not cached
+    PENDING   -> FAILED     refused, timed out, 5xx, 3xx, odd 2xx, no Content-Length
+    STREAMING -> DONE       every byte arrived; committed to the store if it was admitted
+    STREAMING -> FAILED     short body, reset, timeout: nothing is cached; readers that
+                            already sent headers abort their connections
+
+Timeouts: connecting, the response headers, and every read of the body each get
+`fill_timeout` seconds (an idle timeout, so a slow but moving origin can finish a big
+object). Failures are `UpstreamError` (502) or `UpstreamTimeout` (504).
+"""
+from __future__ import annotations
+
+import asyncio
+import bisect
+import enum
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from common.errors import NotFound, OcsimError, Unavailable, UpstreamError, UpstreamTimeout
+from common.ids import parse_content_path
+from common.metrics import Counter
+from common.tokens import NO_ISP, Keyring
+from edge.store import DiskStore, ObjectMeta, Reservation
+
+log = logging.getLogger("ocsim.edge.fill")
+
+WRITE_BATCH = 256 * 1024  # bytes gathered before one executor write
+PASSTHROUGH_BODY_MAX = 64 * 1024
+PEER_CONNECT_TIMEOUT = 1.0
+PEER_TOKEN_TTL = 300
+
+
+class FillState(enum.Enum):
+    PENDING = "pending"
+    STREAMING = "streaming"
+    DONE = "done"
+    PASSED = "passed"
+    FAILED = "failed"
+
+
+class UpstreamOutcome(enum.Enum):
+    FILL = "fill"
+    PASS = "pass"
+    FAIL = "fail"
+
+
+def classify_status(status: int) -> UpstreamOutcome:
+    """What a fill does with an upstream status (200 only is a body we can cache)."""
+    if status == 200:
+        return UpstreamOutcome.FILL
+    return _UPSTREAM_OUTCOME.get(status // 100, UpstreamOutcome.FAIL)
+
+
+_UPSTREAM_OUTCOME = {
+    2: UpstreamOutcome.FAIL,  # 206 or 204 to a plain GET: not what we asked for
+    3: UpstreamOutcome.FAIL,  # we do not follow redirects for content
+    4: UpstreamOutcome.PASS,  # the client's problem, said by the origin: pass it on
+    5: UpstreamOutcome.FAIL,  # the origin's problem: 502
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Passthrough:
+    status: int
+    body: bytes
+    content_type: str
+
+
+class Fill:
+    """One object being fetched; readers follow it while it streams."""
+
+    def __init__(self, key: str, *, force: bool = False) -> None:
+        self.key = key
+        self.force = force
+        self.state = FillState.PENDING
+        self.meta: ObjectMeta | None = None
+        self.stored = False  # the store holds bytes for it: it will be cached if it completes
+        self.source = ""
+        self.error: OcsimError | None = None
+        self.passthrough: Passthrough | None = None
+        self.chunks: list[bytes] = []
+        self.offsets: list[int] = []
+        self.received = 0
+        self.started = time.monotonic()
+        self._changed = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def length(self) -> int:
+        assert self.meta is not None
+        return self.meta.length
+
+    def _notify(self) -> None:
+        ev, self._changed = self._changed, asyncio.Event()
+        ev.set()
+
+    async def headers(self) -> None:
+        """Wait until the upstream answered; raises the fill's error if it failed first."""
+        while self.state is FillState.PENDING:
+            await self._changed.wait()
+        if self.state is FillState.FAILED:
+            assert self.error is not None
+            raise self.error
+
+    async def read(self, pos: int) -> memoryview | None:
+        """Bytes from `pos` as soon as there are some; None at the end; raises on failure."""
+        while True:
+            if pos < self.received:
+                i = bisect.bisect_right(self.offsets, pos) - 1
+                return memoryview(self.chunks[i])[pos - self.offsets[i]:]
+            if self.state is FillState.FAILED:
+                assert self.error is not None
+                raise self.error
+            if self.state is not FillState.STREAMING and self.state is not FillState.PENDING:
+                return None
+            await self._changed.wait()
+
+    async def finished(self) -> None:
+        """Wait for the end of the fill; raises its error if it failed."""
+        while self.state in (FillState.PENDING, FillState.STREAMING):
+            await self._changed.wait()
+        if self.state is FillState.FAILED:
+            assert self.error is not None
+            raise self.error
+
+    def body(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+@dataclass(slots=True)
+class FillMetrics:
+    """Counters the coalescer updates (created by the server in its registry)."""
+
+    fills: Counter  # labels: source (peer|origin), result (stored|uncached|passed|failed)
+    errors: Counter  # labels: reason
+    filled_bytes: Counter
+
+
+class FillCoalescer:
+    """Exactly one fetch per key in flight; peers first, then the upstream."""
+
+    def __init__(self, store: DiskStore, session: aiohttp.ClientSession, upstream: str, *,
+                 peers: list[str] | None = None, keyring: Callable[[], Keyring | None] = lambda: None,
+                 isp: str = NO_ISP, fill_timeout: float = 10.0, metrics: FillMetrics | None = None,
+                 on_stored: Callable[[str, Fill], None] | None = None) -> None:
+        self.store = store
+        self.session = session
+        self.upstream = upstream.rstrip("/")
+        self.peers = [p.rstrip("/") for p in (peers or [])]
+        self.keyring = keyring
+        self.isp = isp
+        self.fill_timeout = fill_timeout
+        self.metrics = metrics
+        self.on_stored = on_stored
+        self.inflight: dict[str, Fill] = {}
+        self._closing = False
+
+    def join(self, key: str, *, force: bool = False) -> tuple[Fill, bool]:
+        """The fill in flight for `key` (joined=True) or a new one."""
+        fill = self.inflight.get(key)
+        if fill is not None:
+            return fill, True
+        if self._closing:
+            fill = Fill(key)
+            fill.error = Unavailable("edge is shutting down")
+            fill.state = FillState.FAILED
+            return fill, False
+        fill = Fill(key, force=force)
+        self.inflight[key] = fill
+        fill.task = asyncio.create_task(self._run(fill), name=f"fill {key}")
+        return fill, False
+
+    async def fill_object(self, path: str) -> int:
+        """Make sure `path` is cached (bypassing the admission filter); its size.
+
+        For pre-positioning: raises when the object cannot be fetched or does not fit."""
+        key = parse_content_path(path).path
+        for _ in range(2):
+            entry = self.store.index.get(key)
+            if entry is not None:
+                return entry.length
+            fill, _joined = self.join(key, force=True)
+            await asyncio.shield(self._wait(fill))
+            if fill.passthrough is not None:
+                if fill.passthrough.status == 404:
+                    raise NotFound(f"upstream has no {key}")
+                raise UpstreamError(f"upstream answered {fill.passthrough.status} for {key}")
+        entry = self.store.index.get(key)
+        if entry is not None:
+            return entry.length
+        raise UpstreamError(f"{key} was fetched but could not be stored (no room)")
+
+    @staticmethod
+    async def _wait(fill: Fill) -> None:
+        await fill.finished()
+
+    async def close(self) -> None:
+        self._closing = True
+        tasks = [f.task for f in self.inflight.values() if f.task is not None]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- the fill task -----------------------------------------------------------------
+
+    async def _run(self, fill: Fill) -> None:
+        res: Reservation | None = None
+        try:
+            try:
+                resp = await self._open_source(fill)
+                try:
+                    res = await self._stream(fill, resp)
+                finally:
+                    resp.release()
+            except OcsimError as exc:
+                self._fail(fill, exc)
+            except TimeoutError:
+                self._fail(fill, UpstreamTimeout(f"upstream timed out after {self.fill_timeout:g}s"))
+            except aiohttp.ClientPayloadError:
+                self._fail(fill, UpstreamError("upstream body was cut short"))
+            except (aiohttp.ClientError, OSError) as exc:
+                self._fail(fill, UpstreamError(f"upstream error: {type(exc).__name__}"))
+            except asyncio.CancelledError:
+                self._fail(fill, Unavailable("edge is shutting down"))
+                raise
+            except Exception as exc:  # a bug: still never leave waiters hanging
+                log.exception("fill of %s crashed", fill.key)
+                self._fail(fill, UpstreamError(f"fill failed: {type(exc).__name__}"))
+            if fill.state is FillState.FAILED and res is not None:
+                await self.store.abort(res)
+                res = None
+            elif res is not None:
+                assert fill.meta is not None
+                entry = await self.store.commit(res, fill.meta)
+                res = None
+                fill.stored = entry is not None
+                if entry is not None and self.on_stored:
+                    self.on_stored(fill.key, fill)
+            if fill.state is FillState.STREAMING:
+                fill.state = FillState.DONE
+                self._count_fill(fill, "stored" if fill.stored else "uncached")
+        finally:
+            if res is not None:  # cancelled mid-way
+                await asyncio.shield(self.store.abort(res))
+            if self.inflight.get(fill.key) is fill:
+                del self.inflight[fill.key]
+            fill._notify()
+
+    def _fail(self, fill: Fill, exc: OcsimError) -> None:
+        fill.error = exc
+        fill.state = FillState.FAILED
+        fill.stored = False
+        if self.metrics:
+            self.metrics.errors.inc((type(exc).__name__,))
+        self._count_fill(fill, "failed")
+        log.warning("fill failed", extra={"fields": {"key": fill.key, "source": fill.source, "status": exc.status,
+                                                     "error": exc.reason, "received": fill.received}})
+        fill._notify()
+
+    def _count_fill(self, fill: Fill, result: str) -> None:
+        if self.metrics:
+            self.metrics.fills.inc((fill.source or "origin", result))
+
+    def _timeout(self, connect: float) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect,
+                                     sock_read=self.fill_timeout)
+
+    async def _open_source(self, fill: Fill) -> aiohttp.ClientResponse:
+        """A 200 from a peer that holds the object, else the upstream's answer."""
+        ring = self.keyring()
+        for peer in self.peers:
+            url = peer + self._peer_path(fill.key, ring)
+            try:
+                resp = await self.session.get(
+                    url, headers={"Cache-Control": "only-if-cached"}, allow_redirects=False,
+                    timeout=self._timeout(min(PEER_CONNECT_TIMEOUT, self.fill_timeout)))
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                log.info("peer unavailable", extra={"fields": {"key": fill.key, "peer": peer,
+                                                               "error": type(exc).__name__}})
+                continue
+            if resp.status == 200 and resp.content_length is not None:
+                fill.source = "peer"
+                return resp
+            if resp.status != 504:
+                log.info("peer refused", extra={"fields": {"key": fill.key, "peer": peer, "status": resp.status}})
+            resp.release()
+        fill.source = "origin"
+        return await self.session.get(self.upstream + fill.key, allow_redirects=False,
+                                      timeout=self._timeout(self.fill_timeout))
+
+    def _peer_path(self, key: str, ring: Keyring | None) -> str:
+        if ring is None:
+            return key
+        isp = self.isp
+        title = key.split("/", 3)[2]
+        try:
+            token = ring.sign(title, int(time.time()) + PEER_TOKEN_TTL, isp)
+        except ValueError:
+            token = ring.sign(title, int(time.time()) + PEER_TOKEN_TTL, NO_ISP)
+        return f"/t/{token}{key}"
+
+    async def _stream(self, fill: Fill, resp: aiohttp.ClientResponse) -> Reservation | None:
+        outcome = classify_status(resp.status)
+        if outcome is UpstreamOutcome.PASS:
+            body = await resp.content.read(PASSTHROUGH_BODY_MAX)
+            fill.passthrough = Passthrough(resp.status, body, resp.headers.get("Content-Type", "text/plain"))
+            fill.state = FillState.PASSED
+            self._count_fill(fill, "passed")
+            return None
+        if outcome is UpstreamOutcome.FAIL:
+            raise UpstreamError(f"upstream answered {resp.status}")
+        length = resp.content_length
+        if length is None:
+            raise UpstreamError("upstream sent no Content-Length")
+        etag = resp.headers.get("ETag") or _synthetic_etag(fill.key, length)
+        fill.meta = ObjectMeta(
+            key=fill.key, length=length, etag=etag,
+            content_type=resp.headers.get("Content-Type", "application/octet-stream"),
+            cache_control=resp.headers.get("Cache-Control", ""),
+            last_modified=resp.headers.get("Last-Modified", ""),
+            stored_at=time.time())
+        res = self.store.reserve(fill.key, length, time.time(), force=fill.force)
+        if res is not None:
+            try:
+                await self.store.begin(res)
+            except OSError as exc:
+                log.error("cannot create temp file", extra={"fields": {"key": fill.key, "error": str(exc)}})
+                await self.store.abort(res)
+                res = None
+        fill.stored = res is not None
+        fill.state = FillState.STREAMING
+        fill._notify()
+        try:
+            pending: list[bytes] = []
+            pending_bytes = 0
+            async for data in resp.content.iter_any():
+                if fill.received + len(data) > length:
+                    raise UpstreamError("upstream sent more than its Content-Length")
+                fill.offsets.append(fill.received)
+                fill.chunks.append(data)
+                fill.received += len(data)
+                fill._notify()
+                if self.metrics:
+                    self.metrics.filled_bytes.inc((fill.source,), len(data))
+                if res is not None and res.fd >= 0:
+                    pending.append(data)
+                    pending_bytes += len(data)
+                    if pending_bytes >= WRITE_BATCH:
+                        await self.store.write(res, b"".join(pending))
+                        pending.clear()
+                        pending_bytes = 0
+            if fill.received != length:
+                raise UpstreamError(f"upstream body was cut short ({fill.received} of {length} bytes)")
+            if res is not None and pending:
+                await self.store.write(res, b"".join(pending))
+        except OSError as exc:
+            if isinstance(exc, (ConnectionError, aiohttp.ClientError)):
+                raise
+            # our disk failed: keep serving the waiters, just do not cache
+            log.error("fill write failed", extra={"fields": {"key": fill.key, "error": str(exc)}})
+            if res is not None:
+                await self.store.abort(res)
+                res = None
+                fill.stored = False
+            await self._drain_rest(fill, resp, length)
+        except BaseException:
+            if res is not None:
+                await asyncio.shield(self.store.abort(res))
+            raise
+        return res
+
+    async def _drain_rest(self, fill: Fill, resp: aiohttp.ClientResponse, length: int) -> None:
+        async for data in resp.content.iter_any():
+            fill.offsets.append(fill.received)
+            fill.chunks.append(data)
+            fill.received += len(data)
+            fill._notify()
+        if fill.received != length:
+            raise UpstreamError(f"upstream body was cut short ({fill.received} of {length} bytes)")
+
+
+def _synthetic_etag(key: str, length: int) -> str:
+    return '"' + hashlib.sha256(f"{key}:{length}".encode()).hexdigest()[:32] + '"'

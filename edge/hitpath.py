@@ -1,0 +1,355 @@
+"""The edge's hit path: put cached bytes on the wire with as little work per byte and per
+request as the loop allows.
+
+Rules of this module (measured with `bench/edge_bench.py`; numbers in the lead's report):
+
+1. **Disk hits go out with `os.sendfile` on the connection's own socket**, under every
+   loop. aiohttp's `FileResponse` relies on `loop.sendfile`, which uvloop lacks, so it
+   falls back to 256 KiB reads through a thread pool (three executor hops per request plus
+   one per chunk). `HitSender.send` instead prepares the response (headers leave through
+   the transport as usual), checks the transport's write buffer is empty, then calls
+   `os.sendfile(socket_fd, file_fd, offset, n)` until done: page cache -> socket, no copy
+   into Python, no executor, no per-chunk task switch.
+2. **EAGAIN waits on a `dup()` of the socket.** uvloop (and the stock loop) refuse
+   `add_writer` on a fd a transport owns; a dup'ed descriptor is a different fd on the
+   same socket, so registering it is allowed, and holding it pins the socket: if the
+   transport closes meanwhile, its fd number cannot be recycled under us. The dup is
+   made only when a send does not finish in one go (a 16 KiB hit never pays for it).
+3. **The loop never blocks on disk.** `sendfile` reads the file synchronously, so a range
+   that is not in the page cache would stall the loop. Before sending, two 1-byte
+   `preadv(RWF_NOWAIT)` probes (first and last byte of the range) ask the kernel whether
+   the pages are resident; if not, one executor call reads the range to warm the cache
+   (the Linux stand-in for FreeBSD's `SF_NODISKIO`, which Open Connect uses for this).
+4. **Keep-alive stays correct.** The body bypasses aiohttp's `StreamWriter`, so after the
+   sendfile we account for it the way a write would (`output_size`, `length`) and let
+   `resp.write_eof()` finish the message with nothing left to write, exactly what
+   `FileResponse._sendfile` does after `loop.sendfile`.
+5. **Disconnects are quiet.** EPIPE/ECONNRESET (or a transport that went away) abort the
+   connection and `send` returns; the caller's handler returns `resp` normally and
+   aiohttp does not reuse the connection. A file shorter than promised is the same: the
+   connection is aborted so the client sees a truncated body, never a wrong one.
+6. **No raw socket, no sendfile.** TLS transports (no plain socket) get a fallback that
+   reads 1 MiB chunks in the executor and writes them through aiohttp.
+
+The hot tier (`HotTier`) keeps small popular objects in RAM, the way Open Connect locks
+its most popular files in memory: no open/stat/close, no probe, no sendfile setup. What
+was measured fastest for serving a RAM object is a plain `web.Response(body=view)`:
+aiohttp then coalesces headers and body into one `writev` (a prepared `StreamResponse`
+sends headers at `prepare()` and the body in a second syscall). `HotTier.response`
+builds that; `send_bytes` is the equivalent for a caller that already built a
+`StreamResponse` (it uses the same single write when it can).
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Hashable
+from concurrent.futures import Executor
+from typing import Any
+
+from aiohttp import web
+
+log = logging.getLogger("ocsim.edge.hitpath")
+
+__all__ = ["HitSender", "HotTier", "send_bytes"]
+
+_DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+_FALLBACK_CHUNK = 1024 * 1024
+_WARM_CHUNK = 1024 * 1024
+# One sendfile call moves at most this much: bounds the time the loop spends in one
+# syscall (a few hundred microseconds on loopback) so other connections stay served.
+_MAX_SENDFILE = 4 * 1024 * 1024
+
+
+class HitSender:
+    """Sends a byte range of an open file as the body of a prepared-by-us response.
+
+    One instance per edge process; it keeps no per-request state. `executor` is used
+    only for page-cache warming and the TLS fallback (None: the loop's default).
+    """
+
+    def __init__(self, *, executor: Executor | None = None, probe_page_cache: bool = True,
+                 max_sendfile: int = _MAX_SENDFILE, use_sendfile: bool = True) -> None:
+        self._executor = executor
+        self._use_sendfile = use_sendfile  # False: always the executor path (comparisons, tests)
+        self._probe = probe_page_cache and hasattr(os, "preadv") and hasattr(os, "RWF_NOWAIT")
+        self._max_sendfile = max_sendfile
+        self._probe_buf = bytearray(1)
+        self.stats = {"sendfile": 0, "fallback": 0, "waits": 0, "warmed": 0, "aborted": 0,
+                      "flushes": 0}
+
+    async def send(self, request: web.BaseRequest, resp: web.StreamResponse, fd: int,
+                   offset: int, count: int) -> None:
+        """Prepare `resp`, then send `count` bytes of `fd` from `offset` as its body, then
+        finish it. `resp` must carry status, headers and `content_length == count`. A HEAD
+        request (or a status that has no body) gets the headers only."""
+        if request.method == "HEAD" or resp.status < 200 or resp.status in (204, 304):
+            count = 0  # RFC 9110 9.3.2 / 15.3.5 / 15.4.5: no content, Content-Length kept
+        if count and self._probe and not self._resident(fd, offset, count):
+            # Before prepare(): a failing disk read can still become a clean 5xx.
+            await asyncio.get_running_loop().run_in_executor(self._executor, _warm, fd, offset, count)
+            self.stats["warmed"] += 1
+        writer = await resp.prepare(request)
+        assert writer is not None
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            self._abort(resp, transport)
+            return
+        if count:
+            sock = transport.get_extra_info("socket")
+            if not self._use_sendfile or sock is None or transport.get_extra_info("sslcontext") is not None:
+                self.stats["fallback"] += 1
+                if not await self._send_fallback(resp, fd, offset, count):
+                    self._abort(resp, transport)
+                return
+            if transport.get_write_buffer_size():
+                self.stats["flushes"] += 1
+                await _flush(transport, writer)
+            sent = await self._sendfile(transport, sock.fileno(), fd, offset, count)
+            # Account for the body as if it had gone through the writer (see rule 4).
+            writer.output_size += sent
+            if writer.length is not None:
+                writer.length = max(0, writer.length - sent)
+            if sent != count:
+                self._abort(resp, transport)
+                return
+            self.stats["sendfile"] += 1
+        try:
+            await resp.write_eof()
+        except _DISCONNECTS:
+            self._abort(resp, transport)
+
+    async def _sendfile(self, transport: asyncio.BaseTransport, sock_fd: int, fd: int,
+                        offset: int, count: int) -> int:
+        """os.sendfile until `count` bytes are out; returns how many were sent (less on
+        disconnect or short file)."""
+        sent = 0
+        waiter: _Writable | None = None
+        try:
+            while sent < count:
+                # The transport may have closed while we waited; uvloop then closed its fd,
+                # and the number may already belong to another connection. Once we hold a
+                # dup we always use it: it pins the original socket.
+                if waiter is None and transport.is_closing():
+                    return sent
+                try:
+                    n = os.sendfile(waiter.fd if waiter else sock_fd, fd, offset + sent,
+                                    min(count - sent, self._max_sendfile))
+                except BlockingIOError:
+                    if waiter is None:
+                        waiter = _Writable(sock_fd)
+                    self.stats["waits"] += 1
+                    await waiter.wait()
+                    continue
+                except InterruptedError:
+                    continue
+                except _DISCONNECTS:
+                    return sent
+                except OSError as exc:
+                    if exc.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF):
+                        return sent
+                    raise
+                if n == 0:
+                    log.warning("cached file shorter than its Content-Length: %d of %d bytes sent",
+                                sent, count)
+                    return sent
+                sent += n
+            return sent
+        finally:
+            if waiter is not None:
+                waiter.close()
+
+    async def _send_fallback(self, resp: web.StreamResponse, fd: int, offset: int, count: int) -> bool:
+        loop = asyncio.get_running_loop()
+        end = offset + count
+        pos = offset
+        try:
+            while pos < end:
+                chunk = await loop.run_in_executor(self._executor, os.pread, fd, min(_FALLBACK_CHUNK, end - pos), pos)
+                if not chunk:
+                    return False
+                await resp.write(chunk)
+                pos += len(chunk)
+            await resp.write_eof()
+        except _DISCONNECTS:
+            return False
+        return True
+
+    def _resident(self, fd: int, offset: int, count: int) -> bool:
+        """Would reading the first and last byte of the range block on disk?"""
+        try:
+            for at in (offset, offset + count - 1):
+                if os.preadv(fd, (self._probe_buf,), at, os.RWF_NOWAIT) == 0:
+                    return True  # past EOF: nothing to warm, sendfile reports the short file
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                self._probe = False  # this filesystem cannot say; stop asking
+                return True
+            raise
+        return True
+
+    def _abort(self, resp: web.StreamResponse, transport: asyncio.BaseTransport | None) -> None:
+        self.stats["aborted"] += 1
+        resp.force_close()
+        if transport is not None and not transport.is_closing():
+            transport.abort()  # type: ignore[attr-defined]
+
+
+class _Writable:
+    """Wakes a coroutine when a dup of a transport's socket is writable."""
+
+    __slots__ = ("fd", "_loop", "_fut")
+
+    def __init__(self, sock_fd: int) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.fd = os.dup(sock_fd)
+        self._fut: asyncio.Future[None] | None = None
+        try:
+            self._loop.add_writer(self.fd, self._wake)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def _wake(self) -> None:
+        fut = self._fut
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    async def wait(self) -> None:
+        self._fut = self._loop.create_future()
+        try:
+            await self._fut
+        finally:
+            self._fut = None
+
+    def close(self) -> None:
+        try:
+            self._loop.remove_writer(self.fd)
+        finally:
+            os.close(self.fd)
+
+
+async def _flush(transport: asyncio.BaseTransport, writer: Any) -> None:
+    """Wait until the transport's write buffer is empty (bytes of an earlier response on
+    this connection may still be queued). Public API only: with both water marks at 0 the
+    protocol is paused until the buffer is empty, and aiohttp's drain waits for that."""
+    wt: asyncio.WriteTransport = transport  # type: ignore[assignment]
+    low, high = wt.get_write_buffer_limits()
+    try:
+        wt.set_write_buffer_limits(high=0, low=0)
+        while wt.get_write_buffer_size() and not wt.is_closing():
+            await writer.drain()
+            if wt.get_write_buffer_size():
+                await asyncio.sleep(0.001)  # protocol was not paused by us: poll briefly
+    finally:
+        if not wt.is_closing():
+            wt.set_write_buffer_limits(high=high, low=low)
+
+
+def _warm(fd: int, offset: int, count: int) -> None:
+    """Read the range once so the page cache holds it (runs in the executor)."""
+    buf = bytearray(min(_WARM_CHUNK, count))
+    view = memoryview(buf)
+    end = offset + count
+    while offset < end:
+        n = os.preadv(fd, (view[:min(len(buf), end - offset)],), offset)
+        if n <= 0:
+            return
+        offset += n
+
+
+async def send_bytes(request: web.BaseRequest, resp: web.StreamResponse, data: bytes | memoryview,
+                     offset: int = 0, count: int | None = None) -> None:
+    """Send `data[offset:offset+count]` as the body of `resp` (status and headers set, not
+    prepared). A `web.Response` gets the body attached so headers and body leave in one
+    write; a plain `StreamResponse` is prepared and finished with the body."""
+    view = memoryview(data)
+    if count is None:
+        count = len(view) - offset
+    body = view[offset:offset + count] if (offset or count != len(view)) else view
+    try:
+        if isinstance(resp, web.Response):
+            resp.body = body
+            await resp.prepare(request)
+            await resp.write_eof()
+        else:
+            await resp.prepare(request)
+            await resp.write_eof(body)  # type: ignore[arg-type]
+    except _DISCONNECTS:
+        resp.force_close()
+
+
+class HotTier:
+    """A byte-budgeted LRU of small, popular objects held in RAM (no IO here).
+
+    `put` refuses objects larger than `max_object_bytes` (default: 1/16 of the budget) so
+    one large object cannot flush the tier; what to admit (e.g. "hit twice") is the
+    caller's policy. Values are immutable `bytes`, safe to hand to many responses at once.
+    """
+
+    def __init__(self, max_bytes: int, *, max_object_bytes: int | None = None) -> None:
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        self.max_bytes = max_bytes
+        self.max_object_bytes = max_bytes // 16 if max_object_bytes is None else max_object_bytes
+        self._items: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._used = 0
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._items
+
+    def get(self, key: Hashable) -> bytes | None:
+        data = self._items.get(key)
+        if data is None:
+            self.misses += 1
+            return None
+        self._items.move_to_end(key)
+        self.hits += 1
+        return data
+
+    def put(self, key: Hashable, data: bytes) -> bool:
+        """Insert or replace; evicts least recently used entries to fit. False if refused."""
+        size = len(data)
+        if size > self.max_object_bytes or size > self.max_bytes:
+            self.discard(key)
+            return False
+        self.discard(key)
+        while self._used + size > self.max_bytes and self._items:
+            _, old = self._items.popitem(last=False)
+            self._used -= len(old)
+        self._items[key] = bytes(data)
+        self._used += size
+        return True
+
+    def discard(self, key: Hashable) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._used -= len(old)
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._used = 0
+
+    @staticmethod
+    def response(data: bytes, *, status: int = 200, headers: dict[str, str] | None = None,
+                 offset: int = 0, count: int | None = None) -> web.Response:
+        """The fastest way to serve a RAM object: a `web.Response` whose body is a view."""
+        if count is not None or offset:
+            # A copy, but a small one (hot objects are small); a memoryview body would take
+            # aiohttp's slower payload path.
+            data = data[offset:offset + (len(data) - offset if count is None else count)]
+        return web.Response(status=status, body=data, headers=headers)

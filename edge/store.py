@@ -1,0 +1,607 @@
+"""The edge's disk store: cached objects on disk, their index in memory, the byte budget.
+
+Layout under the cache directory (names come from sha256(key), never from the path):
+
+    objects/ab/cd/<sha256hex>        the object's bytes
+    objects/ab/cd/<sha256hex>.meta   its metadata (msgpack map, see ObjectMeta)
+    tmp/                             fills in progress; emptied at start
+
+An object's life is a table (STYLE: state machines as tables):
+
+    absent   --reserve-->  filling   (policy holds its bytes, pinned so it cannot be a victim)
+    filling  --commit--->  cached    (data renamed into place, then the sidecar)
+    filling  --abort---->  absent    (temp file removed, bytes released)
+    cached   --evict/purge/corrupt--> absent (index entry, open fd and files go)
+
+Crash safety: a fill writes a temp file and renames it into place only when it has
+exactly the announced length; the sidecar is written (temp + rename) after the data.
+At start the index is rebuilt from sidecars: a data file without a valid sidecar, a
+sidecar without data, or a length mismatch is deleted, and tmp/ is emptied. So a crash
+at any moment leaves either the old state or the new one.
+
+Capacity: every byte on disk was first reserved in the eviction policy (`reserve`, at
+fill start, with the upstream Content-Length), so `policy.used <= capacity` bounds the
+disk use, fills in flight included.
+
+Blocking file work runs in the default executor, one hop per operation. Hits need no
+hop at all: the index holds everything a response needs, and an LRU of open read-only
+fds (refcounted, so evicting an object never closes an fd a response is sending from)
+lets a hit check `fstat(fd).st_size` and send.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import secrets
+import time
+from collections import Counter as TallyCounter
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from edge.policy import EvictionPolicy
+
+log = logging.getLogger("ocsim.edge.store")
+
+META_SUFFIX = ".meta"
+META_VERSION = 1
+MAX_META_BYTES = 64 * 1024
+GHOSTS = 65536  # how many evicted keys we remember, to class a later miss as "evicted"
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectMeta:
+    """What the edge knows about a cached object; persisted as the sidecar.
+
+    `extra` leaves room for RFC 9111 freshness fields (Date, Expires, Age) later."""
+
+    key: str
+    length: int
+    etag: str
+    content_type: str
+    cache_control: str = ""
+    last_modified: str = ""
+    pinned: bool = False
+    stored_at: float = 0.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def pack(self) -> bytes:
+        d = asdict(self)
+        d["v"] = META_VERSION
+        return msgpack.packb(d, use_bin_type=True)  # type: ignore[no-any-return]
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> ObjectMeta | None:
+        """The metadata in `raw`, or None when it is not a valid sidecar."""
+        try:
+            d = msgpack.unpackb(raw, raw=False)
+            if not isinstance(d, dict) or d.pop("v", None) != META_VERSION:
+                return None
+            meta = cls(**d)
+        except Exception:  # msgpack and the constructor raise a zoo of types on garbage
+            return None
+        ok = (isinstance(meta.key, str) and isinstance(meta.length, int) and meta.length >= 0
+              and isinstance(meta.etag, str) and isinstance(meta.content_type, str)
+              and isinstance(meta.cache_control, str) and isinstance(meta.last_modified, str)
+              and isinstance(meta.pinned, bool) and isinstance(meta.stored_at, (int, float))
+              and isinstance(meta.extra, dict))
+        return meta if ok else None
+
+
+@dataclass(slots=True, eq=False)
+class Entry:
+    """A cached object in the index. Identity matters: a refetch makes a new Entry."""
+
+    meta: ObjectMeta
+    path: Path
+
+    @property
+    def key(self) -> str:
+        return self.meta.key
+
+    @property
+    def length(self) -> int:
+        return self.meta.length
+
+
+@dataclass(slots=True, eq=False)
+class OpenFile:
+    """A read-only fd of one Entry, shared by concurrent hits."""
+
+    entry: Entry
+    fd: int
+    refs: int = 0
+    doomed: bool = False  # close when the last user releases it
+
+
+@dataclass(slots=True, eq=False)
+class Reservation:
+    """Bytes held in the policy for a fill in flight."""
+
+    key: str
+    length: int
+    cancelled: bool = False  # purged while filling: do not commit
+    want_pin: bool = False
+    tmp_path: Path | None = None
+    fd: int = -1
+
+
+def key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def title_of(key: str) -> str:
+    parts = key.split("/", 3)
+    return parts[2] if len(parts) > 2 else ""
+
+
+class DiskStore:
+    """Cached objects under `root`, budgeted by `policy`. Create, then `await open()`."""
+
+    def __init__(self, root: str | Path, policy: EvictionPolicy, *, max_open_files: int = 512,
+                 on_evict: Callable[[str], None] | None = None) -> None:
+        self.root = Path(root)
+        self.objects_dir = self.root / "objects"
+        self.tmp_dir = self.root / "tmp"
+        self.policy = policy
+        self.index: dict[str, Entry] = {}
+        self.max_open_files = max_open_files
+        self._open: OrderedDict[str, OpenFile] = OrderedDict()
+        self._reservations: dict[str, Reservation] = {}
+        self._deleting: dict[str, asyncio.Future[None]] = {}
+        self._background: set[asyncio.Future[None]] = set()
+        self._ghosts: OrderedDict[str, None] = OrderedDict()
+        self._titles: TallyCounter[str] = TallyCounter()
+        self.on_evict = on_evict
+        self.evictions = 0
+
+    # -- paths -----------------------------------------------------------------------
+
+    def data_path(self, key: str) -> Path:
+        h = key_digest(key)
+        return self.objects_dir / h[:2] / h[2:4] / h
+
+    # -- start-up ----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Clear temp leftovers and rebuild the index from the sidecars on disk."""
+        metas = await asyncio.get_running_loop().run_in_executor(None, self._scan)
+        doomed: list[str] = []
+        for meta in sorted(metas, key=lambda m: m.stored_at):
+            adm = self.policy.admit(meta.key, meta.length, 0.0, pinned=meta.pinned)
+            for victim in adm.evicted:
+                self._drop_index(victim)
+                doomed.append(victim)
+            if adm.admitted:
+                self._add_index(Entry(meta, self.data_path(meta.key)))
+            else:
+                doomed.append(meta.key)
+        if doomed:
+            await asyncio.get_running_loop().run_in_executor(None, self._delete_many, doomed)
+        log.info("index rebuilt", extra={"fields": {"objects": len(self.index), "used": self.policy.used,
+                                                    "dropped": len(doomed)}})
+
+    def _scan(self) -> list[ObjectMeta]:
+        self.objects_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in self.tmp_dir.iterdir():
+            _unlink(leftover)
+        found: list[ObjectMeta] = []
+        for dirpath, _dirs, files in os.walk(self.objects_dir):
+            names = set(files)
+            for name in files:
+                path = Path(dirpath) / name
+                if name.endswith(META_SUFFIX):
+                    data = path.with_name(name[: -len(META_SUFFIX)])
+                    meta = _read_meta(path)
+                    if meta is None or self.data_path(meta.key) != data or not _has_size(data, meta.length):
+                        _unlink(path)
+                        _unlink(data)
+                    else:
+                        found.append(meta)
+                elif len(name) == 64 and name + META_SUFFIX in names:
+                    continue  # judged with its sidecar
+                else:
+                    _unlink(path)  # data without sidecar, or a sidecar's temp
+        return found
+
+    # -- the index -------------------------------------------------------------------
+
+    def _add_index(self, entry: Entry) -> None:
+        old = self.index.get(entry.key)
+        if old is None:
+            self._titles[title_of(entry.key)] += 1
+        self.index[entry.key] = entry
+        self._ghosts.pop(entry.key, None)
+        self._close_fd(entry.key)
+
+    def _drop_index(self, key: str) -> Entry | None:
+        entry = self.index.pop(key, None)
+        if entry is not None:
+            t = title_of(key)
+            self._titles[t] -= 1
+            if self._titles[t] <= 0:
+                del self._titles[t]
+            self._close_fd(key)
+            if self.on_evict:
+                self.on_evict(key)
+        return entry
+
+    def lookup(self, key: str, now: float) -> Entry | None:
+        """Record the access with the policy; the cached entry or None."""
+        self.policy.lookup(key, now)
+        return self.index.get(key)
+
+    def was_evicted(self, key: str) -> bool:
+        return key in self._ghosts
+
+    def titles(self) -> list[str]:
+        return sorted(self._titles)
+
+    def keys_of_title(self, title: str) -> list[str]:
+        prefix = f"/content/{title}/"
+        return [k for k in self.index if k.startswith(prefix)]
+
+    @property
+    def used(self) -> int:
+        return self.policy.used
+
+    @property
+    def capacity(self) -> int:
+        return self.policy.capacity
+
+    def pinned_count(self) -> int:
+        return sum(1 for e in self.index.values() if self.policy.is_pinned(e.key))
+
+    # -- hits: open fds ----------------------------------------------------------------
+
+    async def acquire(self, entry: Entry) -> OpenFile | None:
+        """An open fd for `entry`, checked against the indexed length.
+
+        None when the file is missing or its size changed behind our back; the object is
+        then dropped (files deleted) so the caller refetches it."""
+        of = self._open.get(entry.key)
+        if of is not None and of.entry is entry:
+            self._open.move_to_end(entry.key)
+            try:
+                size = os.fstat(of.fd).st_size  # an open fd: no disk IO, safe on the loop
+            except OSError:
+                size = -1
+        else:
+            try:
+                fd, size = await asyncio.get_running_loop().run_in_executor(None, _open_ro, entry.path)
+            except OSError:
+                fd, size = -1, -1
+            if fd >= 0:
+                if self.index.get(entry.key) is not entry:
+                    os.close(fd)
+                    return None
+                self._close_fd(entry.key)
+                of = OpenFile(entry, fd)
+                self._open[entry.key] = of
+                self._trim_fds()
+        if size != entry.length or of is None:
+            log.warning("object changed on disk; dropping it", extra={"fields": {
+                "key": entry.key, "expected": entry.length, "found": size}})
+            if self.index.get(entry.key) is entry:
+                await self.remove(entry.key)
+            return None
+        of.refs += 1
+        return of
+
+    def release(self, of: OpenFile) -> None:
+        of.refs -= 1
+        if of.doomed and of.refs <= 0:
+            _close(of.fd)
+
+    def _close_fd(self, key: str) -> None:
+        of = self._open.pop(key, None)
+        if of is not None:
+            if of.refs > 0:
+                of.doomed = True
+            else:
+                _close(of.fd)
+
+    def _trim_fds(self) -> None:
+        while len(self._open) > self.max_open_files:
+            key = next(iter(self._open))
+            self._close_fd(key)
+
+    async def read_all(self, entry: Entry) -> bytes | None:
+        """A small object's bytes in one hop (for the RAM tier), or None if it changed."""
+        data = await asyncio.get_running_loop().run_in_executor(None, _read_file, entry.path)
+        if data is None or len(data) != entry.length:
+            return None
+        return data
+
+    # -- fills -------------------------------------------------------------------------
+
+    def reserve(self, key: str, length: int, now: float, *, force: bool = False) -> Reservation | None:
+        """Hold `length` bytes for a fill of `key`, or None when the policy declines.
+
+        The held object is pinned in the policy while it fills, so no later admission can
+        pick it as a victim. `force` skips the admission filter (pre-positioning)."""
+        if key in self._reservations:
+            return None
+        if force:
+            adm = self.policy.admit(key, length, now, pinned=True)
+        else:
+            adm = self.policy.admit(key, length, now)
+        self._evicted(adm.evicted)
+        if not adm.admitted or key not in self.policy:
+            return None
+        self.policy.pin(key)
+        # a stale entry for the key (refetch) no longer matches what the policy holds
+        if key in self.index:
+            self._drop_index(key)
+            self._schedule_delete(key)
+        res = Reservation(key, length)
+        self._reservations[key] = res
+        return res
+
+    async def begin(self, res: Reservation) -> None:
+        """Create the temp file of a reserved fill."""
+        path = self.tmp_dir / f"{key_digest(res.key)}.{secrets.token_hex(4)}.part"
+        res.fd = await asyncio.get_running_loop().run_in_executor(None, _create, path)
+        res.tmp_path = path
+
+    async def write(self, res: Reservation, data: bytes) -> None:
+        """Append `data` to the temp file (one hop per call; callers batch)."""
+        await asyncio.get_running_loop().run_in_executor(None, _write_all, res.fd, data)
+
+    async def commit(self, res: Reservation, meta: ObjectMeta) -> Entry | None:
+        """Rename a complete temp file into place and index it; None if it was cancelled."""
+        loop = asyncio.get_running_loop()
+        pending = self._deleting.get(res.key)
+        if pending is not None:
+            await asyncio.shield(pending)
+        if res.cancelled or self._reservations.get(res.key) is not res:
+            await self.abort(res)
+            return None
+        meta = replace(meta, pinned=res.want_pin)
+        dest = self.data_path(res.key)
+        assert res.tmp_path is not None
+        try:
+            await loop.run_in_executor(None, _install, res.fd, res.tmp_path, dest, meta)
+        except OSError as exc:
+            res.fd = -1
+            log.error("commit failed", extra={"fields": {"key": res.key, "error": str(exc)}})
+            await self.abort(res)
+            return None
+        res.fd = -1
+        if res.cancelled or self._reservations.get(res.key) is not res:
+            # purged while the rename ran (remove() already released the bytes): delete again
+            await loop.run_in_executor(None, self._delete_many, [res.key])
+            return None
+        del self._reservations[res.key]
+        if not res.want_pin:
+            self.policy.unpin(res.key)
+        entry = Entry(meta, dest)
+        self._add_index(entry)
+        return entry
+
+    async def abort(self, res: Reservation) -> None:
+        """Forget a fill: release its bytes, remove its temp file."""
+        if self._reservations.get(res.key) is res:
+            del self._reservations[res.key]
+            self.policy.remove(res.key)
+        fd, path = res.fd, res.tmp_path
+        res.fd, res.tmp_path = -1, None
+        if fd >= 0 or path is not None:
+            await asyncio.get_running_loop().run_in_executor(None, _discard, fd, path)
+
+    # -- removal -------------------------------------------------------------------------
+
+    def _evicted(self, keys: tuple[str, ...]) -> None:
+        for key in keys:
+            self.evictions += 1
+            self._drop_index(key)
+            self._ghosts[key] = None
+            self._ghosts.move_to_end(key)
+            if len(self._ghosts) > GHOSTS:
+                self._ghosts.popitem(last=False)
+            self._schedule_delete(key)
+
+    def _schedule_delete(self, key: str) -> None:
+        loop = asyncio.get_running_loop()
+        prev = self._deleting.get(key)
+
+        async def run() -> None:
+            if prev is not None:
+                await prev
+            await loop.run_in_executor(None, self._delete_many, [key])
+
+        fut = asyncio.ensure_future(run())
+        self._deleting[key] = fut
+        self._background.add(fut)
+
+        def done(f: asyncio.Future[None]) -> None:
+            self._background.discard(f)
+            if self._deleting.get(key) is f:
+                del self._deleting[key]
+            if not f.cancelled() and f.exception() is not None:
+                log.error("delete failed", extra={"fields": {"key": key, "error": str(f.exception())}})
+
+        fut.add_done_callback(done)
+
+    async def remove(self, key: str) -> bool:
+        """Purge `key`: from the index, the policy and the disk (awaited). Cancels a fill."""
+        found = False
+        res = self._reservations.pop(key, None)
+        if res is not None:
+            res.cancelled = True
+            found = True
+        if self._drop_index(key) is not None:
+            found = True
+        if self.policy.remove(key):
+            found = True
+        self._schedule_delete(key)
+        await asyncio.shield(self._deleting[key])
+        return found
+
+    def _delete_many(self, keys: list[str]) -> None:
+        for key in keys:
+            data = self.data_path(key)
+            _unlink(data.with_name(data.name + META_SUFFIX))  # sidecar first: data alone is junk
+            _unlink(data)
+
+    # -- pins ---------------------------------------------------------------------------
+
+    def set_pinned(self, key: str, pinned: bool) -> bool:
+        """Pin or unpin a cached (or filling) object; False if absent.
+
+        The policy changes at once; the sidecar is rewritten in the background (`flush`
+        awaits it), so this can be called from sync code such as the agent's `pin`."""
+        res = self._reservations.get(key)
+        if res is not None:
+            res.want_pin = pinned
+            return True
+        entry = self.index.get(key)
+        if entry is None:
+            return False
+        if pinned:
+            self.policy.pin(key)
+        else:
+            self.policy.unpin(key)
+        if entry.meta.pinned != pinned:
+            entry.meta = replace(entry.meta, pinned=pinned)
+            self._track(asyncio.ensure_future(self._persist_meta(entry)))
+        return True
+
+    async def _persist_meta(self, entry: Entry) -> None:
+        if self.index.get(entry.key) is not entry:
+            return
+        await asyncio.get_running_loop().run_in_executor(None, _write_meta, entry.path, entry.meta)
+
+    def _track(self, fut: asyncio.Future[None]) -> None:
+        self._background.add(fut)
+        fut.add_done_callback(self._background.discard)
+
+    async def flush(self) -> None:
+        """Wait for background deletes and sidecar writes."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        for res in list(self._reservations.values()):
+            await self.abort(res)
+        await self.flush()
+        for key in list(self._open):
+            self._close_fd(key)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"objects": len(self.index), "used_bytes": self.policy.used, "capacity_bytes": self.capacity,
+                "pinned": self.pinned_count(), "filling": len(self._reservations), "evictions": self.evictions,
+                "open_fds": len(self._open)}
+
+
+# -- blocking helpers (run in the executor) -------------------------------------------------
+
+def _unlink(path: Path) -> None:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            for child in path.iterdir():
+                _unlink(child)
+            path.rmdir()
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cannot delete", extra={"fields": {"path": str(path), "error": str(exc)}})
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _has_size(path: Path, length: int) -> bool:
+    try:
+        return path.stat().st_size == length
+    except OSError:
+        return False
+
+
+def _read_meta(path: Path) -> ObjectMeta | None:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_META_BYTES + 1)
+    except OSError:
+        return None
+    if len(raw) > MAX_META_BYTES:
+        return None
+    return ObjectMeta.unpack(raw)
+
+
+def _open_ro(path: Path) -> tuple[int, int]:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return fd, os.fstat(fd).st_size
+    except OSError:
+        os.close(fd)
+        raise
+
+
+def _read_file(path: Path) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _create(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _discard(fd: int, path: Path | None) -> None:
+    if fd >= 0:
+        _close(fd)
+    if path is not None:
+        _unlink(path)
+
+
+def _write_meta(data_path: Path, meta: ObjectMeta) -> None:
+    final = data_path.with_name(data_path.name + META_SUFFIX)
+    tmp = data_path.with_name(data_path.name + META_SUFFIX + f".{secrets.token_hex(4)}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(meta.pack())
+    os.replace(tmp, final)
+
+
+def _install(fd: int, tmp: Path, dest: Path, meta: ObjectMeta) -> None:
+    """Check the temp file's length, rename it into place, then write the sidecar."""
+    try:
+        size = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+    if size != meta.length:
+        _unlink(tmp)
+        raise OSError(f"temp file has {size} bytes, expected {meta.length}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    old_meta = dest.with_name(dest.name + META_SUFFIX)
+    _unlink(old_meta)  # an old sidecar must never describe the new data
+    os.replace(tmp, dest)
+    _write_meta(dest, meta)
+
+
+def now() -> float:
+    return time.time()
