@@ -1,0 +1,304 @@
+"""Pre-position jobs and their fill plans: the bookkeeping, with no IO and no clock.
+
+A job asks for titles on one ISP's edges. The placement planner decides which edge
+gets which titles; each edge's share becomes one fill plan (a list of content paths:
+the master playlist, the media playlists and every segment of the chosen renditions).
+Very large shares are split into several plans so a plan always fits in one
+`ControlReply` (see MAX_PATHS_PER_PLAN). The control plane hands a plan to its edge in
+heartbeat replies until the edge reports it `done` or `failed`; a job's state follows
+from its plans' states.
+
+Rules of this module:
+
+1. A plan's state changes only through PLAN_TRANSITIONS; terminal states are final.
+2. A job's state and progress are computed from its plans, never stored separately
+   (the store keeps a copy only for listing).
+3. Time is passed in; nothing here sleeps or reads a clock.
+"""
+from __future__ import annotations
+
+import functools
+import secrets
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.content import Title
+from common.ids import master_path
+from common.wire import FillPlan, FillProgress
+
+PLAN_STATES = ("pending", "running", "done", "failed")
+TERMINAL = frozenset({"done", "failed"})
+JOB_STATES = ("pending", "running", "done", "failed")
+MAX_PATHS_PER_PLAN = 8000  # ~300 KB of msgpack: several plans fit under wire.MAX_MESSAGE_BYTES
+
+# (state, event) -> next state. Events: "delivered" (sent to the edge in a reply), the
+# edge's reported states "running" | "done" | "failed", and "timeout" (edge gone too long).
+PLAN_TRANSITIONS: dict[tuple[str, str], str] = {
+    ("pending", "delivered"): "running",
+    ("pending", "running"): "running",
+    ("pending", "done"): "done",
+    ("pending", "failed"): "failed",
+    ("pending", "timeout"): "failed",
+    ("running", "delivered"): "running",
+    ("running", "running"): "running",
+    ("running", "done"): "done",
+    ("running", "failed"): "failed",
+    ("running", "timeout"): "failed",
+}
+
+
+def new_job_id() -> str:
+    return "job-" + secrets.token_hex(5)
+
+
+def title_paths(title: Title, renditions: Sequence[int] | None = None) -> list[str]:
+    """Every content path of `title` for `renditions` (default all), playlists first."""
+    chosen = [r for r in title.renditions if renditions is None or r in renditions]
+    paths = [master_path(title.id)]
+    paths += [f"/content/{title.id}/{r}/index.m3u8" for r in chosen]
+    for r in chosen:
+        paths += [f"/content/{title.id}/{r}/{i}.seg" for i in range(title.segment_count)]
+    return paths
+
+
+def title_bytes(title: Title, renditions: Sequence[int] | None = None) -> int:
+    """Segment bytes of `title` for `renditions` (playlists are a rounding error)."""
+    return sum(_rendition_bytes(title, r) for r in title.renditions if renditions is None or r in renditions)
+
+
+@functools.lru_cache(maxsize=8192)
+def _rendition_bytes(title: Title, rendition: int) -> int:
+    # One hash per segment: ~10 ms for a long title's ladder, so remember it (titles are frozen).
+    return title.rendition_bytes(rendition)
+
+
+@dataclass(slots=True)
+class PlanRecord:
+    plan_id: str
+    job_id: str
+    edge_id: str
+    titles: tuple[str, ...]
+    paths: tuple[str, ...]
+    bandwidth_bps: int
+    issued_at: float
+    state: str = "pending"
+    done_objects: int = 0
+    done_bytes: int = 0
+    failed_objects: int = 0
+    total_bytes: int = 0
+    last_seen: float = 0.0  # when the edge last showed signs of life (for the timeout)
+    error: str = ""
+
+    @property
+    def total_objects(self) -> int:
+        return len(self.paths)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    def fill_plan(self) -> FillPlan:
+        return FillPlan(plan_id=self.plan_id, job_id=self.job_id, edge_id=self.edge_id,
+                        paths=list(self.paths), bandwidth_bps=self.bandwidth_bps,
+                        issued_at=self.issued_at, pin=True)
+
+    def apply(self, event: str) -> bool:
+        """Apply one event; True if the state changed."""
+        nxt = PLAN_TRANSITIONS.get((self.state, event))
+        if nxt is None or nxt == self.state:
+            return False
+        self.state = nxt
+        if nxt == "done":
+            self.done_objects = self.total_objects
+        return True
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.plan_id, "edge": self.edge_id, "state": self.state,
+            "titles": list(self.titles),
+            "done_objects": self.done_objects, "total_objects": self.total_objects,
+            "done_bytes": self.done_bytes, "total_bytes": self.total_bytes,
+            "failed_objects": self.failed_objects,
+        }
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(slots=True)
+class Job:
+    id: str
+    isp: str
+    titles: tuple[str, ...]
+    renditions: tuple[int, ...] | None
+    bandwidth_bps: int
+    created_at: float
+    plans: list[PlanRecord] = field(default_factory=list)
+    unplaced: tuple[str, ...] = ()
+    error: str = ""
+    updated_at: float = 0.0
+
+    @property
+    def state(self) -> str:
+        if not self.plans:
+            return "failed"
+        states = {p.state for p in self.plans}
+        if states <= TERMINAL:
+            return "failed" if "failed" in states else "done"
+        if states == {"pending"}:
+            return "pending"
+        return "running"
+
+    @property
+    def progress(self) -> float:
+        total = sum(p.total_objects for p in self.plans)
+        if not total:
+            return 0.0
+        done = sum(p.total_objects if p.state == "done" else min(p.done_objects, p.total_objects)
+                   for p in self.plans)
+        return round(done / total, 4)
+
+    def to_json(self, with_plans: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id, "state": self.state, "progress": self.progress, "isp": self.isp,
+            "titles": list(self.titles),
+            "renditions": list(self.renditions) if self.renditions is not None else None,
+            "bandwidth_bps": self.bandwidth_bps, "unplaced": list(self.unplaced),
+            "created_at": self.created_at, "updated_at": self.updated_at,
+        }
+        if self.error:
+            out["error"] = self.error
+        if with_plans:
+            out["plans"] = [p.to_json() for p in self.plans]
+        return out
+
+
+def build_plans(job_id: str, assignments: Mapping[str, Sequence[str]], titles: Mapping[str, Title],
+                renditions: Sequence[int] | None, bandwidth_bps: int, now: float,
+                max_paths: int = MAX_PATHS_PER_PLAN) -> list[PlanRecord]:
+    """One plan per edge (more when an edge's share exceeds `max_paths`), in edge order."""
+    plans: list[PlanRecord] = []
+    for edge_id in sorted(assignments):
+        chunk_paths: list[str] = []
+        chunk_titles: list[str] = []
+        chunk_bytes = 0
+
+        def flush() -> None:
+            nonlocal chunk_paths, chunk_titles, chunk_bytes
+            if chunk_paths:
+                plans.append(PlanRecord(f"{job_id}-{len(plans) + 1}", job_id, edge_id, tuple(chunk_titles),
+                                        tuple(chunk_paths), bandwidth_bps, now, total_bytes=chunk_bytes,
+                                        last_seen=now))
+            chunk_paths, chunk_titles, chunk_bytes = [], [], 0
+
+        for tid in assignments[edge_id]:
+            title = titles[tid]
+            paths = title_paths(title, renditions)
+            if chunk_paths and len(chunk_paths) + len(paths) > max_paths:
+                flush()
+            for start in range(0, len(paths), max_paths):
+                part = paths[start:start + max_paths]
+                if chunk_paths and len(chunk_paths) + len(part) > max_paths:
+                    flush()
+                chunk_paths += part
+                if tid not in chunk_titles:
+                    chunk_titles.append(tid)
+            chunk_bytes += title_bytes(title, renditions)
+        flush()
+    return plans
+
+
+class JobBook:
+    """All known jobs, indexed by plan and by edge; remembers what changed since the last save."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, Job] = {}
+        self.plans: dict[str, PlanRecord] = {}
+        self._dirty_plans: set[str] = set()
+        self._dirty_jobs: set[str] = set()
+
+    def add(self, job: Job) -> None:
+        self.jobs[job.id] = job
+        for p in job.plans:
+            self.plans[p.plan_id] = p
+
+    def get(self, job_id: str) -> Job | None:
+        return self.jobs.get(job_id)
+
+    def listing(self) -> list[Job]:
+        return sorted(self.jobs.values(), key=lambda j: (-j.created_at, j.id))
+
+    def outstanding(self, edge_id: str) -> list[PlanRecord]:
+        """Plans the edge must (still) be told about, oldest first."""
+        return [p for p in self.plans.values() if p.edge_id == edge_id and not p.terminal]
+
+    def mark_dirty(self, plan: PlanRecord, now: float) -> None:
+        self._dirty_plans.add(plan.plan_id)
+        self._dirty_jobs.add(plan.job_id)
+        job = self.jobs.get(plan.job_id)
+        if job is not None:
+            job.updated_at = now
+
+    def delivered(self, plan: PlanRecord, now: float) -> None:
+        if plan.apply("delivered"):
+            self.mark_dirty(plan, now)
+
+    def report(self, edge_id: str, fills: Iterable[FillProgress], now: float) -> list[PlanRecord]:
+        """Apply an edge's progress reports; reports about other edges' plans are ignored."""
+        changed: list[PlanRecord] = []
+        for fp in fills:
+            plan = self.plans.get(fp.plan_id)
+            if plan is None or plan.edge_id != edge_id or plan.terminal:
+                continue
+            moved = plan.apply(fp.state) if fp.state in ("running", "done", "failed") else False
+            counts = (max(0, min(fp.done_objects, plan.total_objects)), max(0, fp.done_bytes),
+                      max(0, fp.failed_objects))
+            if plan.state == "done":
+                counts = (plan.total_objects, counts[1], counts[2])
+            if moved or counts != (plan.done_objects, plan.done_bytes, plan.failed_objects):
+                plan.done_objects, plan.done_bytes, plan.failed_objects = counts
+                if plan.state == "failed" and not plan.error:
+                    plan.error = "edge reported failure"
+                self.mark_dirty(plan, now)
+                changed.append(plan)
+        return changed
+
+    def seen(self, edge_id: str, now: float) -> None:
+        """The edge is alive: its plans' timeout clocks restart."""
+        for p in self.plans.values():
+            if p.edge_id == edge_id and not p.terminal:
+                p.last_seen = now
+
+    def sweep(self, now: float, timeout_s: float, alive: Callable[[str], bool]) -> list[PlanRecord]:
+        """Fail plans whose edge has not been alive for `timeout_s`."""
+        failed: list[PlanRecord] = []
+        for p in self.plans.values():
+            if p.terminal:
+                continue
+            if alive(p.edge_id):
+                p.last_seen = now
+            elif now - p.last_seen > timeout_s:
+                p.apply("timeout")
+                p.error = f"edge {p.edge_id} unavailable for {timeout_s:g}s"
+                self.mark_dirty(p, now)
+                failed.append(p)
+        return failed
+
+    def placed_titles(self, edge_id: str) -> frozenset[str]:
+        """Titles whose plans on this edge are done."""
+        return frozenset(t for p in self.plans.values() if p.edge_id == edge_id and p.state == "done"
+                         for t in p.titles)
+
+    def take_dirty(self) -> tuple[list[PlanRecord], list[Job]]:
+        plans = [self.plans[i] for i in sorted(self._dirty_plans) if i in self.plans]
+        jobs = [self.jobs[i] for i in sorted(self._dirty_jobs) if i in self.jobs]
+        self._dirty_plans.clear()
+        self._dirty_jobs.clear()
+        return plans, jobs
+
+    def counts_by_state(self) -> dict[str, int]:
+        out = {s: 0 for s in JOB_STATES}
+        for j in self.jobs.values():
+            out[j.state] += 1
+        return out
