@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -147,9 +147,11 @@ async def serve(app: web.Application, host: str, port: int, *, access_log: bool 
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True)
     await site.start()
-    server = site._server  # noqa: SLF001 - aiohttp exposes no public accessor for the bound port
-    assert server is not None and server.sockets
-    bound = server.sockets[0].getsockname()
+    # aiohttp exposes no public accessor for the port actually bound (needed for --port 0).
+    server = site._server  # noqa: SLF001
+    sockets = getattr(server, "sockets", None)
+    assert sockets
+    bound = sockets[0].getsockname()
     url = f"http://{host}:{bound[1]}"
     event(log, "listening", url=url, service=app[SERVICE_NAME])
     sys.stdout.write(json.dumps({"event": "listening", "service": app[SERVICE_NAME], "url": url,
@@ -174,12 +176,12 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def run_main(main: Callable[[], Awaitable[None]]) -> None:
+def run_main(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(main())
 
 
-def run_app(make_app: Callable[[], Awaitable[web.Application]], host: str, port: int, *, service: str,
+def run_app(make_app: Callable[[], Coroutine[Any, Any, web.Application]], host: str, port: int, *, service: str,
             access_log: bool = True, log_level: str = "INFO", shutdown_timeout: float = 10.0) -> int:
     """Entry point for a service's CLI: logging, loop, serve, exit code."""
     setup_logging(service, log_level)

@@ -36,7 +36,6 @@ CHUNK = 256 * 1024
 PACED_CHUNK = 16 * 1024
 MAX_TRACKED_PATHS = 200_000
 
-ORIGIN = web.AppKey("ocsim_origin", "OriginState")
 
 
 class OriginState:
@@ -66,6 +65,9 @@ class OriginState:
     def stats(self) -> dict[str, Any]:
         return {"requests": self.requests, "segment_requests": self.segment_requests, "bytes": self.bytes,
                 "by_title": dict(self.by_title), "by_path": dict(self.by_path)}
+
+
+ORIGIN = web.AppKey("ocsim_origin", OriginState)
 
 
 def _etag(*parts: object) -> str:
