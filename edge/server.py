@@ -256,9 +256,13 @@ class EdgeNode:
             if resp is not None:
                 return resp
             refetch = True  # the file changed behind our back: it is gone now, fetch it again
-        if _only_if_cached(request.headers.get("Cache-Control")) and key not in self.coalescer.inflight:
-            # RFC 9111 5.2.1.7; a fill already in flight is as good as cached (it starts nothing new)
-            return self._error(504, "not cached", "fwd=uri-miss; detail=only-if-cached")
+        if _only_if_cached(request.headers.get("Cache-Control")):
+            # RFC 9111 5.2.1.7. A fill in flight is as good as cached (joining starts nothing
+            # new), but only once it has its source: a fill still asking its peers may be
+            # asking us, and two edges waiting on each other would deadlock until timeout.
+            pending = self.coalescer.inflight.get(key)
+            if pending is None or not pending.source:
+                return self._error(504, "not cached", "fwd=uri-miss; detail=only-if-cached")
         fill, joined = self.coalescer.join(key)
         klass = "coalesced" if joined else ("evicted" if refetch or self.store.was_evicted(key) else "cold")
         self.misses.inc((klass,))

@@ -421,6 +421,40 @@ async def test_peer_fill_before_origin(start_service: StartService, origin: Serv
         assert status == 504 and headers["X-Cache"] == "MISS"
 
 
+def free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_mutual_peers_missing_the_same_object_do_not_wait_on_each_other(
+        start_service: StartService, origin: ServiceProcess, admin_token: str, tmp_path: Path) -> None:
+    """Each edge's fill asks the other (only-if-cached) while the other's fill asks it.
+
+    A fill still probing peers must not be joined by a peer's only-if-cached request, or
+    the two wait on each other until the peer timeout (seen under Locust at 10 s)."""
+    port_a = free_port()
+    url_a = f"http://127.0.0.1:{port_a}"
+    b = start_edge(start_service, tmp_path, origin.url, "--peer", url_a, "--fill-timeout", "8",
+                   name="edge-b", cache="b")
+    a = start_service("edge-a", "edge", "--host", "127.0.0.1", "--port", str(port_a), "--id", "edge-a",
+                      "--isp", "isp-a", "--upstream", origin.url, "--cache-dir", str(tmp_path / "a"),
+                      "--capacity", "200MB", "--operator-token", OP, "--no-access-log", "--peer", b.url,
+                      "--fill-timeout", "8")
+    async with aiohttp.ClientSession() as s:
+        await set_link(s, origin, admin_token, latency_ms=100)  # both fills are in flight together
+        for i in range(3):
+            spec = seg("title-030", 750, i)
+            t0 = time.monotonic()
+            results = await asyncio.gather(fetch(s, a.url + path_of(spec)), fetch(s, b.url + path_of(spec)))
+            elapsed = time.monotonic() - t0
+            for status, _, body in results:
+                assert status == 200 and spec_ok(spec, body)
+            assert elapsed < 4, f"edges waited on each other for {elapsed:.1f}s"
+            assert 1 <= await origin_count(s, origin, admin_token, path_of(spec)) <= 2
+
+
 # -- operator endpoints -------------------------------------------------------------------------------
 
 async def test_operator_endpoints(start_service: StartService, origin: ServiceProcess, admin_token: str,
