@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in POLICIES + (BELADY,):
         runs = [replay(trace, name, capacity) for _ in range(args.repeat)]
         best = max(runs, key=lambda r: r.requests_per_s)
-        print(f"{name:<10} {best.requests_per_s:>12,.0f} {best.total.to_dict()['object_miss_ratio']:>11.4f}",
+        print(f"{name:<18} {best.requests_per_s:>12,.0f} {best.total.to_dict()['object_miss_ratio']:>11.4f}",
               flush=True)
     return 0
 

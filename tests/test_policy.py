@@ -6,6 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import random
+
 from edge.policy import (
     DEFAULT_POLICY,
     POLICIES,
@@ -13,6 +15,7 @@ from edge.policy import (
     EvictionPolicy,
     LRUPolicy,
     S3FIFOPolicy,
+    S3TinyLFUPolicy,
     SievePolicy,
     WTinyLFUPolicy,
     make_policy,
@@ -23,7 +26,8 @@ FAST = settings(max_examples=150, deadline=None)
 
 def drive(policy: EvictionPolicy, keys: str, size: int = 1) -> tuple[list[bool], list[str]]:
     """Edge-style calls for each one-letter key; returns hits and evictions in order."""
-    hits, evicted = [], []
+    hits: list[bool] = []
+    evicted: list[str] = []
     for key in keys:
         if policy.lookup(key):
             hits.append(True)
@@ -125,6 +129,93 @@ def test_wtinylfu_rejects_a_cold_candidate() -> None:
     # "cold" (now frequent) beats k0 when pushed out of the window.
     assert tiny.admit("warm", 1) == Admission(True, ("k0",))
     assert tiny.segment_of("cold") == "probation"
+
+
+def _recency_trace(n: int, seed: int = 7) -> list[str]:
+    """Fresh keys, each requested 4 times at random gaps of 1-80 requests, never again."""
+    rng = random.Random(seed)
+    events: list[tuple[int, str]] = []
+    for i in range(n):
+        pos = i
+        for _ in range(4):
+            events.append((pos, f"r{i}"))
+            pos += rng.randint(1, 80)
+    events.sort()
+    return [key for _, key in events[:n]]
+
+
+def _frequency_trace(n: int, seed: int = 7) -> list[str]:
+    """IRM Zipf(0.9) over 1,000 keys: stable popularity, no recency signal."""
+    rng = random.Random(seed)
+    keys = [f"f{i}" for i in range(1000)]
+    return rng.choices(keys, weights=[1 / (rank + 1) ** 0.9 for rank in range(1000)], k=n)
+
+
+@pytest.mark.parametrize(("trace", "grows"), [(_recency_trace(30_000), True),
+                                              (_frequency_trace(30_000), False)])
+def test_wtinylfu_hill_climber_moves_the_window(trace: list[str], grows: bool) -> None:
+    # 100 one-byte entries: the sketch samples 2,560 requests, so ~11 climbing steps.
+    adaptive = WTinyLFUPolicy(100, window_ratio=0.2, adaptive=True)
+    fixed = WTinyLFUPolicy(100, window_ratio=0.2, adaptive=False)
+    hits = {True: 0, False: 0}
+    for key in trace:
+        hits[True] += adaptive.request(key, 1)
+        hits[False] += fixed.request(key, 1)
+    assert fixed.window_share == pytest.approx(0.2)
+    if grows:  # reuse within ~80 requests: only a large window (LRU) catches it
+        assert adaptive.window_share > 0.4
+    else:      # stable popularity: the frequency-filtered main should get the bytes
+        assert adaptive.window_share < 0.1
+    assert hits[True] > hits[False]
+    default_on, default_off = make_policy("wtinylfu-adaptive", 100), make_policy("wtinylfu", 100)
+    assert isinstance(default_on, WTinyLFUPolicy) and default_on.adaptive
+    assert isinstance(default_off, WTinyLFUPolicy) and not default_off.adaptive
+
+
+def test_wtinylfu_large_candidate_does_not_waste_victims() -> None:
+    tiny = WTinyLFUPolicy(10, window_ratio=0.1)  # window: 1 byte
+    for key in ("a", "b", "c"):
+        for _ in range(3):
+            tiny.lookup(key)
+    tiny.admit("a", 1)
+    for key in ("b", "c", "d", "e", "f", "g", "h", "i"):
+        tiny.admit(key, 1)
+    assert tiny.used == 9
+    before = set(tiny.keys())
+    # "big" (4 bytes, seen once) pushes "i" then itself out of the window; it would need
+    # several victims and does not beat the hot "a": it is rejected without evicting any.
+    tiny.lookup("big")
+    result = tiny.admit("big", 4)
+    assert not result.admitted
+    assert before - set(result.evicted) <= set(tiny.keys())
+    assert "a" in tiny and "b" in tiny and "c" in tiny
+
+
+def test_s3tinylfu_gates_the_doors_into_main() -> None:
+    s3 = S3TinyLFUPolicy(10)  # small: 0.2 bytes (one object); main: 9.8 bytes
+    for i in range(10):
+        key = f"h{i}"
+        for _ in range(3):
+            s3.lookup(key)
+        s3.admit(key, 1)
+        s3.lookup(key)  # a hit in small: each may move to main
+    # Making room moves h0..h8 to main while it has room; h9 then needs main's victim
+    # (h0, counter 0 after CLOCK) to go and only ties with it: it leaves via the ghost.
+    assert s3.admit("a", 1).evicted == ("h9",)
+    assert all(s3.in_main(f"h{i}") for i in range(9)) and s3.in_ghost("h9")
+    assert s3.admit("b", 1).evicted == ("a",) and s3.in_ghost("a")
+    # A ghost hit on a cold key: it loses the gate and is cached in small, not main.
+    s3.lookup("a")
+    assert s3.admit("a", 1).admitted and s3.in_small("a")
+    # A ghost hit on a key seen often enough beats main's victim and enters main.
+    for _ in range(8):
+        s3.lookup("w")
+    s3.admit("w", 1)
+    s3.admit("x", 1)
+    assert s3.in_ghost("w")
+    s3.lookup("w")
+    assert s3.admit("w", 1).admitted and s3.in_main("w")
+    assert s3.used <= s3.capacity
 
 
 # -- the shared contract -------------------------------------------------------------
@@ -285,6 +376,25 @@ def test_wtinylfu_segments_partition_the_cache(requests: list[tuple[int, int]]) 
         assert all(tiny.segment_of(k) is not None for k in tiny.keys())
         assert tiny._window_bytes == sum(tiny._window.values())
         assert tiny._protected_bytes == sum(tiny._protected.values())
+
+
+@FAST
+@given(requests=st.lists(st.tuples(st.integers(0, 40), st.integers(1, 6)), min_size=300, max_size=900),
+       capacity=st.integers(5, 40))
+def test_adaptive_wtinylfu_keeps_budget_and_segments(requests: list[tuple[int, int]],
+                                                     capacity: int) -> None:
+    # sample_factor=1: the climber moves the window every 256 requests.
+    tiny = WTinyLFUPolicy(capacity, window_ratio=0.2, sample_factor=1, adaptive=True)
+    for n, size in requests:
+        key = f"k{n}"
+        if not tiny.lookup(key):
+            tiny.admit(key, size)
+        assert tiny.used <= tiny.capacity
+        assert tiny.used == sum(tiny.size_of(k) or 0 for k in tiny.keys())
+        assert all(tiny.segment_of(k) is not None for k in tiny.keys())
+        assert tiny._window_bytes == sum(tiny._window.values())
+        assert tiny._protected_bytes == sum(tiny._protected.values())
+        assert 0 <= tiny.window_share <= 1
 
 
 @pytest.mark.parametrize("name", POLICIES)
