@@ -1,0 +1,793 @@
+"""The asyncio player: drives one `PlaybackSession` over real HTTP, with failover.
+
+One session is::
+
+    POST {control}/v1/play {"title", "isp" | "client_ip"}   -> ranked candidates
+    GET  {edge}/t/{token}/content/{title}/master.m3u8          (per edge, cached)
+    GET  .../{rendition}/index.m3u8                            (per edge and rendition, lazily, cached)
+    GET  .../{rendition}/{n}.seg                               one at a time, paced by the session
+
+Playlist URIs are resolved against the playlist's own URL, so the token in the
+path is kept. All decisions (which bitrate, when to fetch, which edge next, when
+to ask steering again) are the pure core's (`player.abr`, `player.session`);
+this module only moves bytes, keeps the time, and classifies what went wrong.
+
+Rules:
+
+1. Every request is bounded (`Timeouts`: connect, first byte / stall, total);
+   nothing waits without a bound, so a session always ends.
+2. A failed request becomes a `FailureReason` (`classify_status`, `_fetch`):
+   connect error -> CONNECT, timeout -> TIMEOUT, 5xx -> SERVER_ERROR, 403 ->
+   FORBIDDEN, 404 and other 4xx -> NOT_FOUND, a truncated body, a playlist
+   that does not parse or bytes that fail verification -> CORRUPT. The session
+   picks the next candidate; when the list runs out the driver asks steering
+   again, as often as the session's `FailoverPolicy` allows.
+3. `errors` in the report counts *unrecovered* errors (the session could not
+   go on: unknown title, control plane unreachable, no edge left, a broken
+   manifest everywhere). Failed requests the player recovered from are
+   `failed_requests` (the session's own `errors` count), split into
+   `failovers` (another edge) and `retries` (same edge).
+4. The clock is media time: ``now = (monotonic() - t0) * speed`` and waits
+   sleep ``wait_time / speed`` real seconds (see `player.session`). Start-up
+   delay includes the play request and the playlists.
+5. With `verify`, every segment is checked byte for byte against its id
+   (`verify_segment`): the header names the segment and its length, the body
+   must be exactly that long and equal to the synthetic bytes.
+
+`parse_master`, `parse_media` and `verify_segment` are pure and shared with
+the Locust user (loadtests/locustfile.py).
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin
+
+import aiohttp
+
+from common.ids import SegmentId
+from common.segbytes import HEADER_LEN, SegmentSpec, parse_header
+from player.abr import (
+    FailoverPolicy,
+    FailureReason,
+    forget_on_resteer,
+    make_abr,
+    next_candidate,
+)
+from player.session import PlaybackSession, QoEReport
+
+__all__ = [
+    "Candidate",
+    "ControlUnavailable",
+    "MasterPlaylist",
+    "MediaPlaylist",
+    "PlayReport",
+    "PlayerError",
+    "PlayerEvent",
+    "PlaylistError",
+    "StartupFailover",
+    "SteeringError",
+    "Timeouts",
+    "UnknownTitle",
+    "classify_status",
+    "parse_master",
+    "parse_media",
+    "parse_play_answer",
+    "play_session",
+    "verify_segment",
+]
+
+MAX_PLAYLIST_BYTES = 1024 * 1024
+MAX_SEGMENT_BYTES = 64 * 1024 * 1024
+MAX_PLAY_ANSWER_BYTES = 256 * 1024
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class PlayerError(Exception):
+    """Root of the player's errors; `kind` is a short machine-readable name."""
+
+    kind = "player"
+
+
+class SteeringError(PlayerError):
+    """The control plane answered, but not with candidates we can use."""
+
+    kind = "steering"
+
+
+class UnknownTitle(SteeringError):
+    """The control plane does not know the title (404 on play)."""
+
+    kind = "unknown_title"
+
+
+class ControlUnavailable(SteeringError):
+    """The control plane could not be reached, timed out, or answered 5xx."""
+
+    kind = "control_unavailable"
+
+
+class PlaylistError(PlayerError):
+    """A playlist that does not parse as the HLS we expect (the peer's fault)."""
+
+    kind = "manifest"
+
+
+class _EdgeFailure(Exception):
+    """One request to one edge failed; drives failover, never leaves the driver."""
+
+    def __init__(self, reason: FailureReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class _Fatal(Exception):
+    """The session cannot go on."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+# --------------------------------------------------------------------------- playlists
+
+
+@dataclass(frozen=True, slots=True)
+class MasterPlaylist:
+    """Renditions by bitrate (kbit/s) -> absolute media playlist URL."""
+
+    url: str
+    renditions: Mapping[int, str]
+
+    @property
+    def ladder_kbps(self) -> tuple[int, ...]:
+        return tuple(sorted(self.renditions))
+
+
+@dataclass(frozen=True, slots=True)
+class MediaPlaylist:
+    """A VOD media playlist: absolute segment URLs and their durations."""
+
+    url: str
+    segment_urls: tuple[str, ...]
+    durations: tuple[float, ...]
+
+    @property
+    def target_s(self) -> float:
+        return max(self.durations)
+
+
+def _attributes(text: str) -> dict[str, str]:
+    """RFC 8216 4.2 attribute list: NAME=value pairs, quoted strings may hold commas."""
+    attrs: dict[str, str] = {}
+    i, n = 0, len(text)
+    while i < n:
+        eq = text.find("=", i)
+        if eq < 0:
+            break
+        name = text[i:eq].strip()
+        j = eq + 1
+        if j < n and text[j] == '"':
+            end = text.find('"', j + 1)
+            if end < 0:
+                raise PlaylistError("unterminated quoted string in attribute list")
+            value, j = text[j + 1:end], end + 1
+        else:
+            end = text.find(",", j)
+            end = n if end < 0 else end
+            value, j = text[j:end].strip(), end
+        attrs[name] = value
+        comma = text.find(",", j)
+        i = n if comma < 0 else comma + 1
+    return attrs
+
+
+def _lines(text: str) -> list[str]:
+    lines = [ln.strip() for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln]
+    if not lines or lines[0] != "#EXTM3U":
+        raise PlaylistError("not an HLS playlist (no #EXTM3U)")
+    return lines
+
+
+def parse_master(text: str, url: str) -> MasterPlaylist:
+    """A master playlist's variants by bitrate; URIs resolved against `url`.
+
+    The bitrate is AVERAGE-BANDWIDTH (RFC 8216 4.3.4.2) when present, else
+    BANDWIDTH, in kbit/s: ocsim names renditions by exactly that number.
+    """
+    lines = _lines(text)
+    renditions: dict[int, str] = {}
+    pending: int | None = None
+    for line in lines[1:]:
+        if line.startswith("#EXT-X-STREAM-INF:"):
+            attrs = _attributes(line.split(":", 1)[1])
+            raw = attrs.get("AVERAGE-BANDWIDTH") or attrs.get("BANDWIDTH")
+            if raw is None or not raw.isdigit() or int(raw) < 1000:
+                raise PlaylistError(f"variant without a usable bandwidth: {line[:80]}")
+            pending = int(raw) // 1000
+        elif line.startswith("#"):
+            continue
+        else:
+            if pending is None:
+                raise PlaylistError(f"URI without #EXT-X-STREAM-INF: {line[:80]}")
+            if pending in renditions:
+                raise PlaylistError(f"two variants at {pending} kbit/s")
+            renditions[pending] = urljoin(url, line)
+            pending = None
+    if not renditions:
+        raise PlaylistError("master playlist lists no variants")
+    return MasterPlaylist(url, renditions)
+
+
+def parse_media(text: str, url: str) -> MediaPlaylist:
+    """A VOD media playlist (must end with #EXT-X-ENDLIST); URIs resolved against `url`."""
+    lines = _lines(text)
+    urls: list[str] = []
+    durations: list[float] = []
+    pending: float | None = None
+    ended = False
+    for line in lines[1:]:
+        if line.startswith("#EXTINF:"):
+            raw = line.split(":", 1)[1].split(",", 1)[0]
+            try:
+                pending = float(raw)
+            except ValueError:
+                raise PlaylistError(f"bad #EXTINF duration {raw[:40]!r}") from None
+            if not (math.isfinite(pending) and pending > 0):
+                raise PlaylistError(f"bad #EXTINF duration {raw[:40]!r}")
+        elif line == "#EXT-X-ENDLIST":
+            ended = True
+        elif line.startswith("#"):
+            continue
+        else:
+            if pending is None:
+                raise PlaylistError(f"segment URI without #EXTINF: {line[:80]}")
+            urls.append(urljoin(url, line))
+            durations.append(pending)
+            pending = None
+    if not urls:
+        raise PlaylistError("media playlist lists no segments")
+    if not ended:
+        raise PlaylistError("media playlist is not VOD (no #EXT-X-ENDLIST)")
+    return MediaPlaylist(url, tuple(urls), tuple(durations))
+
+
+def verify_segment(title: str, rendition_kbps: int, index: int, body: bytes) -> str | None:
+    """None if `body` is exactly segment (title, rendition, index); else why not."""
+    header = parse_header(bytes(body[:HEADER_LEN]))
+    if header is None:
+        return "no segment header"
+    ident, length = header
+    seg = SegmentId(title, rendition_kbps, index)
+    if ident != str(seg):
+        return f"misrouted: got {ident[:80]}, expected {seg}"
+    if len(body) != length:
+        return f"truncated: {len(body)} of {length} bytes"
+    try:
+        spec = SegmentSpec(seg, length)
+    except ValueError as exc:
+        return str(exc)
+    if not spec.verify(0, body):
+        return "body bytes differ"
+    return None
+
+
+# --------------------------------------------------------------------------- steering
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    edge: str
+    url: str  # the signed master playlist URL
+
+
+def parse_play_answer(obj: Any) -> tuple[str | None, tuple[Candidate, ...]]:
+    """(isp, candidates) from a `POST /v1/play` answer; SteeringError if malformed."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("candidates"), list):
+        raise SteeringError('play answer is not {"candidates": [...]}')
+    seen: set[str] = set()
+    out: list[Candidate] = []
+    for c in obj["candidates"]:
+        if not (isinstance(c, dict) and isinstance(c.get("edge"), str) and isinstance(c.get("url"), str)):
+            raise SteeringError("play answer has a malformed candidate")
+        if not c["url"].startswith(("http://", "https://")):
+            raise SteeringError(f"candidate {c['edge'][:40]} has no absolute URL")
+        if c["edge"] not in seen:
+            seen.add(c["edge"])
+            out.append(Candidate(c["edge"], c["url"]))
+    if not out:
+        raise SteeringError("steering has no edge for this title right now")
+    isp = obj.get("isp")
+    return (isp if isinstance(isp, str) else None), tuple(out)
+
+
+def classify_status(status: int) -> FailureReason | None:
+    """The failover reason for an HTTP status; None for 200."""
+    if status == 200:
+        return None
+    if status == 403:
+        return FailureReason.FORBIDDEN
+    if status >= 500:
+        return FailureReason.SERVER_ERROR
+    if 400 <= status < 500:
+        return FailureReason.NOT_FOUND
+    return FailureReason.CORRUPT  # 1xx/2xx/3xx we did not ask for
+
+
+# --------------------------------------------------------------------------- reports
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Real-time bounds, in seconds, on every request the player makes."""
+
+    connect_s: float = 2.0       # TCP connect
+    read_s: float = 5.0          # time to first byte, and any stall between reads
+    segment_s: float = 30.0      # one whole segment download
+    playlist_s: float = 10.0     # one whole playlist download
+    steering_s: float = 5.0      # one whole play request
+
+    def client(self, total: float) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=total, sock_connect=self.connect_s, sock_read=self.read_s)
+
+
+@dataclass(frozen=True)
+class PlayerEvent:
+    """What the driver just did; handed to the optional `on_event` hook."""
+
+    kind: str                    # "steer" | "segment" | "failure" | "resteer" | "end"
+    edge: str | None = None
+    index: int | None = None
+    bitrate_kbps: int | None = None
+    nbytes: int = 0
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class PlayReport:
+    """One session's QoE (from the pure session) plus what only the driver knows."""
+
+    title: str
+    isp: str | None
+    qoe: QoEReport | None        # None: the session never got to its first playlist
+    startup_failures: Mapping[str, Any] | None  # failover counts when qoe is None
+    errors: int                  # unrecovered errors (0 or 1): the session could not go on
+    error: str | None
+    error_kind: str | None
+    verify: bool
+    verified_segments: int
+    edges: tuple[str, ...]       # edges that served bytes, in order of first use
+    playlist_bytes: int
+    speed: float
+    wall_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.errors == 0 and self.qoe is not None and self.qoe.state == "ended"
+
+    @property
+    def verified(self) -> bool:
+        """Every downloaded segment was verified, and the session played to the end."""
+        return (self.verify and self.ok and self.qoe is not None
+                and self.verified_segments == self.qoe.segments > 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.qoe is not None:
+            d = self.qoe.to_dict()
+        else:
+            d = {"state": "failed", "startup_s": None, "rebuffer_count": 0, "rebuffer_s": 0.0,
+                 "avg_bitrate_kbps": 0.0, "switches": 0, "failovers": 0, "retries": 0, "resteers": 0,
+                 "errors": 0, "error_reasons": {}, "bytes": 0, "bytes_per_edge": {}, "segments": 0,
+                 "n_segments": 0, "played_s": 0.0, "qoe_lin": 0.0, "abr": None}
+            d.update(self.startup_failures or {})
+        # The session counts every failed request; the report's `errors` are the unrecovered ones.
+        d["failed_requests"] = d.pop("errors")
+        d["failure_reasons"] = d.pop("error_reasons")
+        d.update(
+            title=self.title, isp=self.isp, errors=self.errors, error=self.error,
+            error_kind=self.error_kind, verify=self.verify, verified=self.verified,
+            verified_segments=self.verified_segments, edges=list(self.edges),
+            playlist_bytes=self.playlist_bytes, speed=self.speed, wall_s=round(self.wall_s, 3),
+        )
+        return d
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+class StartupFailover:
+    """Failover bookkeeping before the session exists (same calls as PlaybackSession);
+    `replay` hands the history to the session once the playlists say how long it is."""
+
+    def __init__(self, policy: FailoverPolicy) -> None:
+        self.policy = policy
+        self.failures: dict[str, tuple[FailureReason, ...]] = {}
+        self.resteers = 0
+        self._log: list[tuple[str, str | None, FailureReason | None, str | None]] = []
+
+    def fail_over(self, ranked: Sequence[str], from_edge: str, reason: FailureReason) -> str | None:
+        self.failures[from_edge] = self.failures.get(from_edge, ()) + (reason,)
+        nxt = next_candidate(ranked, self.failures, self.policy)
+        self._log.append(("failover", from_edge, reason, nxt))
+        return nxt
+
+    def can_resteer(self) -> bool:
+        return self.policy.may_resteer(self.resteers)
+
+    def on_resteer(self) -> None:
+        self.resteers += 1
+        self.failures = forget_on_resteer(self.failures)
+        self._log.append(("resteer", None, None, None))
+
+    def counts(self) -> dict[str, Any]:
+        """The failover fields of a report, for a session that never got to start."""
+        reasons: dict[str, int] = {}
+        failovers = retries = 0
+        for what, from_edge, reason, to_edge in self._log:
+            if what == "failover":
+                assert reason is not None
+                reasons[reason.value] = reasons.get(reason.value, 0) + 1
+                if to_edge == from_edge:
+                    retries += 1
+                else:
+                    failovers += 1
+        return {"failovers": failovers, "retries": retries, "resteers": self.resteers,
+                "errors": sum(reasons.values()), "error_reasons": reasons}
+
+    def replay(self, session: PlaybackSession) -> None:
+        for what, from_edge, reason, to_edge in self._log:
+            if what == "failover":
+                assert from_edge is not None and reason is not None
+                session.on_failover(from_edge, to_edge, reason)
+            else:
+                session.on_resteer()
+
+
+EventHook = Callable[[PlayerEvent], "Awaitable[None] | None"]
+
+
+@dataclass
+class _EdgeView:
+    """What the player learned from one edge in this steering answer."""
+
+    candidate: Candidate
+    master: MasterPlaylist | None = None
+    media: dict[int, MediaPlaylist] = field(default_factory=dict)
+
+
+class _Player:
+    def __init__(self, http: aiohttp.ClientSession, control_url: str, title: str, *,
+                 isp: str | None, client_ip: str | None, speed: float, verify: bool, abr: str,
+                 timeouts: Timeouts, policy: FailoverPolicy, buffer_cap_s: float,
+                 max_segments: int | None, on_event: EventHook | None) -> None:
+        self.http = http
+        self.control_url = control_url.rstrip("/")
+        self.title = title
+        self.isp = isp
+        self.client_ip = client_ip
+        self.speed = speed
+        self.verify = verify
+        self.abr_name = abr
+        self.timeouts = timeouts
+        self.policy = policy
+        self.buffer_cap_s = buffer_cap_s
+        self.max_segments = max_segments
+        self.on_event = on_event
+
+        self.answered_isp: str | None = None
+        self.edges: dict[str, _EdgeView] = {}
+        self.ranked: list[str] = []
+        self.current: str = ""
+        self.session: PlaybackSession | None = None
+        self.pre = StartupFailover(policy)
+        self.verified_segments = 0
+        self.playlist_bytes = 0
+        self.served_by: list[str] = []
+        self._t0 = time.monotonic()
+
+    # ----------------------------------------------------------------- clock
+
+    def now(self) -> float:
+        return (time.monotonic() - self._t0) * self.speed
+
+    async def _emit(self, event: PlayerEvent) -> None:
+        if self.on_event is not None:
+            result = self.on_event(event)
+            if inspect.isawaitable(result):
+                await result
+
+    # ----------------------------------------------------------------- steering
+
+    async def _steer(self) -> None:
+        body: dict[str, str] = {"title": self.title}
+        if self.isp is not None:
+            body["isp"] = self.isp
+        if self.client_ip is not None:
+            body["client_ip"] = self.client_ip
+        url = f"{self.control_url}/v1/play"
+        try:
+            async with self.http.post(url, json=body, timeout=self.timeouts.client(self.timeouts.steering_s)) as resp:
+                raw = await _read_limited(resp, MAX_PLAY_ANSWER_BYTES)
+                status = resp.status
+        except TimeoutError:
+            raise ControlUnavailable(f"control plane at {self.control_url} timed out") from None
+        except aiohttp.ClientError as exc:
+            raise ControlUnavailable(f"control plane at {self.control_url} unreachable: {_short(exc)}") from None
+        if status == 404:
+            raise UnknownTitle(f"unknown title {self.title!r} (control plane: 404 {_error_text(raw)})")
+        if status >= 500:
+            raise ControlUnavailable(f"control plane answered {status}: {_error_text(raw)}")
+        if status != 200:
+            raise SteeringError(f"play request refused ({status}): {_error_text(raw)}")
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            raise SteeringError("play answer is not JSON") from None
+        isp, candidates = parse_play_answer(obj)
+        self.answered_isp = isp
+        self.edges = {c.edge: _EdgeView(c) for c in candidates}
+        self.ranked = [c.edge for c in candidates]
+        await self._emit(PlayerEvent("steer", reason=",".join(self.ranked)))
+
+    # ----------------------------------------------------------------- fetching
+
+    async def _fetch(self, url: str, total_s: float, limit: int) -> bytes:
+        try:
+            async with self.http.get(url, timeout=self.timeouts.client(total_s)) as resp:
+                reason = classify_status(resp.status)
+                if reason is not None:
+                    raise _EdgeFailure(reason, f"HTTP {resp.status}")
+                return await _read_limited(resp, limit)
+        except _EdgeFailure:
+            raise
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise _EdgeFailure(FailureReason.CONNECT, f"connect timeout: {_short(exc)}") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise _EdgeFailure(FailureReason.CONNECT, _short(exc)) from None
+        except TimeoutError:
+            raise _EdgeFailure(FailureReason.TIMEOUT, "timed out") from None
+        except aiohttp.ClientPayloadError as exc:
+            raise _EdgeFailure(FailureReason.CORRUPT, f"truncated body: {_short(exc)}") from None
+        except aiohttp.ClientConnectionError as exc:
+            raise _EdgeFailure(FailureReason.CONNECT, _short(exc)) from None
+        except (aiohttp.ClientError, _TooLarge) as exc:
+            raise _EdgeFailure(FailureReason.CORRUPT, _short(exc)) from None
+
+    async def _master(self, view: _EdgeView) -> MasterPlaylist:
+        if view.master is None:
+            raw = await self._fetch(view.candidate.url, self.timeouts.playlist_s, MAX_PLAYLIST_BYTES)
+            self.playlist_bytes += len(raw)
+            try:
+                view.master = parse_master(raw.decode("utf-8"), view.candidate.url)
+            except (PlaylistError, UnicodeDecodeError) as exc:
+                raise _EdgeFailure(FailureReason.CORRUPT, f"master playlist: {exc}") from None
+        return view.master
+
+    async def _media(self, view: _EdgeView, rendition: int) -> MediaPlaylist:
+        media = view.media.get(rendition)
+        if media is None:
+            master = await self._master(view)
+            url = master.renditions.get(rendition)
+            if url is None:
+                raise _EdgeFailure(FailureReason.CORRUPT, f"master playlist lacks {rendition} kbit/s")
+            raw = await self._fetch(url, self.timeouts.playlist_s, MAX_PLAYLIST_BYTES)
+            self.playlist_bytes += len(raw)
+            try:
+                media = parse_media(raw.decode("utf-8"), url)
+            except (PlaylistError, UnicodeDecodeError) as exc:
+                raise _EdgeFailure(FailureReason.CORRUPT, f"media playlist: {exc}") from None
+            if self.session is not None and len(media.segment_urls) < self.session.n_segments:
+                raise _EdgeFailure(FailureReason.CORRUPT,
+                                   f"{rendition} kbit/s has {len(media.segment_urls)} segments, "
+                                   f"expected {self.session.n_segments}")
+            view.media[rendition] = media
+        return media
+
+    # ----------------------------------------------------------------- failover
+
+    async def _fail_over(self, edge: str, failure: _EdgeFailure) -> None:
+        """Record the failure and move `self.current` on; _Fatal if nowhere is left."""
+        await self._emit(PlayerEvent("failure", edge=edge, reason=str(failure)))
+        book: PlaybackSession | StartupFailover = self.session if self.session is not None else self.pre
+        nxt = book.fail_over(self.ranked, edge, failure.reason)
+        while nxt is None:
+            if not book.can_resteer():
+                raise _Fatal("no_edge", f"every edge failed (last: {edge}: {failure})")
+            try:
+                await self._steer()
+            except SteeringError as exc:
+                raise _Fatal(exc.kind, f"re-steering failed after {edge}: {failure}: {exc}") from None
+            book.on_resteer()
+            await self._emit(PlayerEvent("resteer"))
+            nxt = next_candidate(self.ranked, book.failures, self.policy)
+        self.current = nxt
+
+    # ----------------------------------------------------------------- the session
+
+    async def _bootstrap(self) -> PlaybackSession:
+        """Master + the lowest rendition's media playlist: enough to size the session."""
+        while True:
+            edge = self.current
+            view = self.edges[edge]
+            try:
+                master = await self._master(view)
+                first = await self._media(view, master.ladder_kbps[0])
+                break
+            except _EdgeFailure as failure:
+                await self._fail_over(edge, failure)
+        n = len(first.durations)
+        if self.max_segments is not None:
+            n = max(1, min(n, self.max_segments))
+        durations = first.durations[:n]
+        segment_s = max(durations)
+        session = PlaybackSession(
+            master.ladder_kbps, segment_s=segment_s, n_segments=n,
+            abr=make_abr(self.abr_name, master.ladder_kbps),
+            buffer_cap_s=max(self.buffer_cap_s, segment_s),
+            last_segment_s=durations[-1] if n > 1 else segment_s,
+            failover_policy=self.policy,
+        )
+        self.pre.replay(session)
+        return session
+
+    async def _segment(self, edge: str, rendition: int, index: int) -> tuple[bytes, float]:
+        """The verified body of one segment and when its request started (session clock).
+
+        The clock starts after the media playlist, so a rendition switch does not
+        look like a slow network to the ABR."""
+        view = self.edges[edge]
+        media = await self._media(view, rendition)
+        started = self.now()
+        body = await self._fetch(media.segment_urls[index], self.timeouts.segment_s, MAX_SEGMENT_BYTES)
+        if self.verify:
+            problem = verify_segment(self.title, rendition, index, body)
+            if problem is not None:
+                raise _EdgeFailure(FailureReason.CORRUPT, f"segment {rendition}/{index}: {problem}")
+            self.verified_segments += 1
+        return body, started
+
+    async def _play(self, s: PlaybackSession) -> None:
+        while not (s.finished or s.all_downloaded):
+            now = self.now()
+            req = s.next_request(now)
+            if req is None:
+                await asyncio.sleep(s.wait_time(now) / self.speed)
+                continue
+            edge = self.current
+            try:
+                body, started = await self._segment(edge, req.bitrate_kbps, req.index)
+            except _EdgeFailure as failure:
+                await self._fail_over(edge, failure)
+                continue
+            s.on_segment_downloaded(req.index, req.bitrate_kbps, len(body), started, self.now(), edge=edge)
+            if edge not in self.served_by:
+                self.served_by.append(edge)
+            await self._emit(PlayerEvent("segment", edge=edge, index=req.index,
+                                         bitrate_kbps=req.bitrate_kbps, nbytes=len(body)))
+        if s.all_downloaded and not s.finished:
+            # Nothing after the last download can change the QoE: play the buffer out at once.
+            clock = s.clock if s.clock is not None else self.now()
+            s.advance(clock + s.buffer_s + 1e-6)
+
+    async def run(self) -> PlayReport:
+        t_real = time.monotonic()
+        error: _Fatal | None = None
+        try:
+            try:
+                await self._steer()
+            except SteeringError as exc:
+                raise _Fatal(exc.kind, str(exc)) from None
+            self.current = self.ranked[0]
+            self.session = await self._bootstrap()
+            self.session.start(0.0)  # start-up counts from the play request
+            await self._play(self.session)
+        except _Fatal as exc:
+            error = exc
+            if self.session is not None and not self.session.finished:
+                self.session.on_error(exc.kind, fatal=True, now=self.now())
+        await self._emit(PlayerEvent("end", reason=None if error is None else error.message))
+        return PlayReport(
+            title=self.title,
+            isp=self.answered_isp if self.answered_isp is not None else self.isp,
+            qoe=None if self.session is None else self.session.report(),
+            startup_failures=self.pre.counts() if self.session is None else None,
+            errors=0 if error is None else 1,
+            error=None if error is None else error.message,
+            error_kind=None if error is None else error.kind,
+            verify=self.verify,
+            verified_segments=self.verified_segments,
+            edges=tuple(self.served_by),
+            playlist_bytes=self.playlist_bytes,
+            speed=self.speed,
+            wall_s=time.monotonic() - t_real,
+        )
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    if resp.content_length is not None and resp.content_length > limit:
+        raise _TooLarge(f"body of {resp.content_length} bytes exceeds {limit}")
+    if resp.content_length is not None:
+        return await resp.read()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(256 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge(f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _error_text(raw: bytes) -> str:
+    try:
+        obj = json.loads(raw)
+        if isinstance(obj, dict) and isinstance(obj.get("error"), str):
+            return str(obj["error"])[:200]
+    except ValueError:
+        pass
+    return raw[:200].decode("utf-8", errors="replace") or "no body"
+
+
+async def play_session(
+    control_url: str,
+    title: str,
+    *,
+    isp: str | None = None,
+    client_ip: str | None = None,
+    speed: float = 1.0,
+    verify: bool = False,
+    abr: str = "bba",
+    session: aiohttp.ClientSession | None = None,
+    timeouts: Timeouts = Timeouts(),
+    failover_policy: FailoverPolicy | None = None,
+    buffer_cap_s: float = 60.0,
+    max_segments: int | None = None,
+    on_event: EventHook | None = None,
+) -> PlayReport:
+    """Play `title` once, start to end, and report; never raises for network or peer trouble.
+
+    Steering gets `isp` or `client_ip` (or neither: the control plane decides).
+    `session` is an aiohttp session to share (e.g. a crowd of players); without
+    one a private session is opened and closed. Failures end up in the report:
+    `errors` (0 or 1) with `error` / `error_kind` when the session could not go
+    on. Bad arguments raise ValueError.
+    """
+    if isp is not None and client_ip is not None:
+        raise ValueError("give isp or client_ip, not both")
+    if not (speed > 0 and math.isfinite(speed)):
+        raise ValueError("speed must be a positive number")
+    if max_segments is not None and max_segments < 1:
+        raise ValueError("max_segments must be >= 1")
+    make_abr(abr)  # ValueError for an unknown name, before any request
+    policy = failover_policy if failover_policy is not None else FailoverPolicy()
+    own = session is None
+    http = session if session is not None else aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=16, ttl_dns_cache=300))
+    try:
+        player = _Player(http, control_url, title, isp=isp, client_ip=client_ip, speed=speed,
+                         verify=verify, abr=abr, timeouts=timeouts, policy=policy,
+                         buffer_cap_s=buffer_cap_s, max_segments=max_segments, on_event=on_event)
+        return await player.run()
+    finally:
+        if own:
+            await http.close()
