@@ -1,0 +1,119 @@
+"""Locust viewers against a real topology, driven as a subprocess (Locust monkey-patches
+on import, so it never enters this process).
+
+`ocsim up` starts origin + control + two edges of one ISP with a catalog of short
+titles; a short, bounded headless run of a few fast viewers (20x, every segment
+verified) must download segments with zero failures, and its QoE rows must be
+in the CSV.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CATALOG = {"titles": [
+    {"id": "short-a", "duration_s": 30, "popularity": 1.0},
+    {"id": "short-b", "duration_s": 40, "popularity": 0.5},
+    {"id": "short-c", "duration_s": 24, "popularity": 0.25},
+]}
+TOPOLOGY = """\
+[origin]
+port = 0
+catalog = "catalog.json"
+latency_ms = 0.0
+total_bandwidth = "0"
+
+[control]
+port = 0
+
+[edge]
+capacity = "1GiB"
+
+[isps.isp-a]
+prefixes = ["10.1.0.0/16"]
+edges = 2
+"""
+
+
+@pytest.fixture
+def state_file(tmp_path: Path) -> Iterator[Path]:
+    """`ocsim up` with short titles on ephemeral ports; yields its state file."""
+    pytest.importorskip("locust")  # installed? (not imported here: just located)
+    (tmp_path / "catalog.json").write_text(json.dumps(CATALOG))
+    (tmp_path / "topology.toml").write_text(TOPOLOGY)
+    state = tmp_path / "state.json"
+    with open(tmp_path / "up.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ocsim", "up", "--topology", str(tmp_path / "topology.toml"),
+             "--state-dir", str(tmp_path / "up"), "--state-file", str(state), "--ephemeral-ports"],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (tmp_path / "up.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "ocsim up wrote no state file in 60 s"
+            try:
+                if json.loads(state.read_text()).get("status") == "running":
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+        yield state
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
+def run_locust(state: Path, out: Path, *, users: int, seconds: int, **env: str) -> dict[tuple[str, str], dict[str, Any]]:
+    cmd = [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py"), "--headless",
+           "-u", str(users), "-r", str(users), "--run-time", f"{seconds}s", "--only-summary",
+           "--csv", str(out / "locust"), "--exit-code-on-error", "0"]
+    full_env = dict(os.environ, OCSIM_STATE_FILE=str(state), OCSIM_SPEED="20", OCSIM_VERIFY="1", **env)
+    r = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=seconds + 45)
+    assert r.returncode == 0, r.stderr[-3000:]
+    with open(out / "locust_stats.csv", newline="") as f:
+        rows = {(row["Type"], row["Name"]): row for row in csv.DictReader(f)}
+    failures = (out / "locust_failures.csv").read_text()
+    assert ("GET", "segment") in rows and failures.count("\n") <= 1, f"no segments or failures:\n{failures}"
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_locust_viewers_download_segments_without_failures(state_file: Path, tmp_path: Path) -> None:
+    rows = run_locust(state_file, tmp_path, users=4, seconds=12)
+    segment = rows[("GET", "segment")]
+    assert int(segment["Request Count"]) > 0
+    for key, row in rows.items():
+        assert int(row["Failure Count"]) == 0, (key, row)
+    assert int(rows[("POST", "play")]["Request Count"]) > 0
+    assert int(rows[("GET", "manifest")]["Request Count"]) > 0
+    assert int(rows[("QOE", "startup")]["Request Count"]) > 0  # QoE events reach the CSV
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_locust_flash_crowd_all_start_the_same_title(state_file: Path, tmp_path: Path) -> None:
+    rows = run_locust(state_file, tmp_path, users=6, seconds=8, OCSIM_SHAPE="flash",
+                      OCSIM_FLASH_TITLE="short-c", OCSIM_MAX_SEGMENTS="3")
+    assert int(rows[("GET", "segment")]["Request Count"]) > 0
+    assert all(int(r["Failure Count"]) == 0 for r in rows.values())
+    # the flash shape: every viewer's first viewing is the flash title
+    assert int(rows[("QOE", "flash")]["Request Count"]) == 6
