@@ -1,0 +1,436 @@
+"""`ocsim demo`: the whole story in about two minutes, ending in a report.
+
+1. `ocsim up` (a child process) with the built-in topology on ephemeral ports and a demo
+   catalog of short titles (Zipf popularity), so everything fits a laptop and a few minutes.
+2. Pre-position the most popular titles on each ISP's edges (`POST /v1/prepositions`
+   with the operator token), with a progress bar fed by `GET /v1/prepositions/{id}`.
+3. A crowd: `--viewers` players, started over the first quarter of `--duration`, each
+   playing Zipf-chosen titles back to back (`player.driver.play_session`, sped up by
+   `--speed`) from client addresses spread over both ISPs' prefixes.
+4. Half-way, the busiest edge is killed (SIGKILL, no drain); `up` leaves it dead, the
+   control plane stops steering to it after three missed heartbeats, and players fail over.
+5. When the duration is over no new session starts; running ones finish (bounded), the
+   origin's and edges' counters are read again, `up` is stopped, and the report
+   (`ocsim.report`) is printed and, with `--report-dir`, written as report.json + report.html.
+
+Counters are diffed between the end of pre-positioning and the end of the crowd, so the
+offload and hit ratios describe the crowd only.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from common.content import DEFAULT_LADDER, Catalog, Title
+from common.service import run_main
+from ocsim.report import build_report, render_html, render_text
+from ocsim.topology import DEFAULT_TOPOLOGY, Topology, TopologyError, load_topology
+
+__all__ = ["DemoOptions", "build_parser", "demo_catalog", "main", "run_demo"]
+
+HTTP_TIMEOUT = aiohttp.ClientTimeout(total=5)
+
+
+_T0 = time.monotonic()
+
+
+def say(msg: str) -> None:
+    print(f"demo [{time.monotonic() - _T0:5.1f}s]: {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    report_dir: Path | None = None
+    duration_s: float = 60.0
+    viewers: int = 30
+    speed: float = 20.0
+    titles: int = 40
+    top: int = 6
+    preposition_renditions: tuple[int, ...] = (235, 750, 1750)
+    kill: bool = True
+    seed: int = 1
+    topology: Path | None = None
+    state_dir: Path | None = None
+    verify: bool = False
+    max_segments: int | None = None
+    settle_s: float = 30.0
+    preposition_timeout_s: float = 60.0
+    preposition_bandwidth_bps: int = 400_000_000  # per plan; the origin's uplink caps the sum anyway
+
+
+def demo_catalog(n: int, seed: int, alpha: float = 0.9) -> Catalog:
+    """`n` short titles (48 to 100 s) with Zipf(alpha) popularity by rank."""
+    rng = random.Random(seed)
+    weights = [1.0 / rank ** alpha for rank in range(1, n + 1)]
+    total = sum(weights)
+    return Catalog.of(Title(f"demo-{rank:02d}", float(rng.randint(12, 25) * 4), DEFAULT_LADDER,
+                            round(w / total, 6)) for rank, w in enumerate(weights, start=1))
+
+
+# --- up, as a child ----------------------------------------------------------------------------
+
+class UpProcess:
+    """`ocsim up` as a child process; `state` is its state file once everything is healthy."""
+
+    def __init__(self, topology_file: Path, state_dir: Path) -> None:
+        self.topology_file = topology_file
+        self.state_dir = state_dir
+        self.state_file = state_dir / "state.json"
+        self.log_path = state_dir / "up.log"
+        self.proc: asyncio.subprocess.Process | None = None
+        self.state: dict[str, Any] = {}
+
+    async def start(self, timeout: float = 60.0) -> dict[str, Any]:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "ocsim", "up", "--topology", str(self.topology_file),
+                "--state-dir", str(self.state_dir), "--state-file", str(self.state_file),
+                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + timeout
+        pause = 0.05
+        while time.monotonic() < deadline:
+            if self.state_file.exists():
+                with contextlib.suppress(ValueError, OSError):
+                    self.state = json.loads(self.state_file.read_text())
+                    return self.state
+            if self.proc.returncode is not None:
+                break
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.proc.wait(), pause)
+            pause = min(pause * 2, 0.5)
+        tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
+        raise RuntimeError(f"`ocsim up` did not get healthy (exit {self.proc.returncode}):\n{tail}")
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.proc.wait(), timeout)
+        except asyncio.TimeoutError:
+            say("`ocsim up` did not stop in time; killing it")
+            self.proc.kill()
+            await self.proc.wait()
+
+
+# --- HTTP helpers ----------------------------------------------------------------------------
+
+async def get_json(http: aiohttp.ClientSession, url: str, token: str | None = None) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with http.get(url, headers=headers, timeout=HTTP_TIMEOUT) as resp:
+        resp.raise_for_status()
+        return await resp.json()
+
+
+async def try_json(http: aiohttp.ClientSession, url: str, token: str | None = None) -> Any:
+    try:
+        return await get_json(http, url, token)
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+        return None
+
+
+def progress_bar(fraction: float, width: int = 30) -> str:
+    filled = int(round(max(0.0, min(1.0, fraction)) * width))
+    return "[" + "#" * filled + "-" * (width - filled) + f"] {fraction:6.1%}"
+
+
+async def preposition(http: aiohttp.ClientSession, state: dict[str, Any], opts: DemoOptions) -> list[dict[str, Any]]:
+    """One job per ISP for its top titles; returns the jobs as they ended, with their duration."""
+    control, token = state["control"], state["operator_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    jobs: dict[str, dict[str, Any]] = {}
+    t0 = time.monotonic()
+    for isp in state["isps"]:
+        body: dict[str, Any] = {"isp": isp, "top": opts.top, "bandwidth_bps": opts.preposition_bandwidth_bps}
+        if opts.preposition_renditions:
+            body["renditions"] = list(opts.preposition_renditions)
+        async with http.post(f"{control}/v1/prepositions", json=body, headers=headers, timeout=HTTP_TIMEOUT) as resp:
+            answer = await resp.json(content_type=None)
+            if resp.status != 202:
+                say(f"pre-positioning {isp} refused ({resp.status}): {answer}")
+                continue
+        jobs[answer["id"]] = {**answer, "isp": isp}
+    tty = sys.stderr.isatty()
+    last_line = ""
+    deadline = t0 + opts.preposition_timeout_s
+    pause = 0.1
+    while jobs and time.monotonic() < deadline:
+        for job_id in jobs:
+            got = await try_json(http, f"{control}/v1/prepositions/{job_id}", token)
+            if isinstance(got, dict):
+                if got.get("state") in ("done", "failed") and "seconds" not in jobs[job_id]:
+                    got["seconds"] = round(time.monotonic() - t0, 2)
+                jobs[job_id] = {**jobs[job_id], **got}
+        frac = sum(float(j.get("progress", 0)) for j in jobs.values()) / len(jobs)
+        line = "pre-positioning " + progress_bar(frac) + "  " + "  ".join(
+            f"{j['isp']}:{j.get('state')}" for j in jobs.values())
+        if tty:
+            print("\r" + line, end="", file=sys.stderr, flush=True)
+        else:  # a log, not a terminal: one line per tenth, and when a job changes state
+            key = f"{int(frac * 10)} " + " ".join(str(j.get("state")) for j in jobs.values())
+            if key != last_line:
+                print(line, file=sys.stderr, flush=True)
+            last_line = key
+        if all(j.get("state") in ("done", "failed") for j in jobs.values()):
+            break
+        await asyncio.sleep(pause)
+        pause = min(pause * 1.5, 0.5)
+    if tty:
+        print(file=sys.stderr)
+    say("pre-positioning: " + ", ".join(f"{j['isp']} {j.get('state')} in {j.get('seconds', '?')}s"
+                                        for j in jobs.values()))
+    for j in jobs.values():
+        j.setdefault("seconds", round(time.monotonic() - t0, 2))
+        j.pop("plans", None)
+    return list(jobs.values())
+
+
+async def edge_stats(http: aiohttp.ClientSession, state: dict[str, Any]) -> dict[str, Any]:
+    token = state["operator_token"]
+    got = await asyncio.gather(*(try_json(http, f"{e['url']}/admin/stats", token) for e in state["edges"]))
+    return {e["id"]: g for e, g in zip(state["edges"], got) if isinstance(g, dict)}
+
+
+# --- the crowd -------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Crowd:
+    """What the crowd did, live (fed by the players' event hooks)."""
+
+    player_bytes: int = 0
+    edge_bytes: dict[str, int] = field(default_factory=dict)
+    active: int = 0
+    reports: list[dict[str, Any]] = field(default_factory=list)
+
+    def on_event(self, ev: Any) -> None:
+        if ev.kind == "segment" and ev.nbytes:
+            self.player_bytes += ev.nbytes
+            if ev.edge:
+                self.edge_bytes[ev.edge] = self.edge_bytes.get(ev.edge, 0) + ev.nbytes
+
+
+def client_ip(prefix: str, rng: random.Random) -> str:
+    net = ipaddress.ip_network(prefix)
+    return str(net.network_address + rng.randint(1, max(1, net.num_addresses - 2)))
+
+
+async def run_crowd(http: aiohttp.ClientSession, state: dict[str, Any], catalog: Catalog, opts: DemoOptions,
+                    snapshots: dict[str, Any]) -> tuple[Crowd, list[dict[str, Any]], dict[str, Any] | None]:
+    from player.driver import play_session  # the player is only needed here
+
+    rng = random.Random(opts.seed)
+    titles = catalog.by_popularity()
+    weights = [t.popularity for t in titles]
+    isps = list(state["isps"].items())
+    crowd = Crowd()
+    timeline: list[dict[str, Any]] = []
+    failure: dict[str, Any] | None = None
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    end_at = t0 + opts.duration_s
+    ramp = opts.duration_s / 4
+    origin_url, origin_token = state["origin"], state["origin_admin_token"]
+
+    async def viewer(i: int) -> None:
+        vr = random.Random(opts.seed * 1000 + i)
+        await asyncio.sleep(ramp * i / max(1, opts.viewers))  # staggered arrivals, by schedule
+        isp, prefixes = isps[i % len(isps)]
+        while loop.time() < end_at:
+            title = vr.choices(titles, weights)[0]
+            crowd.active += 1
+            try:
+                rep = await play_session(state["control"], title.id, client_ip=client_ip(prefixes[0], vr),
+                                         speed=opts.speed, verify=opts.verify, session=http,
+                                         max_segments=opts.max_segments, on_event=crowd.on_event)
+                d = rep.to_dict()
+            except Exception as exc:  # noqa: BLE001 - a crashed player is a failed session, not a crashed demo
+                d = {"title": title.id, "state": "failed", "errors": 1, "error": f"player crashed: {exc!r}",
+                     "startup_s": None}
+            finally:
+                crowd.active -= 1
+            d["isp"] = isp
+            crowd.reports.append(d)
+
+    async def sampler() -> None:
+        while True:
+            origin = await try_json(http, f"{origin_url}/admin/stats", origin_token)
+            timeline.append({"t": round(loop.time() - t0, 2), "player_bytes": crowd.player_bytes,
+                             "origin_bytes": int((origin or {}).get("bytes", 0))
+                             - int((snapshots["origin_before"] or {}).get("bytes", 0)),
+                             "edge_bytes": dict(crowd.edge_bytes), "active": crowd.active,
+                             "sessions": len(crowd.reports)})
+            await asyncio.sleep(1.0)
+
+    async def killer() -> None:
+        nonlocal failure
+        await asyncio.sleep(opts.duration_s / 2)
+        alive = [e for e in state["edges"] if e["id"] not in snapshots["killed"]]
+        if len(alive) < 2:
+            return
+        victim = max(alive, key=lambda e: crowd.edge_bytes.get(e["id"], 0))
+        last = await try_json(http, f"{victim['url']}/admin/stats", state["operator_token"])
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(victim["pid"]), signal.SIGKILL)
+        snapshots["killed"][victim["id"]] = last
+        failure = {"edge": victim["id"], "isp": victim["isp"], "at_s": round(loop.time() - t0, 2),
+                   "signal": "SIGKILL"}
+        say(f"t={failure['at_s']:.0f}s: killed {victim['id']} (SIGKILL, pid {victim['pid']})")
+
+    say(f"crowd: {opts.viewers} viewers for {opts.duration_s:g}s at speed {opts.speed:g}x")
+    sample_task = asyncio.create_task(sampler())
+    kill_task = asyncio.create_task(killer()) if opts.kill else None
+    viewers = [asyncio.create_task(viewer(i)) for i in range(opts.viewers)]
+    try:
+        done, pending = await asyncio.wait(viewers, timeout=opts.duration_s + opts.settle_s)
+        if pending:
+            say(f"{len(pending)} viewers still playing {opts.settle_s:g}s after the end; stopping them")
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+    finally:
+        sample_task.cancel()
+        if kill_task is not None:
+            kill_task.cancel()
+        await asyncio.gather(sample_task, *([kill_task] if kill_task else []), return_exceptions=True)
+    return crowd, timeline, failure
+
+
+def discard_dir(path: Path) -> None:
+    """Remove a directory without waiting for it: the demo leaves gigabytes of cache behind, and
+    deleting them can take a slow disk most of a minute. A detached `rm -rf` (its own session,
+    so it outlives us and never gets our signals) does it after we are gone."""
+    trash = path.with_name(path.name + ".deleting")
+    try:
+        path.rename(trash)
+    except OSError:
+        trash = path
+    try:
+        quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]  # keep no pipe of ours open
+        os.posix_spawnp("rm", ["rm", "-rf", "--", str(trash)], dict(os.environ), file_actions=quiet, setsid=True)
+    except OSError:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+# --- the whole demo --------------------------------------------------------------------------
+
+async def run_demo(opts: DemoOptions) -> dict[str, Any]:
+    wall0 = time.monotonic()
+    base = load_topology(opts.topology) if opts.topology else DEFAULT_TOPOLOGY
+    own_state = opts.state_dir is None
+    state_dir = Path(tempfile.mkdtemp(prefix="ocsim-demo-")) if own_state else Path(opts.state_dir or "")
+    catalog = demo_catalog(opts.titles, opts.seed)
+    catalog_file = state_dir / "catalog.json"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    catalog_file.write_text(json.dumps(catalog.to_json()))
+    topo: Topology = base.with_ephemeral_ports()
+    if opts.topology is None or base.origin.catalog is None:
+        topo = topo.with_catalog(catalog_file)
+    # Access logs of thousands of requests a second cost the 2 cores the demo has; the
+    # report reads counters, not logs.
+    topo = topo.with_extra_args("--no-access-log")
+    topology_file = state_dir / "demo-topology.toml"
+    topology_file.write_text(topo.to_toml())
+    up = UpProcess(topology_file, state_dir)
+    try:
+        say(f"starting the topology ({topo.describe()})")
+        state = await up.start()
+        say(f"up: origin {state['origin']}, control {state['control']}, {len(state['edges'])} edges "
+            f"({time.monotonic() - wall0:.1f}s)")
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            jobs = await preposition(http, state, opts)
+            snapshots: dict[str, Any] = {"killed": {}}
+            snapshots["origin_before"] = await try_json(http, f"{state['origin']}/admin/stats",
+                                                        state["origin_admin_token"])
+            before = await edge_stats(http, state)
+            crowd, timeline, failure = await run_crowd(http, state, catalog, opts, snapshots)
+            say(f"crowd done: {len(crowd.reports)} sessions")
+            after = await edge_stats(http, state)
+            after.update({k: v for k, v in snapshots["killed"].items() if v is not None})
+            origin_after = await try_json(http, f"{state['origin']}/admin/stats", state["origin_admin_token"])
+        edges = {e["id"]: {"isp": e["isp"], "before": before.get(e["id"]), "after": after.get(e["id"]),
+                           "killed": e["id"] in snapshots["killed"]} for e in state["edges"]}
+    finally:
+        await up.stop()
+        say("topology stopped")
+        if own_state:
+            discard_dir(state_dir)
+    settings = {"duration_s": opts.duration_s, "viewers": opts.viewers, "speed": opts.speed,
+                "titles": opts.titles, "top": opts.top, "seed": opts.seed,
+                "preposition_renditions": list(opts.preposition_renditions),
+                "topology": topo.describe(),
+                "origin": {"latency_ms": topo.origin.latency_ms, "total_bandwidth_bps": topo.origin.total_bandwidth_bps}}
+    return build_report(sessions=crowd.reports, edges=edges, origin_before=snapshots["origin_before"],
+                        origin_after=origin_after, settings=settings, preposition=jobs, failure=failure,
+                        timeline=timeline, wall_s=time.monotonic() - wall0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = DemoOptions()
+    p = argparse.ArgumentParser(prog="ocsim demo", description="up + pre-position + a crowd of players + a failure "
+                                "+ a report")
+    p.add_argument("--report-dir", help="write report.json and report.html here")
+    p.add_argument("--duration", type=float, default=d.duration_s, help="seconds of crowd (default %(default)s)")
+    p.add_argument("--viewers", type=int, default=d.viewers, help="concurrent viewers (default %(default)s)")
+    p.add_argument("--speed", type=float, default=d.speed, help="playback speed-up (default %(default)s)")
+    p.add_argument("--titles", type=int, default=d.titles, help="titles in the demo catalog (default %(default)s)")
+    p.add_argument("--top", type=int, default=d.top, help="titles pre-positioned per ISP (default %(default)s)")
+    p.add_argument("--no-kill", dest="kill", action="store_false", help="do not kill an edge half-way")
+    p.add_argument("--verify", action="store_true", help="players verify every byte (costs CPU)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--topology", help="topology TOML (default: built-in; ports are made ephemeral)")
+    p.add_argument("--state-dir", help="keep secrets, caches and logs here (default: a temporary directory)")
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(list(argv))
+    if args.duration <= 0 or args.viewers < 1 or args.speed <= 0 or args.titles < 1 or args.top < 1:
+        parser.error("--duration, --viewers, --speed, --titles and --top must be positive")
+    opts = DemoOptions(report_dir=Path(args.report_dir) if args.report_dir else None, duration_s=args.duration,
+                       viewers=args.viewers, speed=args.speed, titles=args.titles, top=min(args.top, args.titles),
+                       kill=args.kill, seed=args.seed, topology=Path(args.topology) if args.topology else None,
+                       state_dir=Path(args.state_dir) if args.state_dir else None, verify=args.verify)
+    if opts.topology:
+        try:
+            load_topology(opts.topology)
+        except TopologyError as exc:
+            print(f"ocsim demo: {exc}", file=sys.stderr)
+            return 2
+    holder: dict[str, Any] = {}
+
+    async def go() -> None:
+        holder["report"] = await run_demo(opts)
+
+    try:
+        run_main(go)
+    except RuntimeError as exc:
+        print(f"ocsim demo: {exc}", file=sys.stderr)
+        return 1
+    report = holder["report"]
+    print(render_text(report))
+    if opts.report_dir:
+        opts.report_dir.mkdir(parents=True, exist_ok=True)
+        (opts.report_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (opts.report_dir / "report.html").write_text(render_html(report))
+        print(f"\nreport: {opts.report_dir / 'report.json'}, {opts.report_dir / 'report.html'}")
+    return 0 if report["sessions_failed"] == 0 else 1
