@@ -5,7 +5,10 @@ imports aiohttp and `ocsim origin` never imports Locust.
 """
 from __future__ import annotations
 
+import ctypes
 import importlib
+import os
+import signal
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -27,12 +30,28 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def _die_with_supervisor() -> None:
+    """A child of `ocsim up` (or a test) gets SIGTERM when its supervisor dies, even by
+    SIGKILL, so no service outlives it (Linux PR_SET_PDEATHSIG; elsewhere a no-op)."""
+    supervisor = os.environ.pop("OCSIM_SUPERVISOR_PID", "")
+    if not supervisor.isdigit() or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(supervisor):  # it died before we asked
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help", "help"):
         print(usage())
         sys.exit(0 if args else 2)
     name, rest = args[0], args[1:]
+    _die_with_supervisor()
     if name not in COMMANDS:
         print(f"ocsim: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)

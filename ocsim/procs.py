@@ -42,6 +42,7 @@ class ServiceProcess:
     def start(self, timeout: float = 30.0) -> ServiceProcess:
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        env["OCSIM_SUPERVISOR_PID"] = str(os.getpid())  # the child dies with us (ocsim.cli)
         if self.env:
             env.update(self.env)
         if self.log_path:
