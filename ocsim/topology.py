@@ -22,7 +22,7 @@ spells out every field with its default; the built-in topology is `DEFAULT_TOPOL
 
     [edge]                      # what every edge gets unless its entry says otherwise
     capacity = "2GiB"
-    policy = "wtinylfu"
+    policy = "s3tinylfu"
     args = []
 
     [isps.isp-a]
@@ -375,7 +375,7 @@ args = []
 
 [edge]
 capacity = "2GiB"
-policy = "wtinylfu"
+policy = "s3tinylfu"
 args = []
 
 [isps.isp-a]
