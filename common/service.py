@@ -33,6 +33,7 @@ SERVICE_NAME = web.AppKey("ocsim_service", str)
 REGISTRY = web.AppKey("ocsim_registry", Registry)
 DRAINING = web.AppKey("ocsim_draining", dict)  # {"draining": bool}; a dict so it can change after freeze
 HEALTH = web.AppKey("ocsim_health", list)  # callables returning extra /healthz fields
+ON_LISTENING = web.AppKey("ocsim_on_listening", list)  # callables given the bound URL
 STARTED_AT = web.AppKey("ocsim_started_at", float)
 REQUESTS = web.AppKey("ocsim_requests", Counter)
 BYTES = web.AppKey("ocsim_bytes", Counter)
@@ -107,6 +108,7 @@ def create_app(service: str, *, client_max_size: int = 1024 * 1024,
     app[REGISTRY] = registry
     app[DRAINING] = {"draining": False}
     app[HEALTH] = []
+    app[ON_LISTENING] = []
     app[STARTED_AT] = time.time()
     app[REQUESTS] = registry.counter("ocsim_http_requests_total", "HTTP requests by route, method and status",
                                      ("route", "method", "status"))
@@ -157,8 +159,8 @@ async def serve(app: web.Application, host: str, port: int, *, access_log: bool 
     sys.stdout.write(json.dumps({"event": "listening", "service": app[SERVICE_NAME], "url": url,
                                  "pid": os.getpid()}) + "\n")
     sys.stdout.flush()
-    if on_listening:
-        on_listening(url)
+    for listener in [*app.get(ON_LISTENING, []), *([on_listening] if on_listening else [])]:
+        listener(url)
     try:
         await stop.wait()
     finally:

@@ -2,20 +2,19 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from aiohttp import web
+
 from common.auth import load_or_create_secret
 from common.config import ConfigError, apply_config
-from common.logs import event, setup_logging, stop_logging
-from common.service import run_main, serve
+from common.service import ON_LISTENING, run_app
 from common.sizes import parse_size
 from common.tokens import Keyring
 from edge.policy import DEFAULT_POLICY, POLICIES
 
-log = logging.getLogger("ocsim.edge")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,20 +80,11 @@ def main(argv: Sequence[str]) -> int:
         heartbeat_interval=args.heartbeat_interval)
     if not args.operator_token:
         print(f"edge {args.id}: operator token in {state_dir}/operator_token", file=sys.stderr)
-    setup_logging("edge", args.log_level)
-
-    async def run() -> None:
+    async def make() -> web.Application:
         node = EdgeNode(config, keyring)
         app = await node.start()
-        await serve(app, args.host, args.port, access_log=args.access_log,
-                    shutdown_timeout=args.shutdown_timeout, on_listening=node.on_listening)
+        app[ON_LISTENING].append(node.on_listening)  # the agent must learn the bound port
+        return app
 
-    # common.service.run_app, plus on_listening: the agent must learn the bound port.
-    try:
-        run_main(run)
-    except OSError as exc:
-        event(log, "cannot start", level=logging.ERROR, error=str(exc))
-        return 1
-    finally:
-        stop_logging()
-    return 0
+    return run_app(make, args.host, args.port, service="edge", access_log=args.access_log,
+                   log_level=args.log_level, shutdown_timeout=args.shutdown_timeout)
