@@ -268,6 +268,10 @@ async def test_kill_9_during_fills_then_restart(
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as s:
         for spec in small:
             assert (await fetch(s, edge.url + path_of(spec)))[0] == 200
+            # pinned, so the fills below cannot evict them whatever the policy: what must
+            # survive the crash is then known exactly (pins persist too)
+            async with s.post(edge.url + "/admin/pin", json={"path": path_of(spec)}, headers=bearer(OP)) as r:
+                assert r.status == 200
         await set_link(s, origin, admin_token, bandwidth_bps=8_000_000)
         tasks = [asyncio.ensure_future(fetch(s, edge.url + path_of(spec))) for spec in big]
 
