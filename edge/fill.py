@@ -4,7 +4,8 @@
 there is none (cachetools' "concurrent misses wait on the one computation in flight").
 A fill tries each peer edge with `Cache-Control: only-if-cached` (a peer that lacks the
 object answers 504 at once), then the upstream. As bytes arrive they are kept in memory
-for the fill's readers and appended to the store's temp file in batches; waiters wake on
+for the fill's readers and appended to the store's temp file in batches (the file is
+created in the executor while the first bytes already stream out); waiters wake on
 an event each time more bytes arrive, so the first byte of a miss reaches every client
 about as soon as it reaches the edge. A fill is a task owned by the coalescer: a client
 that goes away never cancels it.
@@ -340,13 +341,10 @@ class FillCoalescer:
             last_modified=resp.headers.get("Last-Modified", ""),
             stored_at=time.time())
         res = self.store.reserve(fill.key, length, time.time(), force=fill.force)
-        if res is not None:
-            try:
-                await self.store.begin(res)
-            except OSError as exc:
-                log.error("cannot create temp file", extra={"fields": {"key": fill.key, "error": str(exc)}})
-                await self.store.abort(res)
-                res = None
+        # The temp file is created in the executor while the first bytes already go out:
+        # readers wake on STREAMING right after the upstream's headers, not one thread hop
+        # later. The fd is only needed for the first batched write (or the commit).
+        creating = asyncio.ensure_future(self.store.begin(res)) if res is not None else None
         fill.stored = res is not None
         fill.state = FillState.STREAMING
         fill._notify()
@@ -362,15 +360,22 @@ class FillCoalescer:
                 fill._notify()
                 if self.metrics:
                     self.metrics.filled_bytes.inc((fill.source,), len(data))
-                if res is not None and res.fd >= 0:
+                if res is not None:
                     pending.append(data)
                     pending_bytes += len(data)
                     if pending_bytes >= WRITE_BATCH:
+                        if creating is not None:
+                            res, creating = await self._created(fill, res, creating), None
+                            if res is None:
+                                pending.clear()
+                                continue
                         await self.store.write(res, b"".join(pending))
                         pending.clear()
                         pending_bytes = 0
             if fill.received != length:
                 raise UpstreamError(f"upstream body was cut short ({fill.received} of {length} bytes)")
+            if res is not None and creating is not None:
+                res, creating = await self._created(fill, res, creating), None
             if res is not None and pending:
                 await self.store.write(res, b"".join(pending))
         except OSError as exc:
@@ -379,14 +384,27 @@ class FillCoalescer:
             # our disk failed: keep serving the waiters, just do not cache
             log.error("fill write failed", extra={"fields": {"key": fill.key, "error": str(exc)}})
             if res is not None:
+                await _settled(creating)
                 await self.store.abort(res)
                 res = None
                 fill.stored = False
             await self._drain_rest(fill, resp, length)
         except BaseException:
             if res is not None:
+                await asyncio.shield(_settled(creating))
                 await asyncio.shield(self.store.abort(res))
             raise
+        return res
+
+    async def _created(self, fill: Fill, res: Reservation, creating: asyncio.Future[None]) -> Reservation | None:
+        """Wait for the temp file of `res`; None (bytes released, not cached) if it failed."""
+        try:
+            await creating
+        except OSError as exc:
+            log.error("cannot create temp file", extra={"fields": {"key": fill.key, "error": str(exc)}})
+            await self.store.abort(res)
+            fill.stored = False
+            return None
         return res
 
     async def _drain_rest(self, fill: Fill, resp: aiohttp.ClientResponse, length: int) -> None:
@@ -397,6 +415,17 @@ class FillCoalescer:
             fill._notify()
         if fill.received != length:
             raise UpstreamError(f"upstream body was cut short ({fill.received} of {length} bytes)")
+
+
+async def _settled(creating: asyncio.Future[None] | None) -> None:
+    """Wait out a temp-file creation before aborting its reservation (an abort under a
+    create still running would leak the fd and the file); its error is abort's to clean."""
+    if creating is None:
+        return
+    if not creating.done():
+        await asyncio.wait([creating])
+    if not creating.cancelled():
+        creating.exception()  # mark retrieved
 
 
 def _synthetic_etag(key: str, length: int) -> str:

@@ -38,6 +38,23 @@ aiohttp then coalesces headers and body into one `writev` (a prepared `StreamRes
 sends headers at `prepare()` and the body in a second syscall). `HotTier.response`
 builds that; `send_bytes` is the equivalent for a caller that already built a
 `StreamResponse` (it uses the same single write when it can).
+
+The fast lane (`FastLane`, `install_fast_lane`) answers the simplest and commonest request
+of all, a plain keep-alive `GET` of a RAM-tier object, without aiohttp's per-request
+machinery (parser objects, request, router, middleware, response, writer: most of a 16 KiB
+hit's CPU). It is the connection's protocol and wraps aiohttp's `RequestHandler`:
+
+* a request is taken by the fast lane only when its whole header block is buffered and
+  it is exactly `GET <path> HTTP/1.1` with visible-ASCII, token-named headers, none of
+  which is about a body, ranges, conditionals or the connection (`simple_get_target`),
+  and the server's callback says it is a RAM hit it can answer (else None);
+* anything else - and every byte after it on that connection - goes to the wrapped
+  aiohttp handler unchanged, which then owns the connection for good (responses stay in
+  order: the fast lane's are already in the transport's buffer, in request order);
+* keep-alive, backpressure and shutdown stay aiohttp's: the wrapped handler sees
+  `connection_made`/`connection_lost`/`pause_writing`/`resume_writing`, its idle timer is
+  pushed forward on every fast answer, and the fast lane stops reading while the
+  transport is paused; its graceful shutdown closes the transport as usual.
 """
 from __future__ import annotations
 
@@ -45,8 +62,9 @@ import asyncio
 import errno
 import logging
 import os
+import re
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -54,7 +72,7 @@ from aiohttp import web
 
 log = logging.getLogger("ocsim.edge.hitpath")
 
-__all__ = ["HitSender", "HotTier", "send_bytes"]
+__all__ = ["FastLane", "HitSender", "HotTier", "install_fast_lane", "send_bytes", "simple_get_target"]
 
 _DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 _FALLBACK_CHUNK = 1024 * 1024
@@ -353,3 +371,202 @@ class HotTier:
             # aiohttp's slower payload path.
             data = data[offset:offset + (len(data) - offset if count is None else count)]
         return web.Response(status=status, body=data, headers=headers)
+
+
+# ----------------------------------------------------------------------------- fast lane
+
+# `GET <origin-form path without query or %-escapes> HTTP/1.1`, then header fields whose
+# names are tokens and whose values are visible ASCII, space or tab (RFC 9110 5.1, 5.5).
+_SIMPLE_GET_RE = re.compile(
+    rb"GET (/[A-Za-z0-9._~!$&'()*+,;=:@/-]*) HTTP/1\.1"
+    rb"(?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t -~]*)*\Z")
+# Fields that change how the request is framed or answered: those go to aiohttp.
+_SLOW_FIELD_RE = re.compile(
+    rb"\r\n(?:content-length|transfer-encoding|range|if-[a-z-]*|connection|expect|upgrade|te|trailer)[\t ]*:",
+    re.IGNORECASE)
+_MAX_HEAD = 8190  # a header block longer than aiohttp's line limit is aiohttp's to refuse
+
+
+def simple_get_target(head: bytes) -> str | None:
+    """The path of `head` (a request's header block, without the empty line) when the
+    fast lane may answer it; None for anything else."""
+    m = _SIMPLE_GET_RE.match(head)
+    if m is None or _SLOW_FIELD_RE.search(head) is not None:
+        return None
+    return m.group(1).decode("ascii")
+
+
+FastAnswer = tuple[bytes, bytes]  # (status line and headers with the empty line, body)
+
+
+class FastLane(asyncio.Protocol):
+    """A connection's protocol: plain RAM hits answered here, the rest by `inner`.
+
+    `serve(path)` returns the whole response for a plain GET of `path`, or None to hand
+    the request (and the connection) to `inner`. See the module docstring."""
+
+    __slots__ = ("_inner", "_serve", "_transport", "_buf", "_slow", "_paused", "_reading_paused",
+                 "_loop", "_keepalive", "_log")
+
+    def __init__(self, inner: Any, serve: Callable[[str], FastAnswer | None]) -> None:
+        self._inner = inner
+        self._serve = serve
+        self._transport: asyncio.Transport | None = None
+        self._buf = b""
+        self._paused = False
+        self._reading_paused = False
+        self._loop = asyncio.get_running_loop()
+        # aiohttp closes a connection idle for keepalive_timeout; the fast lane tells it
+        # when the connection was last used. Without that hook there is no fast lane.
+        self._keepalive = float(getattr(inner, "keepalive_timeout", 0.0) or 0.0)
+        self._slow = not hasattr(inner, "_next_keepalive_close_time")
+        logger = getattr(inner, "access_logger", None)
+        self._log = logger if getattr(inner, "_logging_enabled", False) else None
+
+    # -- asyncio.Protocol ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._inner.connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._slow = True
+        self._buf = b""
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._inner.resume_writing()
+        if not self._slow and self._reading_paused:
+            self._reading_paused = False
+            assert self._transport is not None
+            self._transport.resume_reading()
+            buf, self._buf = self._buf, b""
+            if buf:
+                self._run(buf)
+
+    def data_received(self, data: bytes) -> None:
+        if self._slow:
+            self._inner.data_received(data)
+            return
+        if self._buf:
+            data = self._buf + data
+            self._buf = b""
+        self._run(data)
+
+    def eof_received(self) -> bool | None:
+        if not self._slow:
+            self._to_slow(self._buf)
+        return self._inner.eof_received()  # type: ignore[no-any-return]
+
+    # -- the lane ------------------------------------------------------------------------
+
+    def _run(self, data: bytes) -> None:
+        transport = self._transport
+        assert transport is not None
+        pos = 0
+        n = len(data)
+        while True:
+            end = data.find(b"\r\n\r\n", pos)
+            if end < 0:
+                rest = data[pos:] if pos else data
+                if len(rest) > _MAX_HEAD:
+                    self._to_slow(rest)
+                else:
+                    self._buf = rest
+                return
+            target = simple_get_target(data[pos:end])
+            answer = None if target is None or transport.is_closing() else self._answer(target)
+            if answer is None:
+                self._to_slow(data[pos:] if pos else data)
+                return
+            transport.writelines(answer)
+            if self._keepalive:
+                self._inner._next_keepalive_close_time = self._loop.time() + self._keepalive
+            if self._log is not None:
+                self._access(target, answer)  # type: ignore[arg-type]  # not None: answered
+            pos = end + 4
+            if pos >= n:
+                return
+            if self._paused:  # the client is not reading: stop reading its requests too
+                self._buf = data[pos:]
+                self._reading_paused = True
+                transport.pause_reading()
+                return
+
+    def _answer(self, target: str) -> FastAnswer | None:
+        try:
+            return self._serve(target)
+        except Exception:  # a bug in the callback must not cost the request: aiohttp answers it
+            log.exception("fast lane failed for %s", target)
+            return None
+
+    def _to_slow(self, data: bytes) -> None:
+        """aiohttp owns the connection from here on, starting with `data`."""
+        self._slow = True
+        self._buf = b""
+        if self._reading_paused:
+            self._reading_paused = False
+            if self._transport is not None and not self._transport.is_closing():
+                self._transport.resume_reading()
+        if data:
+            self._inner.data_received(data)
+
+    def _access(self, path: str, answer: FastAnswer) -> None:
+        assert self._log is not None and self._transport is not None
+        peer = self._transport.get_extra_info("peername")
+        try:
+            # bytes as aiohttp logs them: head + body
+            self._log.log(_LoggedRequest(path, peer[0] if isinstance(peer, (tuple, list)) else None),
+                          _LoggedResponse(len(answer[0]) + len(answer[1])), 0.0)
+        except Exception:  # never let logging break a response that already left
+            log.exception("access log failed")
+
+
+class _LoggedRequest:
+    __slots__ = ("path", "remote")
+    method = "GET"
+
+    def __init__(self, path: str, remote: str | None) -> None:
+        self.path = path
+        self.remote = remote
+
+
+class _LoggedResponse:
+    __slots__ = ("body_length",)
+    status = 200
+    headers = {"X-Cache": "HIT"}
+
+    def __init__(self, body_length: int) -> None:
+        self.body_length = body_length
+
+
+class _FastLaneServer(web.Server):
+    """aiohttp's low-level server, each connection's protocol wrapped in a `FastLane`."""
+
+    fast_lane_serve: Callable[[str], FastAnswer | None] | None = None
+
+    def __call__(self) -> Any:
+        inner = super().__call__()
+        serve = self.fast_lane_serve
+        return inner if serve is None else FastLane(inner, serve)
+
+
+def install_fast_lane(app: web.Application, serve: Callable[[str], FastAnswer | None]) -> None:
+    """Make the server that `web.AppRunner` builds for `app` (before it is set up) put a
+    `FastLane` in front of every connection. The server object stays aiohttp's own
+    (`web.Server`: connections, shutdown), only its protocol factory changes."""
+    make = app._make_handler
+
+    def make_handler(**kwargs: Any) -> web.Server:
+        server = make(**kwargs)
+        server.__class__ = _FastLaneServer
+        assert isinstance(server, _FastLaneServer)
+        server.fast_lane_serve = serve
+        return server
+
+    app._make_handler = make_handler  # type: ignore[method-assign]

@@ -100,6 +100,7 @@ class Entry:
 
     meta: ObjectMeta
     path: Path
+    view: Any = None  # the server's response headers for `meta`, built on first use
 
     @property
     def key(self) -> str:
