@@ -30,6 +30,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+
+from tests.topologies import ONE_ISP_TWO_EDGES, SHORT_CATALOG
 from aiohttp import web
 
 from common.content import Catalog, Title
@@ -442,28 +444,8 @@ def test_cli_argument_errors_exit_2() -> None:
 
 # --------------------------------------------------------------------------- real processes
 
-SHORT_CATALOG = {"titles": [
-    {"id": "short-a", "duration_s": 30, "popularity": 1.0},
-    {"id": "short-b", "duration_s": 40, "popularity": 0.5},
-    {"id": "short-c", "duration_s": 24, "popularity": 0.25},
-]}
-TOPOLOGY = """\
-[origin]
-port = 0
-catalog = "catalog.json"
-latency_ms = 0.0
-total_bandwidth = "0"
+TOPOLOGY = ONE_ISP_TWO_EDGES
 
-[control]
-port = 0
-
-[edge]
-capacity = "1GiB"
-
-[isps.isp-a]
-prefixes = ["10.1.0.0/16"]
-edges = 2
-"""
 
 
 @dataclass
