@@ -63,3 +63,13 @@ def apply_config(parser: argparse.ArgumentParser, section: str, argv: Sequence[s
     if unknown:
         raise ConfigError(f"unknown {section} setting(s): {', '.join(unknown)}")
     parser.set_defaults(**values)
+
+
+def parse_service_args(parser: argparse.ArgumentParser, section: str, argv: Sequence[str]) -> argparse.Namespace:
+    """Flags over environment over file: `apply_config`, then parse. A bad config file or
+    setting is a usage error (exit 2) naming it, like a bad flag."""
+    try:
+        apply_config(parser, section, argv)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    return parser.parse_args(list(argv))

@@ -14,7 +14,7 @@ from pathlib import Path
 from aiohttp import web
 
 from common.auth import load_or_create_secret
-from common.config import ConfigError, apply_config
+from common.config import parse_service_args
 from common.content import Catalog, load_catalog
 from common.errors import OcsimError
 from common.service import run_app
@@ -76,11 +76,7 @@ def make_config(args: argparse.Namespace) -> ControlConfig:
 
 def main(argv: Sequence[str]) -> int:
     parser = build_parser()
-    try:
-        apply_config(parser, "control", argv)
-    except ConfigError as exc:
-        parser.error(str(exc))
-    args = parser.parse_args(list(argv))
+    args = parse_service_args(parser, "control", argv)
     try:
         config = make_config(args)
     except TopologyError as exc:

@@ -9,7 +9,7 @@ from pathlib import Path
 from aiohttp import web
 
 from common.auth import load_or_create_secret
-from common.config import ConfigError, apply_config
+from common.config import parse_service_args
 from common.service import ON_LISTENING, run_app
 from common.sizes import parse_size
 from common.tokens import Keyring
@@ -55,11 +55,7 @@ def main(argv: Sequence[str]) -> int:
     from edge.server import EdgeConfig, EdgeNode  # aiohttp only once the flags are good
 
     parser = build_parser()
-    try:
-        apply_config(parser, "edge", argv)
-    except ConfigError as exc:
-        parser.error(str(exc))
-    args = parser.parse_args(list(argv))
+    args = parse_service_args(parser, "edge", argv)
     try:
         capacity = parse_size(args.capacity)
         hot_bytes = parse_size(args.hot_bytes)

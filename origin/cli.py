@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from common.auth import load_or_create_secret
-from common.config import ConfigError, apply_config
+from common.config import parse_service_args
 from common.content import Catalog, default_catalog, load_catalog
 from common.errors import OcsimError
 from common.service import run_app
@@ -39,11 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     parser = build_parser()
-    try:
-        apply_config(parser, "origin", argv)
-    except ConfigError as exc:
-        parser.error(str(exc))
-    args = parser.parse_args(list(argv))
+    args = parse_service_args(parser, "origin", argv)
     try:
         catalog: Catalog = load_catalog(args.catalog) if args.catalog else default_catalog()
         link = LinkSettings(latency_ms=args.latency_ms, bandwidth_bps=parse_rate(args.bandwidth),
