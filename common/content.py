@@ -33,6 +33,14 @@ def _vbr_factor(seg: SegmentId) -> float:
     return 1.0 + VBR_SPREAD * (2.0 * h / 2**64 - 1.0)
 
 
+def segment_length(seg: SegmentId, duration_s: float = SEGMENT_SECONDS) -> int:
+    """Bytes of a segment lasting `duration_s`: bitrate x duration / 8 with the
+    deterministic VBR variation of its id. The one size rule: the origin, the players and
+    the offline simulator's synthetic traces all use it."""
+    base = seg.rendition * 1000 / 8 * duration_s
+    return max(HEADER_LEN + 1, round(base * _vbr_factor(seg)))
+
+
 @dataclass(frozen=True, slots=True)
 class Title:
     id: str
@@ -71,8 +79,7 @@ class Title:
         if not 0 <= index < self.segment_count:
             raise NotFound(f"title {self.id} has no segment {index}")
         seg = SegmentId(self.id, rendition, index)
-        base = rendition * 1000 / 8 * self.segment_duration(index)
-        return SegmentSpec(seg, max(HEADER_LEN + 1, round(base * _vbr_factor(seg))))
+        return SegmentSpec(seg, segment_length(seg, self.segment_duration(index)))
 
     def segments(self, rendition: int) -> Iterator[SegmentSpec]:
         for i in range(self.segment_count):

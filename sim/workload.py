@@ -18,12 +18,13 @@ import random
 from dataclasses import dataclass
 from itertools import accumulate
 
+from common.content import DEFAULT_LADDER, SEGMENT_SECONDS, segment_length
+from common.ids import SegmentId
 from sim.trace import Trace
 
 __all__ = ["LADDER_KBPS", "SEGMENT_SECONDS", "SessionWorkload", "segment_size", "session_trace", "zipf_trace"]
 
-LADDER_KBPS = (235, 750, 1750, 3000, 5800)
-SEGMENT_SECONDS = 4
+LADDER_KBPS = DEFAULT_LADDER  # the live content model's ladder and segment duration
 # Share of sessions settling on each rung (bandwidth-limited clients sit low).
 _RUNG_WEIGHTS = (0.05, 0.10, 0.20, 0.30, 0.35)
 
@@ -41,11 +42,9 @@ def zipf_trace(objects: int, requests: int, alpha: float, object_size: int = 400
     return Trace(times=[i * step for i in range(requests)], keys=keys, sizes=[object_size] * requests)
 
 
-def segment_size(title: str, kbps: int, n: int, variation: float = 0.1) -> int:
-    """Bytes of one segment: bitrate x 4 s / 8, +-``variation`` deterministic VBR wobble."""
-    nominal = kbps * 1000 * SEGMENT_SECONDS // 8
-    wobble = (hash_unit(f"{title}/{kbps}/{n}") * 2.0 - 1.0) * variation
-    return max(1, int(nominal * (1.0 + wobble)))
+def segment_size(title: str, kbps: int, n: int) -> int:
+    """Bytes of one full segment, by the live content model (common.content.segment_length)."""
+    return segment_length(SegmentId(title, kbps, n), SEGMENT_SECONDS)
 
 
 def hash_unit(text: str) -> float:
@@ -102,7 +101,7 @@ def session_trace(w: SessionWorkload = SessionWorkload()) -> Trace:
         for n in range(first, min(first + watch, segments[title])):
             size = sizes.get((title, rung, n))
             if size is None:
-                size = sizes[(title, rung, n)] = segment_size(name, kbps, n, w.size_variation)
+                size = sizes[(title, rung, n)] = segment_size(name, kbps, n)
             events.append((start + (n - first) * SEGMENT_SECONDS, f"{prefix}{n}.seg", size))
             total += 1
     events.sort()

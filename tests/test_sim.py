@@ -215,3 +215,14 @@ def test_lru_and_belady_match_libcachesim(tmp_path: Path) -> None:
         theirs, _ = cls(capacity).process_trace(reader)
         ours = replay(trace, name, capacity).total.to_dict()["object_miss_ratio"]
         assert abs(ours - theirs) < 0.005, (name, ours, theirs)
+
+
+def test_synthetic_segment_sizes_are_the_live_content_model() -> None:
+    """A session trace's segment sizes are what the origin serves for the same segment."""
+    from common.content import Title
+    from sim.workload import segment_size
+
+    title = Title("title-7", 600.0)
+    for kbps in LADDER_KBPS:
+        for n in (0, 1, 57):
+            assert segment_size("title-7", kbps, n) == title.segment(kbps, n).length
