@@ -68,7 +68,7 @@ class EvictionPolicy(ABC):
     over their own structures, which hold unpinned keys only.
     """
 
-    __slots__ = ("capacity", "used", "_sizes", "_pinned", "_pinned_bytes")
+    __slots__ = ("capacity", "used", "_sizes", "_pinned", "_pinned_bytes", "_held")
     name: ClassVar[str]
 
     def __init__(self, capacity: int) -> None:
@@ -79,6 +79,7 @@ class EvictionPolicy(ABC):
         self._sizes: dict[str, int] = {}
         self._pinned: dict[str, int] = {}
         self._pinned_bytes = 0
+        self._held: dict[str, object] = {}  # key -> _place() at hold time
 
     # -- what each policy provides -------------------------------------------------
 
@@ -104,6 +105,14 @@ class EvictionPolicy(ABC):
     def _unpinned(self, key: str, size: int) -> None:
         """An object leaves the pinned set; by default it re-enters as a fresh insert."""
         self._insert(key, size)
+
+    def _place(self, key: str) -> object:
+        """Where the admission put `key` (read by `hold`); `_restore` puts it back there.
+        The default (None) means "re-enter as `_unpinned` does"."""
+        return None
+
+    def _restore(self, key: str, size: int, place: object) -> None:
+        self._unpinned(key, size)
 
     # -- the contract the edge and the simulator use ---------------------------------
 
@@ -159,6 +168,7 @@ class EvictionPolicy(ABC):
         if key in self._pinned:
             del self._pinned[key]
             self._pinned_bytes -= size
+            self._held.pop(key, None)
         else:
             self._forget(key)
         self.used -= size
@@ -183,7 +193,30 @@ class EvictionPolicy(ABC):
         if key in self._pinned:
             del self._pinned[key]
             self._pinned_bytes -= size
+            self._held.pop(key, None)
             self._unpinned(key, size)
+        return True
+
+    def hold(self, key: str) -> bool:
+        """Protect an object just admitted while its bytes are being written (an edge fill);
+        False if absent. Unlike `pin`, `release` puts it back where the admission placed it,
+        so a filled object meets the same policy as one the simulator admits."""
+        if key not in self._sizes or key in self._pinned:
+            return False
+        self._held[key] = self._place(key)
+        return self.pin(key)
+
+    def release(self, key: str) -> bool:
+        """End a `hold`: the object returns to the queue its admission chose."""
+        if key not in self._held:
+            return False
+        place = self._held.pop(key)
+        size = self._sizes.get(key)
+        if size is None or key not in self._pinned:
+            return False
+        del self._pinned[key]
+        self._pinned_bytes -= size
+        self._restore(key, size, place)
         return True
 
     def is_pinned(self, key: str) -> bool:
@@ -400,6 +433,17 @@ class S3FIFOPolicy(EvictionPolicy):
         self._freq[key] = 0
         self._main[key] = size
         self._main_bytes += size
+
+    def _place(self, key: str) -> object:
+        return "main" if key in self._main else "small"
+
+    def _restore(self, key: str, size: int, place: object) -> None:
+        if place == "main":
+            self._unpinned(key, size)
+        else:
+            self._freq[key] = 0
+            self._small[key] = size
+            self._small_bytes += size
 
     def _forget(self, key: str) -> None:
         del self._freq[key]
@@ -910,6 +954,17 @@ class S3TinyLFUPolicy(EvictionPolicy):
         self._freq[key] = 0
         self._main[key] = size
         self._main_bytes += size
+
+    def _place(self, key: str) -> object:
+        return "main" if key in self._main else "small"
+
+    def _restore(self, key: str, size: int, place: object) -> None:
+        if place == "main":
+            self._unpinned(key, size)
+        else:
+            self._freq[key] = 0
+            self._small[key] = size
+            self._small_bytes += size
 
     def _forget(self, key: str) -> None:
         del self._freq[key]

@@ -337,7 +337,8 @@ class DiskStore:
         self._evicted(adm.evicted)
         if not adm.admitted or key not in self.policy:
             return None
-        self.policy.pin(key)
+        if not self.policy.hold(key):  # already pinned (forced, pre-positioning): stays so
+            self.policy.pin(key)
         # a stale entry for the key (refetch) no longer matches what the policy holds
         if key in self.index:
             self._drop_index(key)
@@ -381,8 +382,8 @@ class DiskStore:
             await loop.run_in_executor(None, self._delete_many, [res.key])
             return None
         del self._reservations[res.key]
-        if not res.want_pin:
-            self.policy.unpin(res.key)
+        if not res.want_pin and not self.policy.release(res.key):
+            self.policy.unpin(res.key)  # a forced fill was pinned, not held
         entry = Entry(meta, dest)
         self._add_index(entry)
         return entry
