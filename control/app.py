@@ -45,6 +45,7 @@ from common.wire import CONTENT_TYPE, EDGE_HEADER, MAX_MESSAGE_BYTES, SIGNATURE_
     FillPlan, Heartbeat, Register, edge_key
 from control import openapi
 from control.fleet import EdgeRecord, Fleet, check_edge_id
+from control.health import DOWN_AFTER_MISSED
 from control.jobs import Job, JobBook, build_plans, new_job_id, title_bytes
 from control.placement import EdgeSpace, TitleDemand, plan_placement
 from control.prefixes import PrefixTable
@@ -438,7 +439,7 @@ async def retire_title(request: web.Request) -> web.Response:
     tid = _title_param(request)
     st.catalog.get(tid)
     await st.db().call(st.db().store.retire_title, tid)
-    del st.catalog.titles[tid]
+    st.catalog.titles.pop(tid, None)  # a concurrent retire may have got here first
     event(log, "title retired", title=tid)
     return web.json_response({"id": tid, "retired": True})
 
@@ -529,9 +530,7 @@ async def create_job(request: web.Request) -> web.Response:
     edges = [r for r in st.fleet.edges.values() if r.isp == isp and r.health.state_at(now) == "up"]
     if not edges:
         raise Conflict(f"no healthy edge in isp {isp}")
-    # "Holds" means fully placed by an earlier job and still reported: a heartbeat's titles
-    # also list titles of which the edge caches a few segments, which is no placement.
-    spaces = [EdgeSpace(r.edge_id, r.free_bytes, st.jobs.placed_titles(r.edge_id) & r.titles) for r in edges]
+    spaces = [st.jobs.space_for(r.edge_id, r.free_bytes, frozenset(r.titles)) for r in edges]
     popularity = {t.id: st.observed(isp, t.id) + t.popularity for t in titles}
     bw = st.config.fill_bandwidth_bps if bandwidth is None else bandwidth
     # Sizing titles hashes every segment id and a plan lists every path: a few hundred ms for
@@ -554,7 +553,8 @@ def _plan_job(job_id: str, isp: str, titles: list[Title], popularity: dict[str, 
     plans = build_plans(job_id, {e: ts for e, ts in placed.assignments.items() if ts}, {t.id: t for t in titles},
                         renditions, bandwidth_bps, now)
     return Job(job_id, isp, tuple(t.id for t in titles), renditions, bandwidth_bps, now, plans,
-               tuple(placed.unplaced), "" if plans else "nothing could be placed within the edges' free capacity",
+               tuple(placed.unplaced),
+               "nothing could be placed within the edges' free capacity" if placed.unplaced and not plans else "",
                now)
 
 
@@ -610,15 +610,14 @@ async def flush(st: ControlState) -> None:
 
 async def _flusher(st: ControlState) -> None:
     interval = st.config.flush_interval_s
-    alive_s = 3.5 * st.config.heartbeat_interval_s
     while True:
         await asyncio.sleep(interval)
         now = time.time()
 
-        def alive(edge_id: str) -> bool:
+        def alive(edge_id: str) -> bool:  # not yet `down` by the health table's rule
             rec = st.fleet.edges.get(edge_id)
-            last = rec.health.last_heartbeat if rec is not None else None
-            return last is not None and now - last < alive_s
+            missed = rec.health.missed_at(now) if rec is not None else None
+            return missed is not None and missed < DOWN_AFTER_MISSED
 
         for p in st.jobs.sweep(now, st.config.plan_timeout_s, alive):
             event(log, "fill plan timed out", level=logging.WARNING, plan=p.plan_id, edge=p.edge_id)

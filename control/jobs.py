@@ -26,6 +26,7 @@ from typing import Any
 from common.content import Title
 from common.ids import master_path
 from common.wire import FillPlan, FillProgress
+from control.placement import EdgeSpace
 
 PLAN_STATES = ("pending", "running", "done", "failed")
 TERMINAL = frozenset({"done", "failed"})
@@ -141,8 +142,8 @@ class Job:
 
     @property
     def state(self) -> str:
-        if not self.plans:
-            return "failed"
+        if not self.plans:  # nothing to fill: every title already placed, or none fitted
+            return "failed" if self.unplaced else "done"
         states = {p.state for p in self.plans}
         if states <= TERMINAL:
             return "failed" if "failed" in states else "done"
@@ -154,7 +155,7 @@ class Job:
     def progress(self) -> float:
         total = sum(p.total_objects for p in self.plans)
         if not total:
-            return 0.0
+            return 1.0 if self.state == "done" else 0.0
         done = sum(p.total_objects if p.state == "done" else min(p.done_objects, p.total_objects)
                    for p in self.plans)
         return round(done / total, 4)
@@ -284,6 +285,20 @@ class JobBook:
                 self.mark_dirty(p, now)
                 failed.append(p)
         return failed
+
+    def space_for(self, edge_id: str, free_bytes: int, reported_titles: frozenset[str]) -> EdgeSpace:
+        """What the placement planner may use on an edge: its free bytes less what plans in
+        flight will still write, and as held, the titles placed by finished plans that the
+        edge still reports plus those in flight (so two jobs never book the same space or
+        fill the same title twice). A heartbeat's titles alone are no placement: they also
+        list titles of which the edge caches a few segments."""
+        pending_bytes, pending_titles = 0, set[str]()
+        for p in self.plans.values():
+            if p.edge_id == edge_id and not p.terminal:
+                pending_bytes += max(0, p.total_bytes - p.done_bytes)
+                pending_titles.update(p.titles)
+        held = (self.placed_titles(edge_id) & reported_titles) | pending_titles
+        return EdgeSpace(edge_id, max(0, free_bytes - pending_bytes), frozenset(held))
 
     def placed_titles(self, edge_id: str) -> frozenset[str]:
         """Titles whose plans on this edge are done."""

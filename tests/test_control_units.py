@@ -130,6 +130,30 @@ def test_sweep_fails_plans_of_vanished_edges_only() -> None:
     assert book.take_dirty() == ([], [])
 
 
+def test_space_for_counts_plans_in_flight_so_jobs_never_double_book() -> None:
+    plans = build_plans("j", {"e1": ("t1",)}, {"t1": T1}, None, 0, 0.0)
+    book = JobBook()
+    book.add(Job("j", "isp-a", ("t1",), None, 0, 0.0, plans))
+    pending = plans[0].total_bytes
+    assert pending > 0
+    space = book.space_for("e1", pending + 100, frozenset())
+    assert space.free_bytes == 100 and space.holds == frozenset({"t1"})  # in flight: held, bytes booked
+    book.report("e1", [FillProgress(plans[0].plan_id, "running", 1, plans[0].total_objects, pending // 2)], 1.0)
+    assert book.space_for("e1", pending + 100, frozenset()).free_bytes == 100 + pending // 2
+    book.report("e1", [FillProgress(plans[0].plan_id, "done", plans[0].total_objects,
+                                    plans[0].total_objects, pending)], 2.0)
+    assert book.space_for("e1", 500, frozenset()).holds == frozenset()  # done but no longer reported
+    assert book.space_for("e1", 500, frozenset({"t1"})) == book.space_for("e1", 500, frozenset({"t1", "x"}))
+    assert book.space_for("e1", 500, frozenset({"t1"})).holds == frozenset({"t1"})
+    assert book.space_for("e2", 500, frozenset({"t1"})).holds == frozenset()
+
+
+def test_a_job_with_nothing_left_to_fill_is_done_not_failed() -> None:
+    assert Job("j", "isp-a", ("t1",), None, 0, 0.0, []).state == "done"
+    assert Job("j", "isp-a", ("t1",), None, 0, 0.0, []).progress == 1.0
+    assert Job("j", "isp-a", ("t1",), None, 0, 0.0, [], ("t1",), "no room").state == "failed"
+
+
 # ------------------------------------------------------------------ fleet
 
 def _reg(ts: float, edge: str = "e1") -> Register:
