@@ -137,7 +137,7 @@ class EdgeNode:
         self._hit_status = f"{self.cache_status}; hit"
         self._tokens: dict[tuple[str, str], int] = {}  # (token, title) -> expiry, verified once
         self._tokens_ring: Keyring | None = None
-        self._paths: set[str] = set()  # content paths already validated (they are their own keys)
+        self._warming: dict[str, asyncio.Task[None]] = {}  # RAM-tier loads in flight, strongly held
         self._date_at = -1
         self._date = b""
         self.fast_lane = config.fast_lane and os.environ.get("OCSIM_FASTLANE", "1") != "0"
@@ -198,6 +198,8 @@ class EdgeNode:
             await self.agent.drain()
 
     async def _on_cleanup(self, app: web.Application) -> None:
+        if self._warming:
+            await asyncio.gather(*self._warming.values(), return_exceptions=True)
         if self.agent is not None:
             await self.agent.stop()
         await self.coalescer.close()
@@ -311,25 +313,20 @@ class EdgeNode:
         t0 = time.perf_counter()
         now = time.time()
         token, path = split_token_path(target)
+        # The RAM tier first: its keys are canonical content paths, so a key found there is a
+        # valid path, and a request the lane cannot answer costs one dict lookup here.
+        hot = self.hot
+        data = hot.get(path) if hot is not None else None
+        if data is None:
+            return None
         ring = self.keyring
         if ring is not None and not self._token_ok(ring, token, path, now):
             return None
-        if path not in self._paths:
-            try:
-                if parse_content_path(path).path != path:
-                    return None
-            except OcsimError:
-                return None
-            if len(self._paths) >= _MEMO_MAX:
-                self._paths.clear()
-            self._paths.add(path)
         entry = self.store.index.get(path)
-        hot = self.hot
-        if entry is None or hot is None or path not in hot:
+        if entry is None:
             return None
         meta, _, head = self._hit_view(entry)
-        data = hot.get(path)
-        if head is None or data is None or len(data) != meta.length:
+        if head is None or len(data) != meta.length:
             return None
         self.store.policy.lookup(path, now)  # what store.lookup records for every request
         n = len(data)
@@ -421,16 +418,11 @@ class EdgeNode:
             return resp
         if self.hot is not None and meta.length <= HOT_MAX_OBJECT:
             data = self.hot.get(key)
-            if data is None:
-                data = await self.store.read_all(entry)
-                if data is None:
-                    await self.store.remove(key)
-                    return None
-                if self.store.index.get(key) is entry:
-                    self.hot.put(key, data)
-            self.hits.inc()
-            self.served.inc(_CACHE, count)
-            return HotTier.response(data, status=status, headers=headers, offset=start, count=count)
+            if data is not None:
+                self.hits.inc()
+                self.served.inc(_CACHE, count)
+                return HotTier.response(data, status=status, headers=headers, offset=start, count=count)
+            self._warm(key, entry)  # this hit goes out by sendfile; later ones from RAM
         of = await self.store.acquire(entry)
         if of is None:
             return None
@@ -443,6 +435,20 @@ class EdgeNode:
             self.store.release(of)
         self.served.inc(("cache",), count)
         return resp
+
+    def _warm(self, key: str, entry: Any) -> None:
+        """Load a small object into the RAM tier in the background (one read per object)."""
+        if key in self._warming or self.hot is None:
+            return
+
+        async def load() -> None:
+            data = await self.store.read_all(entry)
+            if data is not None and self.hot is not None and self.store.index.get(key) is entry:
+                self.hot.put(key, data)
+
+        task = asyncio.create_task(load(), name=f"warm {key}")
+        self._warming[key] = task
+        task.add_done_callback(lambda _t: self._warming.pop(key, None))
 
     async def _serve_fill(self, request: web.Request, fill: Fill, joined: bool) -> web.StreamResponse:
         try:

@@ -571,3 +571,28 @@ async def test_agent_fill_plan_and_drain(start_service: StartService, origin: Se
         assert seen["heartbeat"][-1].state == "draining"
     finally:
         await runner.cleanup()
+
+
+async def test_small_object_not_in_ram_is_sent_from_disk_then_warmed(
+        start_service: StartService, origin: ServiceProcess, admin_token: str, tmp_path: Path) -> None:
+    """A hit is sendfile from disk: a small cached object missing from the RAM tier (after a
+    restart) is not read through an executor on the request path; RAM serves it later."""
+    path = "/content/title-031/235/index.m3u8"
+    edge = start_edge(start_service, tmp_path, origin.url)
+    async with aiohttp.ClientSession() as s:
+        status, _, body = await fetch(s, edge.url + path)
+        assert status == 200
+        edge.stop()
+        edge2 = start_edge(start_service, tmp_path, origin.url, name="edge-again")
+        before = (await edge_stats(s, edge2))["sender"]["sendfile"]
+        status, headers, again = await fetch(s, edge2.url + path)
+        assert status == 200 and headers["X-Cache"] == "HIT" and again == body
+        assert (await edge_stats(s, edge2))["sender"]["sendfile"] == before + 1
+
+        async def from_ram() -> bool:
+            sent = (await edge_stats(s, edge2))["sender"]["sendfile"]
+            status, headers, got = await fetch(s, edge2.url + path)
+            assert status == 200 and headers["X-Cache"] == "HIT" and got == body
+            return (await edge_stats(s, edge2))["sender"]["sendfile"] == sent
+        await until(from_ram, 5, "the RAM tier to serve the object")
+        assert await origin_count(s, origin, admin_token, path) == 1
