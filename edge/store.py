@@ -45,6 +45,7 @@ from typing import Any
 
 import msgpack
 
+from common.errors import Unavailable
 from edge.policy import EvictionPolicy
 
 log = logging.getLogger("ocsim.edge.store")
@@ -277,8 +278,11 @@ class DiskStore:
         else:
             try:
                 fd, size = await asyncio.get_running_loop().run_in_executor(None, _open_ro, entry.path)
-            except OSError:
-                fd, size = -1, -1
+            except FileNotFoundError:
+                fd, size = -1, -1  # deleted behind our back: drop it, the caller refetches
+            except OSError as exc:
+                # out of fds, EIO, EACCES: our trouble, not a changed object; keep it cached
+                raise Unavailable(f"cannot open cached object: {exc.strerror or type(exc).__name__}") from None
             if fd >= 0:
                 if self.index.get(entry.key) is not entry:
                     os.close(fd)

@@ -194,3 +194,28 @@ def test_meta_rejects_garbage() -> None:
 ])
 def test_upstream_status_table(status: int, outcome: UpstreamOutcome) -> None:
     assert classify_status(status) is outcome
+
+
+async def test_open_errors_keep_the_object_a_missing_file_drops_it(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import edge.store as store_module
+    from common.errors import Unavailable
+
+    store = await new_store(tmp_path)
+    key = "/content/a/235/0.seg"
+    assert await put(store, key, b"x" * 100)
+    entry = store.index[key]
+
+    def out_of_fds(path: Path) -> tuple[int, int]:
+        raise OSError(errno.EMFILE, "Too many open files")
+    monkeypatch.setattr(store_module, "_open_ro", out_of_fds)
+    with pytest.raises(Unavailable):
+        await store.acquire(entry)
+    assert store.index.get(key) is entry and key in store.policy  # our trouble: still cached
+    monkeypatch.undo()
+    store.data_path(key).unlink()
+    assert await store.acquire(entry) is None
+    assert key not in store.index and key not in store.policy  # gone behind our back: dropped
+    await store.close()
