@@ -54,8 +54,12 @@ class ServiceProcess:
             stdin=subprocess.DEVNULL, env=env, start_new_session=True,
         )
         threading.Thread(target=self._read_stdout, name=f"{self.name}-stdout", daemon=True).start()
-        if not self._listening.wait(timeout):
-            code = self.proc.poll()
+        if not self._listening.wait(timeout) or not self.url:
+            # no listening line in time, or stdout closed first: the child died starting
+            try:
+                code = self.proc.wait(1) if not self.url else self.proc.poll()
+            except subprocess.TimeoutExpired:
+                code = None
             self.kill()
             raise ServiceFailed(f"{self.name} did not start within {timeout}s (exit {code}); "
                                 f"see {self.log_path or 'its stderr'}")

@@ -232,11 +232,6 @@ class Child:
         finally:
             if self.proc.proc is not None:
                 self.pids.append(self.proc.pid)
-        if not self.proc.url:  # it exited before it listened (a taken port, a bad flag)
-            code = self.proc.proc.wait(10) if self.proc.proc is not None else None
-            self.proc.kill()
-            raise ServiceFailed(f"{self.name} exited with code {code} before listening; "
-                                f"see {self.log_dir / (self.name + '.log')}")
         self.url = self.proc.url
         self.dead = False
         self.exit_code = None

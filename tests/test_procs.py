@@ -44,3 +44,14 @@ def test_child_dies_with_a_killed_supervisor(tmp_path: Path) -> None:
             os.kill(child, signal.SIGKILL)
             raise AssertionError("the service outlived its SIGKILLed supervisor")
         time.sleep(0.02)
+
+
+def test_a_child_that_dies_before_listening_is_a_failed_start(tmp_path: Path) -> None:
+    from ocsim.procs import ServiceFailed, ServiceProcess
+
+    proc = ServiceProcess("bad", ["origin", "--port", "not-a-port"], log_dir=tmp_path)
+    t0 = time.monotonic()
+    with pytest.raises(ServiceFailed, match="exit 2"):
+        proc.start(timeout=20)
+    assert time.monotonic() - t0 < 10  # noticed at the child's exit, not at the timeout
+    assert not proc.alive()
