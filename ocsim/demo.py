@@ -98,6 +98,9 @@ class UpProcess:
 
     async def start(self, timeout: float = 60.0) -> dict[str, Any]:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        # A file left by an earlier `up` (killed, so it never removed it) would read as
+        # ready at once, with dead URLs and pids that may now be someone else's.
+        self.state_file.unlink(missing_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "ocsim", "up", "--topology", str(self.topology_file),
@@ -109,8 +112,10 @@ class UpProcess:
         while time.monotonic() < deadline:
             if self.state_file.exists():
                 with contextlib.suppress(ValueError, OSError):
-                    self.state = json.loads(self.state_file.read_text())
-                    return self.state
+                    state = json.loads(self.state_file.read_text())
+                    if isinstance(state, dict) and state.get("status", "running") == "running":
+                        self.state = state
+                        return self.state
             if self.proc.returncode is not None:
                 break
             with contextlib.suppress(asyncio.TimeoutError):
