@@ -332,7 +332,7 @@ def test_s3fifo_one_hit_wonders_leave_via_small(requests: list[tuple[int, int]])
         for victim in result.evicted:
             if hits_since_insert.pop(victim) == 0 and victim not in via_ghost:
                 assert victim in small_before
-                assert s3.in_ghost(victim) or not s3.in_main(victim)
+                assert victim not in s3 and s3.in_ghost(victim)  # a one-hit wonder is remembered
             via_ghost.discard(victim)
         if result.admitted:
             hits_since_insert[key] = 0
