@@ -15,9 +15,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from control.placement import EdgeSpace, TitleDemand, plan_placement
 from edge.policy import EvictionPolicy, make_policy
 from sim.belady import belady_hits
-from sim.steering import assign_edges
+from sim.steering import assign_edges, title_of
 from sim.trace import Trace
 
 __all__ = ["BELADY", "EdgeStats", "ReplayResult", "preposition_sets", "replay"]
@@ -89,23 +90,31 @@ class ReplayResult:
 
 def preposition_sets(trace: Trace, assignment: list[int], edges: int, capacity: int,
                      fraction: float) -> list[dict[str, int]]:
-    """Per edge, the most requested objects it serves, up to ``fraction`` of ``capacity``."""
+    """Per edge, the objects pre-positioning pins there, within ``fraction`` of ``capacity``.
+
+    The control plane's own planner (``control.placement.plan_placement``) decides, per
+    edge, over the titles steering sends to that edge: a title is placed whole (every
+    object of it the trace requests) or not at all, most requested first, never beyond
+    the budget. The trace's request counts are the popularity (a perfect forecast). One
+    copy per title, because the simulator steers each title to its first choice only."""
     budget = int(fraction * capacity)
-    counts: list[Counter[str]] = [Counter() for _ in range(edges)]
     sizes = trace.object_sizes()
+    requests: Counter[str] = Counter(trace.keys)
+    objects_of: list[dict[str, list[str]]] = [{} for _ in range(edges)]
+    plays: list[Counter[str]] = [Counter() for _ in range(edges)]
+    seen: set[str] = set()
     for key, edge in zip(trace.keys, assignment):
-        counts[edge][key] += 1
+        if key not in seen:
+            seen.add(key)
+            title = title_of(key)
+            objects_of[edge].setdefault(title, []).append(key)
+            plays[edge][title] += requests[key]
     chosen: list[dict[str, int]] = []
-    for counter in counts:
-        picked: dict[str, int] = {}
-        room = budget
-        for key, _ in counter.most_common():
-            if room <= 0:
-                break
-            if sizes[key] <= room:
-                picked[key] = sizes[key]
-                room -= sizes[key]
-        chosen.append(picked)
+    for edge, (titles, counts) in enumerate(zip(objects_of, plays)):
+        demands = [TitleDemand(t, float(counts[t]), sum(sizes[k] for k in keys)) for t, keys in titles.items()]
+        edge_id = f"edge-{edge}"
+        plan = plan_placement(demands, [EdgeSpace(edge_id, budget)], max_replicas=1)
+        chosen.append({k: sizes[k] for t in plan.assignments.get(edge_id, ()) for k in titles[t]})
     return chosen
 
 

@@ -4,20 +4,14 @@ Rendezvous (highest-random-weight) hashing of the title over the edge ids: a tit
 always lands on the same edge and titles spread evenly. The order is the control
 plane's own (``control.steering.hrw_order``), i.e. the live ranker's first choice when
 every edge is healthy and none is over its load bound; the bounded-load spill and the
-"already holds the title" preference are not modelled offline. If the control package
-cannot be imported, an FNV-based rendezvous hash stands in.
+"already holds the title" preference are not modelled offline.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sim.workload import hash_unit
-
-try:
-    from control.steering import hrw_order as _control_hrw_order
-except ImportError:  # pragma: no cover - the control plane is optional for the simulator
-    _control_hrw_order = None  # type: ignore[assignment]
+from control.steering import hrw_order
 
 __all__ = ["assign_edges", "edge_ids", "title_of"]
 
@@ -54,7 +48,4 @@ def assign_edges(keys: Sequence[str], edges: int) -> list[int]:
 
 
 def _first_choice(title: str, ids: list[str]) -> int:
-    if _control_hrw_order is not None:
-        return ids.index(_control_hrw_order(title, ids)[0])
-    weights = [hash_unit(f"{edge_id}|{title}") for edge_id in ids]
-    return max(range(len(ids)), key=weights.__getitem__)
+    return ids.index(hrw_order(title, ids)[0])

@@ -47,14 +47,6 @@ def segment_size(title: str, kbps: int, n: int) -> int:
     return segment_length(SegmentId(title, kbps, n), SEGMENT_SECONDS)
 
 
-def hash_unit(text: str) -> float:
-    """A stable value in [0, 1) from a string (FNV-1a; Python's hash() is salted)."""
-    h = 0xCBF29CE484222325
-    for byte in text.encode():
-        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return (h >> 11) / float(1 << 53)
-
-
 @dataclass(frozen=True, slots=True)
 class SessionWorkload:
     """Knobs of :func:`session_trace` (defaults: a day of a mid-size catalog)."""
