@@ -49,7 +49,7 @@ from control.health import DOWN_AFTER_MISSED
 from control.jobs import Job, JobBook, build_plans, new_job_id, title_bytes
 from control.placement import EdgeSpace, TitleDemand, plan_placement
 from control.prefixes import PrefixTable
-from control.steering import ORIGIN_ID, Ranking, SteeringRanker
+from control.steering import Ranking, SteeringRanker
 from control.store import AsyncStore, Store
 from control.topology import ISP_RE, Topology
 
@@ -58,7 +58,6 @@ log = logging.getLogger("ocsim.control")
 MAX_JSON_BYTES = 64 * 1024
 MAX_JOB_TITLES = 1000
 REPLY_BUDGET_BYTES = MAX_MESSAGE_BYTES * 3 // 4  # fill plans per reply stop here; the rest go next time
-HEALTH_REASONS = frozenset({"down", "draining", "admin_down", "suspect"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +289,7 @@ async def play(request: web.Request) -> web.Response:
     app[STEER_SECONDS].observe(time.perf_counter() - t0)
     st.count_play(isp, title.id)
     app[PLAYS].inc((isp or NO_ISP,))
-    _count_misses(app, ranking, views, isp)
+    _count_misses(app, ranking)
     if not ranking.candidates:
         raise Unavailable("no edge available")
     expires = int(now) + st.config.token_ttl_s
@@ -303,18 +302,11 @@ async def play(request: web.Request) -> web.Response:
     })
 
 
-def _count_misses(app: web.Application, ranking: Ranking, views: tuple[Any, ...], isp: str | None) -> None:
-    by_id = {v.edge_id: v for v in views}
-    first = ranking.candidates[0] if ranking.candidates else None
-    if first is not None and first.edge_id != ORIGIN_ID:
-        view = by_id.get(first.edge_id)
-        if view is not None and ranking.title not in view.titles:
-            app[MISSES].inc(("content",))
-    for edge_id, reason in ranking.rejected:
-        view = by_id.get(edge_id)
-        if reason in HEALTH_REASONS and view is not None and (isp is None or view.isp == isp):
-            app[MISSES].inc(("health",))
-            break
+def _count_misses(app: web.Application, ranking: Ranking) -> None:
+    if ranking.content_miss:
+        app[MISSES].inc(("content",))
+    if ranking.health_miss:
+        app[MISSES].inc(("health",))
 
 
 # ---------------------------------------------------------------- edges (msgpack, signed)

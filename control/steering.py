@@ -115,6 +115,8 @@ class Ranking:
     candidates: tuple[Candidate, ...]
     # (edge_id, reason): "down" | "draining" | "admin_down" | "suspect" | "over-load-bound" | "other-isp"
     rejected: tuple[tuple[str, str], ...]
+    content_miss: bool = False  # the first edge offered does not report holding the title
+    health_miss: bool = False   # an edge of the client's ISP (any, if unknown) was passed over for health
 
 
 # ------------------------------------------------------------------ rendezvous hash
@@ -213,8 +215,8 @@ class _Section:
 class _Fleet:
     """The per-fleet-version index: steerable edges by ISP, and the health rejections."""
 
-    __slots__ = ("home", "wsum", "by_isp", "everyone", "excluded", "suspect", "_others", "_others_up",
-                 "_memo")
+    __slots__ = ("home", "wsum", "by_isp", "everyone", "excluded", "suspect", "unhealthy_isps", "_others",
+                 "_others_up", "_memo")
 
     def __init__(self, edges: Sequence[EdgeView], memo: dict[tuple[str, ...], dict[str, tuple[int, ...]]]) -> None:
         self._memo = memo
@@ -223,10 +225,13 @@ class _Fleet:
         excluded: list[tuple[str, str]] = []
         suspect: list[tuple[str, str]] = []
         seen: set[str] = set()
+        unhealthy: set[str] = set()
         for edge in edges:
             if edge.edge_id in seen:
                 continue  # the first view of an id wins
             seen.add(edge.edge_id)
+            if edge.state != "up":
+                unhealthy.add(edge.isp)
             if edge.state == "up" or edge.state == "suspect":
                 entry = _Entry(edge)
                 self.by_isp.setdefault(edge.isp, []).append(entry)
@@ -240,6 +245,7 @@ class _Fleet:
         self.everyone = self._section(steerable)
         self.excluded = tuple(excluded)
         self.suspect = tuple(suspect)
+        self.unhealthy_isps = frozenset(unhealthy)
         self._others: dict[str, _Section] = {}
         self._others_up: dict[str, tuple[_Entry, ...]] = {}
 
@@ -368,17 +374,21 @@ class SteeringRanker:
 
         limit = self.max_candidates
         candidates: list[Candidate] = []
+        first_holds: bool | None = None
         home = fleet.home.get(isp) if isp is not None else None
         if home is not None:
             for en in best(home, limit):
                 edge = en.edge
-                reason = REASON_ISP_HOLDS_TITLE if title in en.titles else REASON_ISP_RENDEZVOUS
+                holds = title in en.titles
+                first_holds = holds if first_holds is None else first_holds
+                reason = REASON_ISP_HOLDS_TITLE if holds else REASON_ISP_RENDEZVOUS
                 candidates.append(Candidate(edge.edge_id, edge.url, edge.isp, reason))
         room = limit - len(candidates)
         if room > 0:
             section = fleet.everyone if isp is None else fleet.others(isp)
             for en in best(section, room):
                 edge = en.edge
+                first_holds = (title in en.titles) if first_holds is None else first_holds
                 candidates.append(Candidate(edge.edge_id, edge.url, edge.isp, REASON_FALLBACK))
         if self.origin_url:
             candidates.append(Candidate(ORIGIN_ID, self.origin_url, NO_ISP, REASON_ORIGIN))
@@ -397,4 +407,6 @@ class SteeringRanker:
             for en in fleet.others_up(isp):
                 if en.eid not in chosen and en.eid not in over_set:
                     rejected.append((en.eid, REJECT_OTHER_ISP))
-        return Ranking(title, isp, tuple(candidates), tuple(rejected))
+        health_miss = isp in fleet.unhealthy_isps if isp is not None else bool(fleet.unhealthy_isps)
+        return Ranking(title, isp, tuple(candidates), tuple(rejected),
+                       content_miss=first_holds is False, health_miss=health_miss)

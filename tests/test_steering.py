@@ -267,3 +267,18 @@ def test_one_hot_title_spreads_only_as_far_as_the_bound_requires(edges: tuple[Ed
     loads = ranker.loads(200.0)
     assert sum(loads.values()) == 200
     assert set(loads) <= {e.edge_id for e in edges if e.isp == isp}  # never leaves the ISP
+
+
+def test_ranking_says_content_miss_and_health_miss() -> None:
+    r = SteeringRanker()
+    holder = [edge("a1", "isp-a", titles=frozenset({"t"})), edge("a2", "isp-a")]
+    ranked = r.rank("t", "isp-a", holder, 0.0)
+    assert not ranked.content_miss and not ranked.health_miss
+    ranked = r.rank("u", "isp-a", holder, 0.0)  # nobody holds u: the first choice misses
+    assert ranked.content_miss and not ranked.health_miss
+    sick = [edge("a1", "isp-a", "down", titles=frozenset({"t"})), edge("a2", "isp-a"), edge("b1", "isp-b")]
+    ranked = r.rank("t", "isp-a", sick, 0.0)  # the holder is down: both
+    assert ranked.content_miss and ranked.health_miss
+    assert not r.rank("t", "isp-b", sick, 0.0).health_miss  # isp-b's edges are all fine
+    assert r.rank("t", None, sick, 0.0).health_miss  # unknown client network: any ISP counts
+    assert not r.rank("t", "isp-a", [], 0.0).content_miss  # nothing offered, nothing missed
