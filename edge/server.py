@@ -35,10 +35,10 @@ from aiohttp.http import SERVER_SOFTWARE
 from common.auth import bearer_matches
 from common.conditional import none_match, range_applies
 from common.errors import BadRequest, Forbidden, NotFound, OcsimError, Unauthorized
-from common.ids import check_title_id, parse_content_path
+from common.ids import check_title_id, content_prefix, parse_content_path
 from common.metrics import Counter
 from common.ranges import RangeKind, full, parse_range
-from common.service import BYTES, HEALTH, LATENCY, REGISTRY, REQUESTS, create_app
+from common.service import BYTES, HEALTH, LATENCY, REGISTRY, REQUESTS, create_app, json_error
 from common.tokens import Keyring, TokenVerdict, split_token_path
 from edge.fill import Fill, FillCoalescer, FillMetrics
 from edge.hitpath import FastAnswer, HitSender, HotTier, install_fast_lane
@@ -255,7 +255,7 @@ class EdgeNode:
                headers: dict[str, str] | None = None) -> web.Response:
         h = {"X-Cache": "MISS", "Cache-Status": f"{self.cache_status}; {detail}", "Cache-Control": "no-store"}
         h.update(headers or {})
-        return web.json_response({"error": reason}, status=status, headers=h)
+        return json_error(status, reason, h)
 
     @staticmethod
     def _object_headers(meta: ObjectMeta) -> dict[str, str]:
@@ -390,7 +390,7 @@ class EdgeNode:
         if rng.kind is RangeKind.UNSATISFIABLE:
             h = dict(headers, **{"Content-Range": rng.content_range(meta.length)})
             h.pop("Content-Type", None)
-            return web.json_response({"error": "range not satisfiable"}, status=416, headers=h), 416, 0, 0
+            return json_error(416, "range not satisfiable", h), 416, 0, 0
         if rng.kind is RangeKind.PARTIAL:
             headers["Content-Range"] = rng.content_range(meta.length)
             return None, 206, rng.start, rng.end
@@ -532,7 +532,7 @@ class EdgeNode:
         body = await self._json(request)
         if "title" in body:
             title = check_title_id(body["title"])
-            prefix = f"/content/{title}/"
+            prefix = content_prefix(title)
             keys = set(self.store.keys_of_title(title))
             keys.update(k for k in self.coalescer.inflight if k.startswith(prefix))
         else:

@@ -46,6 +46,7 @@ from typing import Any
 import msgpack
 
 from common.errors import Unavailable
+from common.ids import content_prefix
 from edge.policy import EvictionPolicy
 
 log = logging.getLogger("ocsim.edge.store")
@@ -247,7 +248,7 @@ class DiskStore:
         return sorted(self._titles)
 
     def keys_of_title(self, title: str) -> list[str]:
-        prefix = f"/content/{title}/"
+        prefix = content_prefix(title)
         return [k for k in self.index if k.startswith(prefix)]
 
     @property
