@@ -46,13 +46,12 @@ from gevent.lock import Semaphore
 from locust import FastHttpUser, between, task
 from locust.exception import StopUser
 
-from player.abr import FailoverPolicy, FailureReason, make_abr, next_candidate
+from player.abr import FailoverPolicy, FailureReason, make_abr
 from player.driver import (
     Candidate,
     MasterPlaylist,
     MediaPlaylist,
     PlaylistError,
-    StartupFailover,
     SteeringError,
     classify_status,
     parse_master,
@@ -60,7 +59,7 @@ from player.driver import (
     parse_play_answer,
     verify_segment,
 )
-from player.session import PlaybackSession, PlaybackState
+from player.session import PlaybackSession, PlaybackState, StartupFailover
 
 
 def _env_float(name: str, default: float) -> float:
@@ -259,8 +258,7 @@ class _Viewing:
             if not self.book.can_resteer():
                 raise _Failed(f"every edge failed (last {edge}: {reason.value})")
             self.steer()
-            self.book.on_resteer()
-            nxt = next_candidate(self.ranked, self.book.failures, self.policy)
+            nxt = self.book.resteered(self.ranked)
         self.current = nxt
 
     def master(self, edge: str) -> MasterPlaylist | FailureReason:

@@ -53,14 +53,8 @@ import aiohttp
 
 from common.ids import SegmentId
 from common.segbytes import HEADER_LEN, SegmentSpec, parse_header
-from player.abr import (
-    FailoverPolicy,
-    FailureReason,
-    forget_on_resteer,
-    make_abr,
-    next_candidate,
-)
-from player.session import PlaybackSession, QoEReport
+from player.abr import FailoverPolicy, FailureReason, make_abr
+from player.session import PlaybackSession, QoEReport, StartupFailover
 
 __all__ = [
     "Candidate",
@@ -406,54 +400,6 @@ class PlayReport:
 # --------------------------------------------------------------------------- the driver
 
 
-class StartupFailover:
-    """Failover bookkeeping before the session exists (same calls as PlaybackSession);
-    `replay` hands the history to the session once the playlists say how long it is."""
-
-    def __init__(self, policy: FailoverPolicy) -> None:
-        self.policy = policy
-        self.failures: dict[str, tuple[FailureReason, ...]] = {}
-        self.resteers = 0
-        self._log: list[tuple[str, str | None, FailureReason | None, str | None]] = []
-
-    def fail_over(self, ranked: Sequence[str], from_edge: str, reason: FailureReason) -> str | None:
-        self.failures[from_edge] = self.failures.get(from_edge, ()) + (reason,)
-        nxt = next_candidate(ranked, self.failures, self.policy)
-        self._log.append(("failover", from_edge, reason, nxt))
-        return nxt
-
-    def can_resteer(self) -> bool:
-        return self.policy.may_resteer(self.resteers)
-
-    def on_resteer(self) -> None:
-        self.resteers += 1
-        self.failures = forget_on_resteer(self.failures)
-        self._log.append(("resteer", None, None, None))
-
-    def counts(self) -> dict[str, Any]:
-        """The failover fields of a report, for a session that never got to start."""
-        reasons: dict[str, int] = {}
-        failovers = retries = 0
-        for what, from_edge, reason, to_edge in self._log:
-            if what == "failover":
-                assert reason is not None
-                reasons[reason.value] = reasons.get(reason.value, 0) + 1
-                if to_edge == from_edge:
-                    retries += 1
-                else:
-                    failovers += 1
-        return {"failovers": failovers, "retries": retries, "resteers": self.resteers,
-                "errors": sum(reasons.values()), "error_reasons": reasons}
-
-    def replay(self, session: PlaybackSession) -> None:
-        for what, from_edge, reason, to_edge in self._log:
-            if what == "failover":
-                assert from_edge is not None and reason is not None
-                session.on_failover(from_edge, to_edge, reason)
-            else:
-                session.on_resteer()
-
-
 EventHook = Callable[[PlayerEvent], "Awaitable[None] | None"]
 
 
@@ -608,9 +554,8 @@ class _Player:
                 await self._steer()
             except SteeringError as exc:
                 raise _Fatal(exc.kind, f"re-steering failed after {edge}: {failure}: {exc}") from None
-            book.on_resteer()
+            nxt = book.resteered(self.ranked)
             await self._emit(PlayerEvent("resteer"))
-            nxt = next_candidate(self.ranked, book.failures, self.policy)
         self.current = nxt
 
     # ----------------------------------------------------------------- the session

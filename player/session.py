@@ -392,6 +392,11 @@ class PlaybackSession:
         self._resteers += 1
         self._failures = forget_on_resteer(self._failures)
 
+    def resteered(self, ranked: Sequence[str]) -> str | None:
+        """A fresh steering answer arrived: the edge to try next in it (None: none left)."""
+        self.on_resteer()
+        return next_candidate(ranked, self.failures, self.policy)
+
     def on_error(self, reason: str, fatal: bool = False, now: float | None = None) -> None:
         """A failed request that is not a failover; `fatal` ends the session as FAILED."""
         if now is not None:
@@ -429,3 +434,56 @@ class PlaybackSession:
             qoe_lin=qoe_lin(self._bitrates, self._rebuffer_s),
             abr=self.abr.name,
         )
+
+
+class StartupFailover:
+    """Failover bookkeeping before the session exists (same calls as PlaybackSession);
+    `replay` hands the history to the session once the playlists say how long it is."""
+
+    def __init__(self, policy: FailoverPolicy) -> None:
+        self.policy = policy
+        self.failures: dict[str, tuple[FailureReason, ...]] = {}
+        self.resteers = 0
+        self._log: list[tuple[str, str | None, FailureReason | None, str | None]] = []
+
+    def fail_over(self, ranked: Sequence[str], from_edge: str, reason: FailureReason) -> str | None:
+        self.failures[from_edge] = self.failures.get(from_edge, ()) + (reason,)
+        nxt = next_candidate(ranked, self.failures, self.policy)
+        self._log.append(("failover", from_edge, reason, nxt))
+        return nxt
+
+    def can_resteer(self) -> bool:
+        return self.policy.may_resteer(self.resteers)
+
+    def on_resteer(self) -> None:
+        self.resteers += 1
+        self.failures = forget_on_resteer(self.failures)
+        self._log.append(("resteer", None, None, None))
+
+    def resteered(self, ranked: Sequence[str]) -> str | None:
+        """A fresh steering answer arrived: the edge to try next in it (None: none left)."""
+        self.on_resteer()
+        return next_candidate(ranked, self.failures, self.policy)
+
+    def counts(self) -> dict[str, Any]:
+        """The failover fields of a report, for a session that never got to start."""
+        reasons: dict[str, int] = {}
+        failovers = retries = 0
+        for what, from_edge, reason, to_edge in self._log:
+            if what == "failover":
+                assert reason is not None
+                reasons[reason.value] = reasons.get(reason.value, 0) + 1
+                if to_edge == from_edge:
+                    retries += 1
+                else:
+                    failovers += 1
+        return {"failovers": failovers, "retries": retries, "resteers": self.resteers,
+                "errors": sum(reasons.values()), "error_reasons": reasons}
+
+    def replay(self, session: PlaybackSession) -> None:
+        for what, from_edge, reason, to_edge in self._log:
+            if what == "failover":
+                assert from_edge is not None and reason is not None
+                session.on_failover(from_edge, to_edge, reason)
+            else:
+                session.on_resteer()

@@ -444,3 +444,19 @@ def test_session_invariants_over_random_links(bandwidths: list[float], cap: floa
 def test_bba_abr_instance_default() -> None:
     s = PlaybackSession(LADDER, SEG, n_segments=1)
     assert isinstance(s.abr, BufferBasedAbr)
+
+
+def test_startup_failover_resteers_and_hands_its_history_to_the_session() -> None:
+    from player.abr import FailoverPolicy, FailureReason
+    from player.session import PlaybackSession, StartupFailover
+
+    book = StartupFailover(FailoverPolicy(max_attempts_per_edge=1, max_resteers=2))
+    assert book.fail_over(["a", "b"], "a", FailureReason.SERVER_ERROR) == "b"
+    assert book.fail_over(["a", "b"], "b", FailureReason.CONNECT) is None
+    assert book.can_resteer()
+    assert book.resteered(["a", "b"]) == "a"  # a 5xx is forgiven by a fresh answer, a refused connect is not
+    assert book.counts()["failovers"] == 2 and book.resteers == 1
+    s = PlaybackSession([235, 750], n_segments=3)
+    book.replay(s)
+    assert s.resteers == 1 and s.report().failovers == 2
+    assert s.resteered(["b", "a"]) == "a"  # the session goes on with the same rules
