@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from common.errors import BadRequest
 
 TITLE_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}\Z")
+ISP_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")  # ISP names: topology, steering, tokens
 _RENDITION_RE = re.compile(r"[1-9][0-9]{0,5}\Z")
 _INDEX_RE = re.compile(r"(?:0|[1-9][0-9]{0,6})\Z")
 MAX_PATH_LEN = 256

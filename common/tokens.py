@@ -20,10 +20,9 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
-from common.ids import content_prefix
+from common.ids import ISP_RE, content_prefix
 
 _KID_RE = re.compile(r"[a-z0-9]{1,16}\Z")
-_ISP_RE = re.compile(r"(?:-|[a-z0-9][a-z0-9-]{0,31})\Z")
 _TOKEN_RE = re.compile(r"([a-z0-9]{1,16})\.([0-9]{1,12})\.(-|[a-z0-9][a-z0-9-]{0,31})\.([A-Za-z0-9_-]{43})\Z")
 NO_ISP = "-"
 
@@ -73,7 +72,7 @@ class Keyring:
         return ",".join(f"{k}:{self.keys[k].hex()}" for k in order)
 
     def sign(self, title: str, expiry: int, isp: str = NO_ISP) -> str:
-        if not _ISP_RE.match(isp):
+        if isp != NO_ISP and not ISP_RE.match(isp):
             raise ValueError(f"invalid isp name {isp!r}")
         sig = _mac(self.keys[self.current], self.current, expiry, isp, content_prefix(title))
         return f"{self.current}.{expiry}.{isp}.{sig}"

@@ -51,7 +51,8 @@ from control.placement import EdgeSpace, TitleDemand, plan_placement
 from control.prefixes import PrefixTable
 from control.steering import Ranking, SteeringRanker
 from control.store import AsyncStore, Store
-from control.topology import ISP_RE, Topology
+from common.ids import ISP_RE
+from control.topology import Topology
 
 log = logging.getLogger("ocsim.control")
 

@@ -20,7 +20,7 @@ from common.errors import BadRequest, Conflict, NotFound
 from common.wire import Heartbeat, Register
 from control.health import HEALTH_STATES, EdgeHealth
 from control.steering import EdgeView
-from control.topology import ISP_RE
+from common.ids import ISP_RE
 
 EDGE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 URL_RE = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(?::[0-9]{1,5})?(?:/[\x21-\x7e]*)?\Z")

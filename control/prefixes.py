@@ -24,11 +24,11 @@ Pure: no IO, no clocks.
 from __future__ import annotations
 
 import ipaddress
-import re
+
+from common.ids import ISP_RE
 
 __all__ = ["PrefixTable"]
 
-_ISP_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
 _BITS = {4: 32, 6: 128}
 
 
@@ -47,7 +47,7 @@ class PrefixTable:
 
     def add(self, prefix: str, isp: str) -> None:
         """Announce `prefix` (CIDR, IPv4 or IPv6) for `isp`. ValueError on bad input."""
-        if not isinstance(isp, str) or not _ISP_RE.match(isp):
+        if not isinstance(isp, str) or not ISP_RE.match(isp):
             raise ValueError(f"invalid ISP name {isp!r}: must match [a-z0-9][a-z0-9-]{{0,31}}")
         if not isinstance(prefix, str):
             raise ValueError(f"prefix must be a CIDR string, not {type(prefix).__name__}")

@@ -17,14 +17,14 @@ Validation is strict within `[isps]`: every error names the offending field
 from __future__ import annotations
 
 import ipaddress
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ISP_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")  # the token grammar's ISP names
+from common.ids import ISP_RE
+
 ISP_KEYS = frozenset({"prefixes", "edges"})
 MAX_EDGES_PER_ISP = 64
 
