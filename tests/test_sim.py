@@ -72,6 +72,24 @@ def test_replay_hand_computed(policy: str, hits: int) -> None:
     assert (result.requests, result.hits) == (6, hits)
 
 
+@pytest.mark.parametrize(("policy", "hits"), [
+    # capacity 4, unit sizes; "ABAC DBA" ("_" below is the key " ")
+    # LRU: D evicts B (the least recently used), B evicts A: only the 2nd request for A hits.
+    ("lru", [0, 0, 1, 0, 0, 0, 0, 0]),
+    # S3-FIFO (small queue 0.4 bytes): D makes room from the small queue: A was hit there,
+    # so it moves to main; B was not, so it leaves into the ghost. B comes back through
+    # the ghost straight to main (a miss), which evicts C from small; A is still in main.
+    ("s3fifo", [0, 0, 1, 0, 0, 0, 0, 1]),
+])
+def test_replay_hand_computed_scan(policy: str, hits: list[int]) -> None:
+    from edge.policy import make_policy
+
+    trace = letters("ABAC DBA")
+    cache = make_policy(policy, 4)
+    assert [int(cache.request(k, 1)) for k in trace.keys] == hits
+    assert replay(trace, policy, 4).total.hits == sum(hits)
+
+
 def test_replay_counts_bytes_and_origin() -> None:
     trace = Trace(times=[0.0] * 4, keys=list("ABAB"), sizes=[10, 30, 10, 30])
     total = replay(trace, "lru", 100).total.to_dict()
