@@ -376,7 +376,37 @@ class SievePolicy(EvictionPolicy):
         return hand.key
 
 
-class S3FIFOPolicy(EvictionPolicy):
+class _TwoQueues:
+    """What S3-FIFO and S3-TinyLFU share about pins: an unpinned object (pre-positioned,
+    so known to be wanted) enters main; a held fill goes back to the queue its admission
+    chose (small, or main after a ghost hit)."""
+
+    __slots__ = ()
+    # declared, not assigned here: the concrete policies own these slots
+    _freq: dict[str, int]
+    _small: OrderedDict[str, int] | dict[str, int]
+    _main: OrderedDict[str, int] | dict[str, int]
+    _small_bytes: int
+    _main_bytes: int
+
+    def _unpinned(self, key: str, size: int) -> None:
+        self._freq[key] = 0
+        self._main[key] = size
+        self._main_bytes += size  # type: ignore[misc]  # a slot of the concrete policy
+
+    def _place(self, key: str) -> object:
+        return "main" if key in self._main else "small"
+
+    def _restore(self, key: str, size: int, place: object) -> None:
+        if place == "main":
+            self._unpinned(key, size)
+        else:
+            self._freq[key] = 0
+            self._small[key] = size
+            self._small_bytes += size  # type: ignore[misc]  # a slot of the concrete policy
+
+
+class S3FIFOPolicy(_TwoQueues, EvictionPolicy):
     """S3-FIFO (Yang et al., "FIFO queues are all you need for cache eviction", SOSP'23).
 
     A small FIFO (10% of the bytes) filters one-hit wonders: an object evicted from it
@@ -429,21 +459,6 @@ class S3FIFOPolicy(EvictionPolicy):
             self._small[key] = size
             self._small_bytes += size
 
-    def _unpinned(self, key: str, size: int) -> None:
-        self._freq[key] = 0
-        self._main[key] = size
-        self._main_bytes += size
-
-    def _place(self, key: str) -> object:
-        return "main" if key in self._main else "small"
-
-    def _restore(self, key: str, size: int, place: object) -> None:
-        if place == "main":
-            self._unpinned(key, size)
-        else:
-            self._freq[key] = 0
-            self._small[key] = size
-            self._small_bytes += size
 
     def _forget(self, key: str) -> None:
         del self._freq[key]
@@ -846,7 +861,7 @@ class AdaptiveWTinyLFUPolicy(WTinyLFUPolicy):
                          max_count, adaptive)
 
 
-class S3TinyLFUPolicy(EvictionPolicy):
+class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
     """S3-FIFO with a TinyLFU gate on the way into main: the default policy.
 
     The structure is S3-FIFO's (Yang et al., SOSP'23; see :class:`S3FIFOPolicy`): a
@@ -950,21 +965,6 @@ class S3TinyLFUPolicy(EvictionPolicy):
         self._small[key] = size
         self._small_bytes += size
 
-    def _unpinned(self, key: str, size: int) -> None:
-        self._freq[key] = 0
-        self._main[key] = size
-        self._main_bytes += size
-
-    def _place(self, key: str) -> object:
-        return "main" if key in self._main else "small"
-
-    def _restore(self, key: str, size: int, place: object) -> None:
-        if place == "main":
-            self._unpinned(key, size)
-        else:
-            self._freq[key] = 0
-            self._small[key] = size
-            self._small_bytes += size
 
     def _forget(self, key: str) -> None:
         del self._freq[key]
