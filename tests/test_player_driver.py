@@ -39,18 +39,12 @@ from common.hls import master_playlist, media_playlist
 from common.ids import ContentKind, parse_content_path
 from common.tokens import split_token_path
 from player.abr import FailoverPolicy, FailureReason
-from player.driver import (
-    PlayerEvent,
-    PlaylistError,
-    SteeringError,
-    Timeouts,
-    classify_status,
-    parse_master,
-    parse_media,
-    parse_play_answer,
-    play_session,
-    verify_segment,
-)
+from player.driver import Timeouts, play_session
+from player.errors import PlaylistError, SteeringError
+from player.play_answer import parse_play_answer
+from player.playlists import parse_master, parse_media
+from player.report import PlayerEvent
+from player.verify import classify_status, verify_segment
 
 TITLE = Title("short-a", 30.0)  # 8 segments, the last one 2 s
 CATALOG = Catalog.of([TITLE, Title("short-b", 24.0), Title("short-c", 40.0)])
