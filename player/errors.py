@@ -1,23 +1,30 @@
 """The player's errors: what the control plane or an edge did that the player cannot use.
 
-    PlayerError                 root of the player's errors; `kind` names it for reports
-    +-- SteeringError           the play answer is unusable (`parse_play_answer`)
-    |   +-- UnknownTitle        404 on play
-    |   +-- ControlUnavailable  unreachable, timed out, or 5xx
-    +-- PlaylistError           a playlist that is not the HLS we expect
+    OcsimError (common.errors)
+    +-- OurError
+        +-- UpstreamError           502: the upstream answered badly or refused
+            +-- PlayerError         root of the player's errors; `kind` names it for reports
+                +-- SteeringError   the play answer is unusable (`parse_play_answer`)
+                |   +-- UnknownTitle        404 on play
+                |   +-- ControlUnavailable  unreachable, timed out, or 5xx
+                +-- PlaylistError   a playlist that is not the HLS we expect
 
 Rules of this module:
 
-1. `kind` is a short machine-readable name that ends up in `PlayReport.error_kind`;
+1. Every player error hangs under `common.errors.UpstreamError`: from the player's
+   side, each of them is its upstream (control plane or edge) answering badly.
+2. `kind` is a short machine-readable name that ends up in `PlayReport.error_kind`;
    the message (`reason`, `str(exc)`) is for people.
-2. Pure (stdlib and `common` only): Locust imports this module.
+3. Pure (stdlib and `common` only): Locust imports this module.
 """
 from __future__ import annotations
+
+from common.errors import UpstreamError
 
 __all__ = ["ControlUnavailable", "PlayerError", "PlaylistError", "SteeringError", "UnknownTitle"]
 
 
-class PlayerError(Exception):
+class PlayerError(UpstreamError):
     """Root of the player's errors; `kind` is a short machine-readable name."""
 
     kind = "player"

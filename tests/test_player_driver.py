@@ -35,12 +35,13 @@ from tests.topologies import ONE_ISP_TWO_EDGES, SHORT_CATALOG
 from aiohttp import web
 
 from common.content import Catalog, Title
+from common.errors import OcsimError, UpstreamError
 from common.hls import master_playlist, media_playlist
 from common.ids import ContentKind, parse_content_path
 from common.tokens import split_token_path
 from player.abr import FailoverPolicy, FailureReason
 from player.driver import Timeouts, play_session
-from player.errors import PlaylistError, SteeringError
+from player.errors import ControlUnavailable, PlayerError, PlaylistError, SteeringError, UnknownTitle
 from player.play_answer import parse_play_answer
 from player.playlists import parse_master, parse_media
 from player.report import PlayerEvent
@@ -115,6 +116,15 @@ def test_verify_segment_accepts_the_real_bytes_only() -> None:
     flipped[-5] ^= 0xFF
     assert verify_segment("short-a", 750, 2, bytes(flipped)) == "body bytes differ"
     assert verify_segment("short-a", 750, 2, b"x" * 500) == "no segment header"
+
+
+def test_player_errors_hang_under_the_one_tree() -> None:
+    """common/errors.py is the one exception tree: the player's errors are its upstream's fault."""
+    for cls in (PlayerError, SteeringError, UnknownTitle, ControlUnavailable, PlaylistError):
+        assert issubclass(cls, UpstreamError) and issubclass(cls, OcsimError)
+    exc = UnknownTitle("unknown title 'x'")
+    assert (exc.kind, exc.reason, str(exc), exc.status) == ("unknown_title", "unknown title 'x'", "unknown title 'x'", 502)
+    assert issubclass(UnknownTitle, SteeringError) and not issubclass(PlaylistError, SteeringError)
 
 
 @pytest.mark.parametrize(("status", "reason"), [
