@@ -52,7 +52,7 @@ from player.errors import PlaylistError, SteeringError
 from player.play_answer import Candidate, parse_play_answer
 from player.playlists import MasterPlaylist, MediaPlaylist, parse_master, parse_media
 from player.session import PlaybackSession, PlaybackState, StartupFailover
-from player.verify import classify_status, verify_segment
+from player.verify import failure_reason_for_status, verify_segment
 
 
 def _env_float(name: str, default: float) -> float:
@@ -171,7 +171,7 @@ class Viewer(FastHttpUser):
                           else FailureReason.CONNECT)
                 resp.failure(f"{reason.value}: {err!r}"[:200])
                 return reason
-            why = classify_status(resp.status_code)
+            why = failure_reason_for_status(resp.status_code)
             if why is not None:
                 resp.failure(f"HTTP {resp.status_code}")
                 return why

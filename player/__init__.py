@@ -7,7 +7,7 @@ Pure (stdlib and `common` only; Locust's gevent process and the simulator import
     player.errors       the player's exceptions (under common.errors.UpstreamError)
     player.playlists    HLS master and media playlists: parse_master, parse_media
     player.play_answer  the `POST /v1/play` answer: Candidate, parse_play_answer
-    player.verify       an edge's answer judged: classify_status, verify_segment
+    player.verify       an edge's answer judged: failure_reason_for_status, verify_segment
     player.report       PlayerEvent (along the way), PlayReport (at the end)
 
 IO (aiohttp):

@@ -16,7 +16,7 @@ Rules:
 
 1. Every request is bounded (`Timeouts`: connect, first byte / stall, total);
    nothing waits without a bound, so a session always ends.
-2. A failed request becomes a `FailureReason` (`classify_status`, `_fetch`):
+2. A failed request becomes a `FailureReason` (`failure_reason_for_status`, `_fetch`):
    connect error -> CONNECT, timeout -> TIMEOUT, 5xx -> SERVER_ERROR, 403 ->
    FORBIDDEN, 404 and other 4xx -> NOT_FOUND, a truncated body, a playlist
    that does not parse or bytes that fail verification -> CORRUPT. The session
@@ -58,7 +58,7 @@ from player.playlists import MasterPlaylist, MediaPlaylist, parse_master, parse_
 from player.play_answer import Candidate, parse_play_answer
 from player.report import PlayerEvent, PlayReport
 from player.session import PlaybackSession, StartupFailover
-from player.verify import classify_status, verify_segment
+from player.verify import failure_reason_for_status, verify_segment
 
 __all__ = ["EventHook", "Timeouts", "play_session"]
 
@@ -199,7 +199,7 @@ class _Player:
     async def _fetch(self, url: str, total_s: float, limit: int) -> bytes:
         try:
             async with self.http.get(url, timeout=self.timeouts.client(total_s)) as resp:
-                reason = classify_status(resp.status)
+                reason = failure_reason_for_status(resp.status)
                 if reason is not None:
                     raise _EdgeFailure(reason, f"HTTP {resp.status}")
                 return await _read_limited(resp, limit)

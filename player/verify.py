@@ -4,7 +4,7 @@ Rules of this module:
 
 1. Pure (stdlib, `common` and `player.abr` only): the asyncio driver and the
    Locust user judge answers with the same code.
-2. `classify_status` maps an edge's HTTP status to the failover reason
+2. `failure_reason_for_status` maps an edge's HTTP status to the failover reason
    of `player.abr` (None: 200, go on): 403 -> FORBIDDEN, 5xx -> SERVER_ERROR,
    other 4xx -> NOT_FOUND, any other status we did not ask for -> CORRUPT.
 3. `verify_segment` checks a segment byte for byte against its id: the header
@@ -17,10 +17,10 @@ from common.ids import SegmentId
 from common.segbytes import HEADER_LEN, SegmentSpec, parse_header
 from player.abr import FailureReason
 
-__all__ = ["classify_status", "verify_segment"]
+__all__ = ["failure_reason_for_status", "verify_segment"]
 
 
-def classify_status(status: int) -> FailureReason | None:
+def failure_reason_for_status(status: int) -> FailureReason | None:
     """The failover reason for an edge's HTTP status; None for 200."""
     if status == 200:
         return None

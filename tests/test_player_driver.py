@@ -45,7 +45,7 @@ from player.errors import ControlUnavailable, PlayerError, PlaylistError, Steeri
 from player.play_answer import parse_play_answer
 from player.playlists import parse_master, parse_media
 from player.report import PlayerEvent
-from player.verify import classify_status, verify_segment
+from player.verify import failure_reason_for_status, verify_segment
 
 TITLE = Title("short-a", 30.0)  # 8 segments, the last one 2 s
 CATALOG = Catalog.of([TITLE, Title("short-b", 24.0), Title("short-c", 40.0)])
@@ -132,8 +132,8 @@ def test_player_errors_hang_under_the_one_tree() -> None:
     (416, FailureReason.NOT_FOUND), (502, FailureReason.SERVER_ERROR), (504, FailureReason.SERVER_ERROR),
     (206, FailureReason.CORRUPT),
 ])
-def test_classify_status(status: int, reason: FailureReason | None) -> None:
-    assert classify_status(status) is reason
+def test_failure_reason_for_status(status: int, reason: FailureReason | None) -> None:
+    assert failure_reason_for_status(status) is reason
 
 
 @pytest.mark.parametrize("obj", [
