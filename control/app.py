@@ -37,7 +37,7 @@ def build_app(config: ControlConfig) -> web.Application:
     register_metrics(app, st)
     app[HEALTH].append(lambda: {"edges": len(st.fleet.edges), "titles": len(st.catalog),
                                 "jobs_active": sum(1 for j in st.jobs.jobs.values()
-                                                   if j.state in ("pending", "running"))})
+                                                   if not j.state.terminal)})
     app.cleanup_ctx.append(lifecycle)
     add_routes(app.router)
     return app

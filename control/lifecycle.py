@@ -115,7 +115,7 @@ async def _load(st: ControlState) -> None:
     now = time.time()
     for job in await store.call(s.load_jobs, now):
         st.jobs.add(job)
-    resumed = sum(1 for j in st.jobs.jobs.values() if j.state in ("pending", "running"))
+    resumed = sum(1 for j in st.jobs.jobs.values() if not j.state.terminal)
     event(log, "control state loaded", titles=len(catalog), retired=len(retired), jobs=len(st.jobs.jobs),
           resumed_jobs=resumed, db=str(cfg.db_path))
 

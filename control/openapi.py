@@ -13,9 +13,12 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from common.wire import FillPlanState
+
 if TYPE_CHECKING:
     from control.routes import Route
 
+_PLAN_STATES = [s.value for s in FillPlanState]
 _ERR = {"$ref": "#/components/schemas/Error"}
 _OP: list[dict[str, list[str]]] = [{"operatorToken": []}]
 
@@ -119,13 +122,13 @@ SCHEMAS: dict[str, Any] = {
     },
     "Plan": {"type": "object", "properties": {
         "id": {"type": "string"}, "edge": {"type": "string"},
-        "state": {"enum": ["pending", "running", "done", "failed"]},
+        "state": {"enum": _PLAN_STATES},
         "titles": {"type": "array", "items": {"type": "string"}},
         "done_objects": {"type": "integer"}, "total_objects": {"type": "integer"},
         "done_bytes": {"type": "integer"}, "total_bytes": {"type": "integer"},
         "failed_objects": {"type": "integer"}, "error": {"type": "string"}}},
     "Job": {"type": "object", "required": ["id", "state", "progress", "isp", "titles"], "properties": {
-        "id": {"type": "string"}, "state": {"enum": ["pending", "running", "done", "failed"]},
+        "id": {"type": "string"}, "state": {"enum": _PLAN_STATES},
         "progress": {"type": "number", "minimum": 0, "maximum": 1}, "isp": {"type": "string"},
         "titles": {"type": "array", "items": {"type": "string"}},
         "renditions": {"type": ["array", "null"], "items": {"type": "integer"}},
