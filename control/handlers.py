@@ -24,6 +24,7 @@ from common.tokens import NO_ISP, token_url
 from common.wire import CONTENT_TYPE, EDGE_HEADER, MAX_MESSAGE_BYTES, SIGNATURE_HEADER, BadSignature, ControlReply, \
     FillPlan, Heartbeat, Register
 from control.fleet import EdgeRecord, check_edge_id
+from control.health import UP
 from control.jobs import Job, build_plans, new_job_id, title_bytes
 from control.lifecycle import flush
 from control.metrics import BAD_SIGNATURES, HEARTBEATS, MISSES, PLAYS, STALE, STEER_SECONDS
@@ -317,7 +318,7 @@ async def create_job(request: web.Request) -> web.Response:
     if isp not in st.known_isps():
         raise NotFound(f"unknown isp {isp}")
     now = time.time()
-    edges = [r for r in st.fleet.edges.values() if r.isp == isp and r.health.state_at(now) == "up"]
+    edges = [r for r in st.fleet.edges.values() if r.isp == isp and r.health.state_at(now) is UP]
     if not edges:
         raise Conflict(f"no healthy edge in isp {isp}")
     spaces = [st.jobs.space_for(r.edge_id, r.free_bytes, frozenset(r.titles)) for r in edges]

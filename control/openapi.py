@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from common.wire import FillPlanState
+from control.health import HealthState
 
 if TYPE_CHECKING:
     from control.routes import Route
@@ -92,7 +93,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "id": {"type": "string"}, "isp": {"type": "string"}, "url": {"type": "string"},
-            "state": {"enum": ["up", "suspect", "down", "draining", "admin_down"]},
+            "state": {"enum": [s.value for s in HealthState]},
             "admin_down": {"type": "boolean"}, "req_rate": {"type": "number"}, "byte_rate": {"type": "number"},
             "used_bytes": {"type": "integer"}, "capacity_bytes": {"type": "integer"},
             "hit_ratio": {"type": "number"}, "objects": {"type": "integer"},
