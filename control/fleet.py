@@ -20,9 +20,8 @@ from common.errors import BadRequest, Conflict, NotFound
 from common.wire import Heartbeat, Register
 from control.health import DOWN, HEALTH_STATES, UP, EdgeHealth, HealthState
 from control.steering import EdgeView
-from common.ids import ISP_RE
+from common.ids import check_edge_id, is_isp
 
-EDGE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 URL_RE = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(?::[0-9]{1,5})?(?:/[\x21-\x7e]*)?\Z")
 MAX_CLOCK_SKEW_S = 30.0
 MAX_TITLES = 100_000
@@ -30,12 +29,6 @@ MAX_TITLES = 100_000
 
 class StaleMessage(Conflict):
     """A replayed, reordered or badly clocked message (409)."""
-
-
-def check_edge_id(edge_id: str) -> str:
-    if not EDGE_ID_RE.match(edge_id):
-        raise BadRequest("invalid edge id")
-    return edge_id
 
 
 @dataclass(slots=True)
@@ -87,7 +80,7 @@ class Fleet:
 
     def _check_common(self, edge_id: str, isp: str, url: str, ts: float, now: float) -> None:
         check_edge_id(edge_id)
-        if not ISP_RE.match(isp):
+        if not is_isp(isp):
             raise BadRequest("invalid isp name")
         if not URL_RE.match(url):
             raise BadRequest("invalid edge url")

@@ -18,12 +18,12 @@ from aiohttp import web
 from common.content import Title
 from common.errors import BadRequest, Conflict, NotFound, Unavailable
 from common.http_input import JsonObject, int_field, read_json_object, read_json_value, read_limited, str_field
-from common.ids import ISP_RE, is_title_id, master_path
+from common.ids import ISP_RULE, check_edge_id, check_isp, is_isp, is_title_id, master_path
 from common.logs import event
 from common.tokens import NO_ISP, token_url
 from common.wire import CONTENT_TYPE, EDGE_HEADER, MAX_MESSAGE_BYTES, SIGNATURE_HEADER, BadSignature, ControlReply, \
     FillPlan, Heartbeat, Register
-from control.fleet import EdgeRecord, check_edge_id
+from control.fleet import EdgeRecord
 from control.health import UP
 from control.jobs import Job, build_plans, new_job_id, title_bytes
 from control.lifecycle import flush
@@ -40,9 +40,7 @@ REPLY_BUDGET_BYTES = MAX_MESSAGE_BYTES * 3 // 4  # fill plans per reply stop her
 
 def _isp_field(obj: JsonObject, name: str = "isp", required: bool = False) -> str | None:
     isp = str_field(obj, name, required=required, max_len=32)
-    if isp is not None and not ISP_RE.match(isp):
-        raise BadRequest(f"{name} must match [a-z0-9][a-z0-9-]{{0,31}}")
-    return isp
+    return None if isp is None else check_isp(isp, name)
 
 
 # ---------------------------------------------------------------- public
@@ -242,8 +240,8 @@ async def get_popularity(request: web.Request) -> web.Response:
     """Observed plays per title for one ISP (`-`: unknown networks), most played first."""
     st = request.app[STATE]
     isp = request.query.get("isp", NO_ISP)
-    if isp != NO_ISP and not ISP_RE.match(isp):
-        raise BadRequest("isp must match [a-z0-9][a-z0-9-]{0,31} or be -")
+    if isp != NO_ISP and not is_isp(isp):
+        raise BadRequest(f"isp must match {ISP_RULE} or be {NO_ISP}")
     try:
         limit = int(request.query.get("limit", "20"))
     except ValueError:
