@@ -96,13 +96,17 @@ class ObjectMeta:
         return meta if ok else None
 
 
+# (the metadata it was built from, a hit's headers without Age, the fast lane's head or None)
+HitView = tuple["ObjectMeta", dict[str, str], bytes | None]
+
+
 @dataclass(slots=True, eq=False)
 class Entry:
     """A cached object in the index. Identity matters: a refetch makes a new Entry."""
 
     meta: ObjectMeta
     path: Path
-    view: Any = None  # the server's response headers for `meta`, built on first use
+    view: HitView | None = None  # the server's response headers for `meta`, built on first use
 
     @property
     def key(self) -> str:
