@@ -43,6 +43,7 @@ from common.tokens import Keyring, TokenVerdict, TokenVerdicts, split_token_path
 from edge.fill import Fill, FillCoalescer
 from edge.hitpath import FastAnswer, FastHead, HitSender, HotTier, abort_response, fast_head, install_fast_lane
 from edge.metrics import CACHE, FILL, EdgeMetrics, Gauges
+from edge.upstream import AiohttpUpstream
 from edge.policy import make_policy
 from edge.store import DiskStore, Entry, ObjectMeta
 
@@ -97,8 +98,11 @@ class EdgeNode:
             used=lambda: float(self.store.used), capacity=lambda: float(self.store.capacity),
             objects=lambda: float(len(self.store.index)), pinned=lambda: float(self.store.pinned_count()),
             inflight=lambda: float(len(self.coalescer.inflight)), evictions=lambda: float(self.store.evictions)))
-        self.session: aiohttp.ClientSession | None = None
-        self.coalescer: FillCoalescer = None  # type: ignore[assignment]  # set in start()
+        self.upstream = AiohttpUpstream(read_timeout=config.fill_timeout)
+        self.coalescer = FillCoalescer(
+            self.store, self.upstream, config.upstream, peers=list(config.peers),
+            keyring=lambda: self.keyring, isp=config.isp, fill_timeout=config.fill_timeout,
+            metrics=self.metrics.fill, on_stored=self._stored)
         self.agent: EdgeAgent | None = None
         self._agent_task: asyncio.Task[None] | None = None
         self.public_url = config.public_url
@@ -116,15 +120,7 @@ class EdgeNode:
 
     async def start(self) -> web.Application:
         await self.store.open()
-        # read_bufsize: the fill's reader pauses the upstream socket once 128 KiB wait
-        # unread (aiohttp's default, 256 KiB, lets uvloop read ~1 MB in one go), so the fill
-        # task, and the first write to the client, are not held behind a burst of reads.
-        self.session = aiohttp.ClientSession(auto_decompress=False, read_bufsize=64 * 1024,
-                                             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300))
-        self.coalescer = FillCoalescer(
-            self.store, self.session, self.config.upstream, peers=list(self.config.peers),
-            keyring=lambda: self.keyring, isp=self.config.isp, fill_timeout=self.config.fill_timeout,
-            metrics=self.metrics.fill, on_stored=self._stored)
+        self.upstream.start()
         app = self.app
         app[HEALTH].append(self._health)
         app.router.add_post("/admin/purge", self.purge)
@@ -170,8 +166,7 @@ class EdgeNode:
             await self.agent.stop()
         await self.coalescer.close()
         await self.store.close()
-        if self.session is not None:
-            await self.session.close()
+        await self.upstream.close()
 
     # -- callables for the agent ---------------------------------------------------------
 
