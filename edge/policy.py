@@ -407,32 +407,42 @@ class _TwoQueues:
 
 
 class S3FIFOPolicy(_TwoQueues, EvictionPolicy):
-    """S3-FIFO (Yang et al., "FIFO queues are all you need for cache eviction", SOSP'23).
+    """S3-FIFO (Yang et al., "FIFO queues are all you need for cache eviction", SOSP'23),
+    as libCacheSim implements it (``S3FIFO.c``; the reference the paper's results use).
 
     A small FIFO (10% of the bytes) filters one-hit wonders: an object evicted from it
-    without ``move_threshold`` hits since insertion leaves the cache and only its key
-    goes to a ghost FIFO; with enough hits it moves to the main FIFO. A miss whose key
-    is in the ghost goes straight to main. Main is FIFO with lazy promotion: a victim
-    candidate with a non-zero 2-bit counter is reinserted with the counter decremented.
-    The ghost is bounded by main's byte share instead of its entry count.
+    with fewer than ``move_threshold`` hits since insertion (libCacheSim's default, 2)
+    leaves the cache and only its key goes to a ghost FIFO (90% of the bytes, by the
+    objects' sizes); with enough hits it moves to the main FIFO. A miss whose key is in
+    the ghost goes straight to main. Main is FIFO with lazy promotion: a victim candidate
+    with a non-zero counter is reinserted with ``min(counter, 3) - 1`` (CLOCK with a
+    2-bit counter). Main is evicted from only while it holds more than its 90% share
+    (or small is empty); otherwise small is. Until the first eviction, an insert that
+    finds small full goes to main (the warm-up of an empty cache). An object of 10% of
+    the capacity or more is not cached (libCacheSim's ``can_insert``: it would flush the
+    whole small queue).
     """
 
     __slots__ = (
         "_small", "_main", "_ghost", "_freq", "_small_bytes", "_main_bytes",
-        "_ghost_bytes", "_small_target", "_ghost_target", "move_threshold",
+        "_ghost_bytes", "_small_target", "_main_target", "_ghost_target", "move_threshold",
+        "_has_evicted",
     )
     name = "s3fifo"
 
-    def __init__(self, capacity: int, small_ratio: float = 0.1, move_threshold: int = 1) -> None:
+    def __init__(self, capacity: int, small_ratio: float = 0.1, move_threshold: int = 2,
+                 ghost_ratio: float = 0.9) -> None:
         super().__init__(capacity)
         self._small: OrderedDict[str, int] = OrderedDict()
         self._main: OrderedDict[str, int] = OrderedDict()
         self._ghost: OrderedDict[str, int] = OrderedDict()
         self._freq: dict[str, int] = {}
         self._small_bytes = self._main_bytes = self._ghost_bytes = 0
-        self._small_target = small_ratio * self.capacity
-        self._ghost_target = self.capacity - self._small_target
+        self._small_target = int(small_ratio * self.capacity)
+        self._main_target = self.capacity - self._small_target
+        self._ghost_target = int(ghost_ratio * self.capacity)
         self.move_threshold = move_threshold
+        self._has_evicted = False
 
     def in_small(self, key: str) -> bool:
         return key in self._small
@@ -445,7 +455,7 @@ class S3FIFOPolicy(_TwoQueues, EvictionPolicy):
 
     def _on_hit(self, key: str) -> None:
         freq = self._freq[key]
-        if freq < 3:
+        if freq < 3:  # only min(freq, 3) is ever read
             self._freq[key] = freq + 1
 
     def _insert(self, key: str, size: int) -> None:
@@ -455,10 +465,12 @@ class S3FIFOPolicy(_TwoQueues, EvictionPolicy):
             self._ghost_bytes -= ghost_size
             self._main[key] = size
             self._main_bytes += size
+        elif not self._has_evicted and self._small_bytes >= self._small_target:
+            self._main[key] = size
+            self._main_bytes += size
         else:
             self._small[key] = size
             self._small_bytes += size
-
 
     def _forget(self, key: str) -> None:
         del self._freq[key]
@@ -468,32 +480,57 @@ class S3FIFOPolicy(_TwoQueues, EvictionPolicy):
         else:
             self._main_bytes -= self._main.pop(key)
 
+    def _admit(self, key: str, size: int) -> Admission:
+        if size >= self._small_target:
+            return _REJECTED
+        return super()._admit(key, size)
+
     def _evict_one(self) -> str | None:
+        self._has_evicted = True
         small, main, freq = self._small, self._main, self._freq
-        while small or main:
-            if small and (self._small_bytes >= self._small_target or not main):
+        if small and self._main_bytes <= self._main_target:
+            threshold = self.move_threshold
+            while small:
                 key, size = small.popitem(last=False)
                 self._small_bytes -= size
-                if freq[key] >= self.move_threshold:
+                if freq[key] >= threshold:
                     freq[key] = 0
                     main[key] = size
                     self._main_bytes += size
                     continue
                 del freq[key]
-                self._ghost[key] = size
+                ghost = self._ghost
+                ghost[key] = size
                 self._ghost_bytes += size
                 while self._ghost_bytes > self._ghost_target:
-                    self._ghost_bytes -= self._ghost.popitem(last=False)[1]
+                    self._ghost_bytes -= ghost.popitem(last=False)[1]
                 return key
+        while main:
             key, size = main.popitem(last=False)
-            if freq[key] > 0:
-                freq[key] -= 1
+            count = freq[key]
+            if count:
+                freq[key] = count - 1
                 main[key] = size
                 continue
             self._main_bytes -= size
             del freq[key]
             return key
         return None
+
+    def request(self, key: str, size: int, now: float = 0.0) -> bool:
+        # lookup()+admit() unrolled for the simulator's hot path.
+        freq = self._freq
+        count = freq.get(key)
+        if count is not None:
+            if count < 3:
+                freq[key] = count + 1
+            return True
+        if key in self._sizes:  # pinned
+            return True
+        if size < 0 or size > self.capacity - self._pinned_bytes:
+            return False
+        self._admit(key, size)
+        return False
 
 
 class FrequencySketch:
