@@ -421,3 +421,33 @@ def test_request_fast_path_equals_edge_calls(name: str, requests: list[tuple[int
             edge.admit(key, size, 1.0)
         assert list(sim.keys()) == list(edge.keys())
         assert sim.used == edge.used
+
+
+def test_frequency_sketch_doorkeeper_saturation_and_aging() -> None:
+    from edge.policy import FrequencySketch
+
+    sketch = FrequencySketch(16, sample_factor=1, max_count=15)  # resets every 16 accesses
+    assert sketch.sample_size == 16
+    sketch.increment("A")
+    assert sketch.estimate("A") == 1  # only the doorkeeper knows A
+    for _ in range(4):
+        sketch.increment("A")
+    sketch.increment("B")
+    assert (sketch.estimate("A"), sketch.estimate("B"), sketch.estimate("C")) == (5, 1, 0)
+    for _ in range(10):  # the 16th access resets: counters halve, the doorkeeper empties
+        sketch.increment("C")
+    assert (sketch.estimate("A"), sketch.estimate("B"), sketch.estimate("C")) == (2, 0, 4)
+    for _ in range(40):
+        sketch.increment("D")
+    assert sketch.estimate("D") <= 15 + 1  # saturates (plus the doorkeeper's one)
+
+
+def test_s3fifo_size_cap_is_relative_to_the_small_queue() -> None:
+    # 1,000 bytes: small queue 100. A 99-byte object is cached, a 100-byte one is not,
+    # and a rejected object evicts nothing.
+    s3 = S3FIFOPolicy(1000)
+    assert s3.admit("ok", 99).admitted and s3.in_small("ok")
+    for i in range(9):
+        s3.admit(f"m{i}", 99)
+    used = s3.used
+    assert s3.admit("big", 100) == Admission(False, ()) and s3.used == used
