@@ -43,6 +43,7 @@ class Metric:
     where: str = "TRUE"
     per_second: bool = False  # divide the bucket's value by the step
     sql: str = ""             # a whole query instead (must yield t, key, value; uses {step} and {key_*})
+    edge_column: str = "edge" # what `by=edge` groups on (steering: the first edge it offered)
 
 
 _SESSION_END = "phase = 'end'"
@@ -51,7 +52,8 @@ _CONTENT = "status < 400 AND cache <> 'none'"
 SERIES: dict[str, Metric] = {m.name: m for m in [
     Metric("sps", "1/s", "stream starts per second (player.session start)", "player_session", "count(*)",
            "phase = 'start'", per_second=True),
-    Metric("plays", "1/s", "steering decisions per second", "steer_play", "count(*)", per_second=True),
+    Metric("plays", "1/s", "steering decisions per second", "steer_play", "count(*)", per_second=True,
+           edge_column="candidates[1]"),
     Metric("bytes_to_players", "B/s", "body bytes the edges sent", "edge_request", "sum(bytes)", per_second=True),
     Metric("bytes_from_origin", "B/s", "bytes the edges filled from the origin", "edge_fill", "sum(bytes)",
            "source = 'origin'", per_second=True),
@@ -95,7 +97,8 @@ def series_sql(metric: str, by: str, step: str, since: float) -> tuple[str, dict
         sql = m.sql.format(step=seconds, key_r=by, key_f=by)
     else:
         value = f"({m.value}) / {seconds}.0" if m.per_second else m.value
-        sql = (f"SELECT floor(ts / {seconds}) * {seconds} AS t, {by} AS key, {value} AS value "
+        key = m.edge_column if by == "edge" else by
+        sql = (f"SELECT floor(ts / {seconds}) * {seconds} AS t, {key} AS key, {value} AS value "
                f"FROM {m.table} WHERE ts >= $since AND ({m.where}) GROUP BY 1, 2 ORDER BY 1, 2")
     return sql, {"since": since}
 
