@@ -16,6 +16,7 @@ Decoding is strict: unknown fields, missing fields and wrong types raise BadMess
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 import hmac
 import types
@@ -32,6 +33,29 @@ SIGNATURE_HEADER = "X-Ocsim-Signature"
 CONTENT_TYPE = "application/msgpack"
 MAX_MESSAGE_BYTES = 1024 * 1024
 EDGE_STATES = ("up", "draining")
+
+
+class FillPlanState(enum.StrEnum):
+    """A fill plan's state, the same words on both sides of the wire.
+
+    Control keeps a plan `pending` until a reply has carried it to its edge; the edge
+    runs it (`running`) and reports `done` or `failed` in its heartbeats' `FillProgress`.
+    Control's transitions are `control.jobs.PLAN_TRANSITIONS`; the edge only ever moves
+    `running` to a terminal state."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        """Final: no transition leaves it."""
+        return self in (FillPlanState.DONE, FillPlanState.FAILED)
+
+
+# What an edge may put in `FillProgress.state`; anything else is ignored by control.
+REPORTED_PLAN_STATES = frozenset({FillPlanState.RUNNING, FillPlanState.DONE, FillPlanState.FAILED})
 
 
 class BadMessage(BadRequest):
@@ -184,7 +208,7 @@ class FillProgress(Message):
     """Edge -> control, inside heartbeats: how far one fill plan has got."""
 
     plan_id: str
-    state: str  # "running" | "done" | "failed"
+    state: str  # a REPORTED_PLAN_STATES value (a str on the wire, so an unknown word is ignored, not refused)
     done_objects: int
     total_objects: int
     done_bytes: int

@@ -18,11 +18,10 @@ from typing import Any
 
 from common.errors import BadRequest, Conflict, NotFound
 from common.wire import Heartbeat, Register
-from control.health import HEALTH_STATES, EdgeHealth
+from control.health import DOWN, HEALTH_STATES, UP, EdgeHealth, HealthState
 from control.steering import EdgeView
-from common.ids import ISP_RE
+from common.ids import check_edge_id, is_isp
 
-EDGE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 URL_RE = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(?::[0-9]{1,5})?(?:/[\x21-\x7e]*)?\Z")
 MAX_CLOCK_SKEW_S = 30.0
 MAX_TITLES = 100_000
@@ -30,12 +29,6 @@ MAX_TITLES = 100_000
 
 class StaleMessage(Conflict):
     """A replayed, reordered or badly clocked message (409)."""
-
-
-def check_edge_id(edge_id: str) -> str:
-    if not EDGE_ID_RE.match(edge_id):
-        raise BadRequest("invalid edge id")
-    return edge_id
 
 
 @dataclass(slots=True)
@@ -87,7 +80,7 @@ class Fleet:
 
     def _check_common(self, edge_id: str, isp: str, url: str, ts: float, now: float) -> None:
         check_edge_id(edge_id)
-        if not ISP_RE.match(isp):
+        if not is_isp(isp):
             raise BadRequest("invalid isp name")
         if not URL_RE.match(url):
             raise BadRequest("invalid edge url")
@@ -103,7 +96,7 @@ class Fleet:
             raise StaleMessage("registration is not newer than the current one")
         health = EdgeHealth(self.interval)
         health.on_admin(self.admin_down.get(msg.edge_id, False))
-        health.on_heartbeat(now, "up")  # registering is a sign of life
+        health.on_heartbeat(now, UP)  # registering is a sign of life
         rec = EdgeRecord(msg.edge_id, msg.isp, msg.url, msg.capacity_bytes, now, msg.ts, health,
                          msg.policy[:64], msg.version[:64])
         if old is not None:  # keep what we knew about its content until the first heartbeat
@@ -148,9 +141,9 @@ class Fleet:
         self.admin_down[edge_id] = down
         return rec
 
-    def state(self, edge_id: str, now: float) -> str:
+    def state(self, edge_id: str, now: float) -> HealthState:
         rec = self.edges.get(edge_id)
-        return rec.health.state_at(now) if rec is not None else "down"
+        return rec.health.state_at(now) if rec is not None else DOWN
 
     def views(self, now: float) -> tuple[EdgeView, ...]:
         """What steering sees at `now`; the very same tuple while nothing changed, so the
@@ -166,7 +159,7 @@ class Fleet:
     def isps(self) -> set[str]:
         return {r.isp for r in self.edges.values()}
 
-    def counts_by_state(self, now: float) -> dict[str, int]:
+    def counts_by_state(self, now: float) -> dict[HealthState, int]:
         out = {s: 0 for s in HEALTH_STATES}
         for r in self.edges.values():
             out[r.health.state_at(now)] += 1

@@ -38,13 +38,14 @@ from typing import Any
 import aiohttp
 
 from common.content import DEFAULT_LADDER, Catalog, Title
+from common.json_client import ApiError, call_json_async, request_json_async
 from common.service import run_main
 from ocsim.report import build_report, render_html, render_text
 from ocsim.topology import DEFAULT_TOPOLOGY, Topology, TopologyError, load_topology
 
 __all__ = ["DemoOptions", "build_parser", "demo_catalog", "main", "run_demo"]
 
-HTTP_TIMEOUT = aiohttp.ClientTimeout(total=5)
+HTTP_TIMEOUT_S = 5.0
 
 
 _T0 = time.monotonic()
@@ -138,17 +139,11 @@ class UpProcess:
 
 # --- HTTP helpers ----------------------------------------------------------------------------
 
-async def get_json(http: aiohttp.ClientSession, url: str, token: str | None = None) -> Any:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with http.get(url, headers=headers, timeout=HTTP_TIMEOUT) as resp:
-        resp.raise_for_status()
-        return await resp.json()
-
-
 async def try_json(http: aiohttp.ClientSession, url: str, token: str | None = None) -> Any:
+    """The JSON of a successful GET, or None (a poll: the next one may succeed)."""
     try:
-        return await get_json(http, url, token)
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+        return await call_json_async(http, "GET", url, token=token, timeout=HTTP_TIMEOUT_S)
+    except ApiError:
         return None
 
 
@@ -160,18 +155,18 @@ def progress_bar(fraction: float, width: int = 30) -> str:
 async def preposition(http: aiohttp.ClientSession, state: dict[str, Any], opts: DemoOptions) -> list[dict[str, Any]]:
     """One job per ISP for its top titles; returns the jobs as they ended, with their duration."""
     control, token = state["control"], state["operator_token"]
-    headers = {"Authorization": f"Bearer {token}"}
     jobs: dict[str, dict[str, Any]] = {}
     t0 = time.monotonic()
     for isp in state["isps"]:
         body: dict[str, Any] = {"isp": isp, "top": opts.top, "bandwidth_bps": opts.preposition_bandwidth_bps}
         if opts.preposition_renditions:
             body["renditions"] = list(opts.preposition_renditions)
-        async with http.post(f"{control}/v1/prepositions", json=body, headers=headers, timeout=HTTP_TIMEOUT) as resp:
-            answer = await resp.json(content_type=None)
-            if resp.status != 202:
-                say(f"pre-positioning {isp} refused ({resp.status}): {answer}")
-                continue
+        reply = await request_json_async(http, "POST", f"{control}/v1/prepositions", token=token, body=body,
+                                         timeout=HTTP_TIMEOUT_S)
+        answer = reply.body
+        if reply.status != 202 or not isinstance(answer, dict):
+            say(f"pre-positioning {isp} refused ({reply.status}): {answer}")
+            continue
         jobs[answer["id"]] = {**answer, "isp": isp}
     tty = sys.stderr.isatty()
     last_line = ""

@@ -34,14 +34,13 @@ import socket
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from common.auth import load_or_create_secret
+from common.json_client import ApiError, request_json
 from common.sizes import format_size
 from common.tokens import Keyring
 from common.wire import edge_key
@@ -180,19 +179,12 @@ def _replace_port(args: list[str], port: int) -> list[str]:
 # --- HTTP probes -----------------------------------------------------------------------------
 
 def http_json(url: str, token: str | None = None, timeout: float = 2.0) -> tuple[int, Any]:
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    """(status, JSON body or None) of a GET; (0, None) when nothing answered (a probe)."""
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            body = resp.read()
-            status = resp.status
-    except urllib.error.HTTPError as exc:
-        body, status = exc.read(), exc.code
-    except (OSError, ValueError):
+        reply = request_json("GET", url, token=token, timeout=timeout)
+    except ApiError:
         return 0, None
-    try:
-        return status, json.loads(body or b"null")
-    except ValueError:
-        return status, None
+    return reply.status, reply.body
 
 
 def healthy(url: str) -> bool:

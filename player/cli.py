@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from player.abr import ABR_NAMES
-from player.driver import PlayReport, Timeouts, play_session
+from player.driver import Timeouts, play_session
+from player.report import PlayReport
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,106 @@
+"""What an admin API needs before its handler runs: a bounded body, a JSON object with
+known fields, typed fields, and the operator's bearer token, checked in constant time.
+
+Rules of this module:
+1. A body is never read past its limit: a declared Content-Length over it is refused
+   (413) before reading, and a chunked body is counted as it arrives.
+2. Every refusal is a `common.errors.PeerError` with a short reason, so the service's
+   error middleware turns it into `{"error": reason}` with the right 4xx.
+3. The token comparison is `common.auth.bearer_matches` (constant time); a missing or
+   non-Bearer header is 401 with a `WWW-Authenticate` challenge, a wrong token 403.
+
+Nothing here knows about one service: the control plane uses it today, and the edge's
+and origin's admin APIs can take the same functions.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from common.auth import bearer_matches
+from common.errors import BadRequest, Forbidden, PayloadTooLarge
+
+MAX_JSON_BYTES = 64 * 1024
+
+JsonObject = dict[str, Any]  # a decoded JSON object; its values are checked field by field
+
+
+class BearerChallenge(web.HTTPUnauthorized):
+    """401 with `WWW-Authenticate: Bearer realm=...` (the error middleware keeps the header)."""
+
+    def __init__(self, realm: str) -> None:
+        super().__init__(reason="operator token required", headers={"WWW-Authenticate": f'Bearer realm="{realm}"'})
+
+
+def require_bearer(request: web.Request, token: str, realm: str) -> None:
+    """Refuse the request unless it carries `Authorization: Bearer <token>`."""
+    header = request.headers.get("Authorization")
+    if not header or not header.lower().startswith("bearer "):
+        raise BearerChallenge(realm)
+    if not bearer_matches(header, token):
+        raise Forbidden("wrong operator token")
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over `limit` bytes before reading it all."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"body over {limit} bytes")
+    chunks, size = [], 0
+    while True:
+        chunk = await request.content.read(65536)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json_value(request: web.Request, limit: int = MAX_JSON_BYTES) -> object:
+    """Any JSON value (400 if it does not parse)."""
+    raw = await read_limited(request, limit)
+    try:
+        value: object = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("malformed JSON") from None
+    return value
+
+
+async def read_json_object(request: web.Request, allowed: frozenset[str], limit: int = MAX_JSON_BYTES) -> JsonObject:
+    """A JSON object body with only `allowed` keys (400 otherwise)."""
+    obj = await read_json_value(request, limit)
+    if not isinstance(obj, dict):
+        raise BadRequest("body must be a JSON object")
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(k[:40] for k in unknown[:5])}")
+    return obj
+
+
+def str_field(obj: JsonObject, name: str, *, required: bool = False, max_len: int = 128) -> str | None:
+    """A non-empty string of at most `max_len` characters, or None when absent and optional."""
+    value = obj.get(name)
+    if value is None:
+        if required:
+            raise BadRequest(f"{name} is required")
+        return None
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise BadRequest(f"{name} must be a non-empty string")
+    return value
+
+
+def int_field(obj: JsonObject, name: str, lo: int, hi: int) -> int | None:
+    """An integer (not a bool) in [lo, hi], or None when absent."""
+    value = obj.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise BadRequest(f"{name} must be an integer in [{lo}, {hi}]")
+    return value
+
+
+__all__ = ["MAX_JSON_BYTES", "BearerChallenge", "JsonObject", "int_field", "read_json_object", "read_json_value",
+           "read_limited", "require_bearer", "str_field"]
