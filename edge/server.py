@@ -321,7 +321,7 @@ class EdgeNode:
         resp = await self._content(request)
         took = time.perf_counter() - t0
         sent = resp.body_length if resp.prepared else (resp.content_length or 0)
-        outcome = request.get(_OUTCOME, "none") if resp.status < 400 else "none"
+        outcome = request.get(_OUTCOME, "none")  # what the counters counted, whatever the status
         ttfb = request.get(_TTFB, took)
         session = request.headers.get(SESSION_HEADER)
         self._emit_request(request.get(_KEY, request.path), resp.status, sent, request.get(_SIZE), outcome,
