@@ -280,6 +280,34 @@ class IdSource:
         return f"{self.prefix}-{self._n:x}"
 
 
+_FIELD_NAMES: dict[str, tuple[str, ...]] = {t: (*ENVELOPE_FIELDS, *(sp.name for sp in specs)) for t, specs in SPECS.items()}
+_LIST_FIELDS: dict[str, tuple[int, ...]] = {
+    t: tuple(i for i, sp in enumerate(specs) if sp.kind is Kind.STRS) for t, specs in SPECS.items()}
+
+
+def values_of(payload: Payload) -> tuple[Any, ...]:
+    """A payload's field values in SPECS order (what `encode_values` takes)."""
+    return tuple(getattr(payload, sp.name) for sp in SPECS[payload.TYPE])
+
+
+def encode_values(etype: str, version: int, eid: str, ts: float, src: str, values: tuple[Any, ...]) -> bytes:
+    """The packed event for field values given in SPECS order: the publisher's fast path,
+    byte for byte what `encode` makes of the same event (no dataclass on the way)."""
+    lists = _LIST_FIELDS[etype]
+    if lists:
+        vals = list(values)
+        for i in lists:
+            if vals[i] is not None:
+                vals[i] = list(vals[i])
+        values = tuple(vals)
+    return _PACKER.pack(dict(zip(_FIELD_NAMES[etype], (eid, etype, version, ts, src, *values))))  # type: ignore[no-any-return]
+
+
+# One reusable packer (a fresh one per event costs more than the packing): encode_values runs
+# only on the publisher's one background task, never from two threads at once.
+_PACKER = msgpack.Packer(use_bin_type=True, autoreset=True)
+
+
 def encode(event: Event) -> bytes:
     body: dict[str, Any] = {"id": event.id, "type": event.type, "v": event.v, "ts": event.ts, "src": event.src}
     for spec in SPECS[event.type]:

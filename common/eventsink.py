@@ -13,7 +13,9 @@
   buffer fills and drops, rather than the hot path slowing down.
 
 Rules of this module:
-1. The hot path's cost is `emit`: one clock read, one id, one deque append.
+1. The hot path's cost is `emit`: one clock read and one deque append. `emit_fields(cls,
+   values)` skips even building the payload dataclass (values in field order, trusted);
+   ids, encoding and framing happen in the background task.
 2. The transport is a small interface (`FrameTransport.send`); tests put a plain object
    behind it. The NATS transport (`pipeline.publisher.NatsTransport`) lives at the rim.
 """
@@ -26,10 +28,11 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from common.events import (
-    MAX_FRAME_BYTES, MAX_FRAME_EVENTS, Event, EventsDropped, IdSource, Payload, encode, pack_frame, subject_of,
+    MAX_FRAME_BYTES, MAX_FRAME_EVENTS, Event, EventsDropped, IdSource, Payload, encode, encode_values, pack_frame,
+    subject_of, values_of,
 )
 from common.logs import event as log_event
 from common.metrics import Registry
@@ -64,6 +67,10 @@ class EventSink:
     src: str = ""
 
     def emit(self, payload: Payload) -> None:
+        self.emit_fields(type(payload), values_of(payload))
+
+    def emit_fields(self, cls: type[Payload], values: tuple[Any, ...]) -> None:
+        """`emit(cls(*values))` without building the dataclass (values in field order)."""
         raise NotImplementedError
 
     async def start(self) -> None:
@@ -84,6 +91,9 @@ class NullSink(EventSink):
     def emit(self, payload: Payload) -> None:
         return None
 
+    def emit_fields(self, cls: type[Payload], values: tuple[Any, ...]) -> None:
+        return None
+
 
 class MemorySink(EventSink):
     def __init__(self, src: str = "test", clock: Callable[[], float] = time.time) -> None:
@@ -95,6 +105,9 @@ class MemorySink(EventSink):
     def emit(self, payload: Payload) -> None:
         self.events.append(Event(self.ids.next(), self.clock(), self.src, payload))
 
+    def emit_fields(self, cls: type[Payload], values: tuple[Any, ...]) -> None:
+        self.emit(cls(*values))
+
     @property
     def enabled(self) -> bool:
         return True
@@ -103,11 +116,33 @@ class MemorySink(EventSink):
         return [e for e in self.events if e.type == event_type]
 
 
+Row = tuple[float, type[Payload], tuple[Any, ...]]  # (ts, payload class, field values): a buffered event
+
+
 def frames_of(events: list[Event], frame_ids: IdSource, prefix: str = "ocsim.events") -> list[Frame]:
     """Group events by type into frames under the size and count limits (pure)."""
     by_type: dict[str, list[bytes]] = {}
     for ev in events:
         by_type.setdefault(ev.type, []).append(encode(ev))
+    return _framed(by_type, frame_ids, prefix)
+
+
+def frames_of_rows(rows: list[Row], ids: IdSource, src: str, frame_ids: IdSource,
+                   prefix: str = "ocsim.events") -> list[Frame]:
+    """Buffered rows -> frames; each row gets the next event id here, in emit order."""
+    by_type: dict[str, list[bytes]] = {}
+    for ts, cls, values in rows:
+        etype = cls.TYPE
+        body = encode_values(etype, cls.VERSION, ids.next(), ts, src, values)
+        got = by_type.get(etype)
+        if got is None:
+            by_type[etype] = [body]
+        else:
+            got.append(body)
+    return _framed(by_type, frame_ids, prefix)
+
+
+def _framed(by_type: dict[str, list[bytes]], frame_ids: IdSource, prefix: str) -> list[Frame]:
     frames: list[Frame] = []
     for etype, bodies in by_type.items():
         chunk: list[bytes] = []
@@ -141,7 +176,7 @@ class BufferedSink(EventSink):
         prefix = id_prefix or f"{src}.{os.urandom(6).hex()}"
         self.ids = IdSource(prefix)
         self.frame_ids = IdSource(prefix + ".f")
-        self.buffer: collections.deque[Event] = collections.deque()
+        self.buffer: collections.deque[Row] = collections.deque()
         self.pending: list[Frame] = []   # frames taken from the buffer, not yet sent
         self.emitted = 0
         self.published = 0
@@ -168,13 +203,17 @@ class BufferedSink(EventSink):
         return True
 
     def emit(self, payload: Payload) -> None:
+        self.emit_fields(type(payload), values_of(payload))
+
+    def emit_fields(self, cls: type[Payload], values: tuple[Any, ...]) -> None:
         self.emitted += 1
-        if len(self.buffer) >= self.capacity:
+        buffer = self.buffer
+        if len(buffer) >= self.capacity:
             self.dropped += 1
             self._dropped_unreported += 1
             return
-        self.buffer.append(Event(self.ids.next(), self.clock(), self.src, payload))
-        if len(self.buffer) >= self.batch_events:
+        buffer.append((self.clock(), cls, values))
+        if len(buffer) == self.batch_events:
             self._wake.set()
 
     def stats(self) -> dict[str, int]:
@@ -191,8 +230,7 @@ class BufferedSink(EventSink):
         if self._dropped_unreported:
             n, self._dropped_unreported = self._dropped_unreported, 0
             # past the capacity on purpose: the report of drops must not itself be dropped
-            self.buffer.append(Event(self.ids.next(), self.clock(), self.src,
-                                     EventsDropped(dropped=n, total=self.dropped, buffered=len(self.buffer))))
+            self.buffer.append((self.clock(), EventsDropped, (n, self.dropped, len(self.buffer))))
             log_event(log, "events dropped", level=logging.WARNING, dropped=n, total=self.dropped)
 
     async def _report_drops(self) -> None:
@@ -203,8 +241,9 @@ class BufferedSink(EventSink):
     def _take(self) -> None:
         n = min(len(self.buffer), self.batch_events)
         if n:
-            events = [self.buffer.popleft() for _ in range(n)]
-            self.pending = frames_of(events, self.frame_ids, self.subject_prefix)
+            popleft = self.buffer.popleft
+            rows = [popleft() for _ in range(n)]
+            self.pending = frames_of_rows(rows, self.ids, self.src, self.frame_ids, self.subject_prefix)
 
     async def _send_pending(self) -> bool:
         try:

@@ -121,6 +121,8 @@ class EdgeNode:
             on_done=self._fill_done if config.events else None)
         # Events (DESIGN "Events"): emit is a deque append; without --events a NullSink.
         self.events = make_sink(config.events, config.edge_id, self.app[REGISTRY])
+        self._event_refs: dict[str, tuple[str, str | None, int | None, int | None]] = {}
+        self._event_edge, self._event_isp = config.edge_id, config.isp
         self.agent: EdgeAgent | None = None
         self._agent_task: asyncio.Task[None] | None = None
         self.public_url = config.public_url
@@ -301,16 +303,18 @@ class EdgeNode:
 
     def _emit_request(self, key: str, status: int, nbytes: int, size: int | None, cache: str, ttfb: float,
                       duration: float, session: str | None) -> None:
-        cfg = self.config
-        try:
-            ref = parse_content_path(key)
-        except OcsimError:
-            self.events.emit(EdgeRequest(cfg.edge_id, cfg.isp, key[:256], None, None, None, status, nbytes, size,
-                                         cache, ttfb, duration, session))
-            return
-        self.events.emit(EdgeRequest(
-            cfg.edge_id, cfg.isp, ref.path, ref.title, ref.rendition, ref.index, status, nbytes, size, cache, ttfb,
-            duration, session))
+        """One edge.request, cheaply: the parsed path is remembered, no dataclass is built."""
+        ref = self._event_refs.get(key)
+        if ref is None:
+            try:
+                r = parse_content_path(key)
+                ref = (r.path, r.title, r.rendition, r.index)
+            except OcsimError:
+                ref = (key[:256], None, None, None)
+            if len(self._event_refs) < 100_000:
+                self._event_refs[key] = ref
+        self.events.emit_fields(EdgeRequest, (self._event_edge, self._event_isp, *ref, status, nbytes, size, cache,
+                                              ttfb, duration, session))
 
     # -- content ------------------------------------------------------------------------------
 
