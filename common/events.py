@@ -339,15 +339,45 @@ def _check(spec: FieldSpec, value: Any) -> Any:
                    f"{' or nil' if spec.optional else ''}")
 
 
-def decode_map(obj: Any) -> Event:
-    """An unpacked msgpack map -> Event, strictly checked."""
+# Fields whose value is one of a fixed set (the dataclasses check the same on construction).
+CHOICES: Final[dict[tuple[str, str], tuple[str, ...]]] = {
+    ("edge.request", "cache"): CACHE_OUTCOMES, ("edge.fill", "source"): FILL_SOURCES,
+    ("edge.fill", "outcome"): FILL_OUTCOMES, ("player.session", "phase"): SESSION_PHASES,
+    ("chaos.fault", "phase"): FAULT_PHASES,
+}
+_CHOICE_INDEX: dict[str, tuple[tuple[int, str, tuple[str, ...]], ...]] = {
+    t: tuple((i, sp.name, CHOICES[(t, sp.name)]) for i, sp in enumerate(specs) if (t, sp.name) in CHOICES)
+    for t, specs in SPECS.items()}
+
+# A decoded event without its dataclass: what the collector stores.
+EventRow = tuple[str, str, float, str, int, tuple[Any, ...]]  # (type, id, ts, src, v, values in SPECS order)
+
+
+_KIND_TYPES: dict[Kind, tuple[type, ...]] = {
+    Kind.STR: (str,), Kind.INT: (int,), Kind.FLOAT: (float, int), Kind.BOOL: (bool,), Kind.STRS: (list,)}
+# per type: (field names, allowed value types per field, float field indexes, list field indexes)
+_FAST: dict[str, tuple[tuple[str, ...], tuple[frozenset[type], ...], tuple[int, ...], tuple[int, ...]]] = {
+    t: (tuple(sp.name for sp in specs),
+        tuple(frozenset(_KIND_TYPES[sp.kind] + ((type(None),) if sp.optional else ())) for sp in specs),
+        tuple(i for i, sp in enumerate(specs) if sp.kind is Kind.FLOAT),
+        tuple(i for i, sp in enumerate(specs) if sp.kind is Kind.STRS))
+    for t, specs in SPECS.items()}
+
+
+def _check_all(specs: tuple[FieldSpec, ...], raw: list[Any]) -> None:
+    for spec, value in zip(specs, raw):
+        _check(spec, value)
+
+
+def decode_row(obj: Any) -> EventRow:
+    """An unpacked msgpack map -> EventRow, strictly checked (BadEvent otherwise)."""
     if type(obj) is not dict:
         raise BadEvent("malformed", "an event is a map")
     etype = obj.get("type")
     if type(etype) is not str:
         raise BadEvent("malformed", "type missing or not a string")
-    cls = PAYLOADS.get(etype)
-    if cls is None:
+    specs = SPECS.get(etype)
+    if specs is None:
         raise BadEvent("unknown_type", etype[:64])
     v = obj.get("v")
     if type(v) is not int:
@@ -361,21 +391,43 @@ def decode_map(obj: Any) -> Event:
         raise BadEvent("malformed", "ts missing, not a number or out of range")
     if type(src) is not str:
         raise BadEvent("malformed", "src missing or not a string")
-    specs = SPECS[etype]
     if len(obj) != len(specs) + len(ENVELOPE_FIELDS):
-        known = set(ENVELOPE_FIELDS).union(s.name for s in specs)
+        known = set(ENVELOPE_FIELDS).union(sp.name for sp in specs)
         unknown = sorted(str(k) for k in obj if k not in known)
         raise BadEvent("bad_field", f"unknown fields {unknown[:5]}" if unknown else "missing fields")
-    values: dict[str, Any] = {}
-    for spec in specs:
-        if spec.name not in obj:
-            raise BadEvent("bad_field", f"missing field {spec.name}")
-        values[spec.name] = _check(spec, obj[spec.name])
+    names, allowed_types, floats, lists = _FAST[etype]
     try:
-        payload = cls(**values)
-    except (TypeError, ValueError) as exc:
+        raw = [obj[name] for name in names]
+    except KeyError as exc:
+        raise BadEvent("bad_field", f"missing field {exc.args[0]}") from None
+    for value, allowed_t in zip(raw, allowed_types):
+        if type(value) not in allowed_t:
+            _check_all(specs, raw)  # raises with the field's name
+    for i in floats:
+        if type(raw[i]) is int:
+            raw[i] = float(raw[i])
+    for i in lists:
+        if raw[i] is not None:
+            raw[i] = _check(specs[i], raw[i])
+    values = tuple(raw)
+    for i, name, allowed in _CHOICE_INDEX[etype]:
+        if values[i] not in allowed:
+            raise BadEvent("bad_field", f"{name} must be one of {allowed}")
+    return etype, eid, float(ts), src, v, values
+
+
+def decode_map(obj: Any) -> Event:
+    """An unpacked msgpack map -> Event, strictly checked."""
+    etype, eid, ts, src, _, values = decode_row(obj)
+    try:
+        payload = PAYLOADS[etype](*values)
+    except (TypeError, ValueError) as exc:  # pragma: no cover - decode_row checks what construction does
         raise BadEvent("bad_field", str(exc)) from None
-    return Event(eid, float(ts), src, payload)
+    return Event(eid, ts, src, payload)
+
+
+def row_of(event: Event) -> EventRow:
+    return event.type, event.id, event.ts, event.src, event.v, values_of(event.payload)
 
 
 def decode(body: bytes) -> Event:
@@ -406,6 +458,38 @@ def unpack_frame(frame: bytes) -> list[bytes]:
     if type(items) is not list or not all(type(b) is bytes for b in items):
         raise BadEvent("malformed", "frame is not a msgpack array of bin")
     return items
+
+
+def _unpack_event(body: bytes) -> Any:
+    if len(body) > MAX_EVENT_BYTES:
+        raise BadEvent("oversized", f"{len(body)} bytes")
+    try:
+        return msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=True)
+    except Exception:
+        raise BadEvent("malformed", "not msgpack") from None
+
+
+@dataclass(slots=True)
+class FrameRows:
+    rows: list[EventRow]
+    rejected: dict[str, int]
+
+
+def decode_frame_rows(frame: bytes) -> FrameRows:
+    """A frame -> its good events as rows, and a count of the rest by reason (the collector's path)."""
+    out = FrameRows([], {})
+    try:
+        items = unpack_frame(frame)
+    except BadEvent as exc:
+        out.rejected[exc.reason] = 1
+        return out
+    append = out.rows.append
+    for body in items:
+        try:
+            append(decode_row(_unpack_event(body)))
+        except BadEvent as exc:
+            out.rejected[exc.reason] = out.rejected.get(exc.reason, 0) + 1
+    return out
 
 
 @dataclass(slots=True)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from common.events import REJECT_REASONS, Event, decode_frame
+from common.events import REJECT_REASONS, EventRow, decode_frame_rows
 from common.logs import event as log_event
 from common.metrics import Registry
 from pipeline.store import TABLES, EventStore
@@ -42,18 +42,18 @@ class BatchOutcome:
 def decode_and_commit(store: EventStore, frames: list[bytes], now: float | None = None) -> BatchOutcome:
     """The writer thread's unit of work (pure apart from the store)."""
     t0 = time.perf_counter()
-    events: list[Event] = []
+    rows: list[EventRow] = []
     rejected: dict[str, int] = {}
     for frame in frames:
-        res = decode_frame(frame)
-        events.extend(res.events)
+        res = decode_frame_rows(frame)
+        rows.extend(res.rows)
         for reason, n in res.rejected.items():
             rejected[reason] = rejected.get(reason, 0) + n
     by_type: dict[str, int] = {}
-    for ev in events:
-        by_type[ev.type] = by_type.get(ev.type, 0) + 1
-    stored = store.commit(events, now).stored if events else 0
-    return BatchOutcome(len(events), stored, rejected, by_type, time.perf_counter() - t0)
+    for row in rows:
+        by_type[row[0]] = by_type.get(row[0], 0) + 1
+    stored = store.commit_rows(rows, now).stored if rows else 0
+    return BatchOutcome(len(rows), stored, rejected, by_type, time.perf_counter() - t0)
 
 
 class Collector:
@@ -83,8 +83,10 @@ class Collector:
         reg = registry or Registry()
         reg.gauge("ocsim_pipeline_events_total", "Events decoded from the stream (redeliveries included)",
                   callback=lambda: float(self.events_seen))
-        reg.gauge("ocsim_pipeline_events_stored_total", "Events newly stored, by type", ("type",),
+        reg.gauge("ocsim_pipeline_events_by_type_total", "Events decoded from the stream, by type (redeliveries included)", ("type",),
                   callback=lambda: {(t,): float(n) for t, n in self.stored_by_type.items()})
+        reg.gauge("ocsim_pipeline_events_stored_total", "Events newly stored (ids not seen before)",
+                  callback=lambda: float(self.events_stored))
         reg.gauge("ocsim_pipeline_duplicates_total", "Events skipped because their id was already stored",
                   callback=lambda: float(self.events_seen - self.events_stored))
         reg.gauge("ocsim_pipeline_rejected_total", "Events skipped as bad, by reason", ("reason",),

@@ -28,7 +28,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from common.events import PAYLOADS, SPECS, Event, Kind
+from common.events import PAYLOADS, SPECS, Event, EventRow, Kind, row_of
 
 ROLL_GRACE_S = 60.0  # an hour is rolled this long after it ends (late events)
 
@@ -82,11 +82,18 @@ class EventStore:
 
     def commit(self, events: list[Event], now: float | None = None) -> CommitResult:
         """Store a batch in one transaction; ids already stored are skipped."""
+        return self.commit_rows([row_of(e) for e in events], now)
+
+    def commit_rows(self, rows: list[EventRow], now: float | None = None) -> CommitResult:
+        """`commit` for decoded rows (the collector's path: no dataclasses)."""
         t0 = time.perf_counter()
         ingested = time.time() if now is None else now
-        by_type: dict[str, dict[str, Event]] = {}
-        for ev in events:
-            by_type.setdefault(ev.type, {})[ev.id] = ev
+        by_type: dict[str, dict[str, EventRow]] = {}
+        for row in rows:
+            got = by_type.get(row[0])
+            if got is None:
+                got = by_type[row[0]] = {}
+            got[row[1]] = row
         offered = sum(len(v) for v in by_type.values())
         stored = 0
         with self._lock:
@@ -101,25 +108,25 @@ class EventStore:
                 raise
         return CommitResult(offered, stored, time.perf_counter() - t0)
 
-    def _insert(self, con: duckdb.DuckDBPyConnection, etype: str, evs: list[Event], ingested: float) -> int:
+    def _insert(self, con: duckdb.DuckDBPyConnection, etype: str, rows: list[EventRow], ingested: float) -> int:
         table = TABLES[etype]
         specs = SPECS[etype]
-        n = len(evs)
+        n = len(rows)
+        _, ids, tss, srcs, vs, values = zip(*rows)
         batch: dict[str, Any] = {
-            "id": np.array([e.id for e in evs], dtype=object),
-            "ts": np.array([e.ts for e in evs], dtype=np.float64),
-            "src": np.array([e.src for e in evs], dtype=object),
-            "v": np.full(n, evs[0].v, dtype=np.int32),
+            "id": np.array(ids, dtype=object),
+            "ts": np.array(tss, dtype=np.float64),
+            "src": np.array(srcs, dtype=object),
+            "v": np.array(vs, dtype=np.int32),
             "ingested_at": np.full(n, ingested, dtype=np.float64),
         }
-        for spec in specs:
-            name = spec.name
+        for spec, column in zip(specs, zip(*values)):
             if spec.kind is Kind.STRS:
-                batch[name] = np.empty(n, dtype=object)
-                batch[name][:] = [None if getattr(e.payload, name) is None else list(getattr(e.payload, name))
-                                  for e in evs]
+                arr = np.empty(n, dtype=object)
+                arr[:] = [None if v is None else list(v) for v in column]
+                batch[spec.name] = arr
             else:
-                batch[name] = np.array([getattr(e.payload, name) for e in evs], dtype=object)
+                batch[spec.name] = np.array(column, dtype=object)
         view = f"batch_{table}"
         con.register(view, batch)
         try:
