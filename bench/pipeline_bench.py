@@ -197,6 +197,7 @@ def _edge_compare(args: argparse.Namespace, tmp: Path, events_url: str, service:
     lua = tmp / "paths.lua"
     lua.write_text(edge_bench.WRK_LUA.format(paths=", ".join(json.dumps(p) for p in paths)))
     rps: dict[str, list[float]] = {"off": [], "on": []}
+    cpu_us: dict[str, list[float]] = {"off": [], "on": []}  # edge CPU per request: the hot path's own cost
     for name, e in edges.items():
         problem = edge_bench.warm(e.url, paths)
         if problem:
@@ -208,13 +209,17 @@ def _edge_compare(args: argparse.Namespace, tmp: Path, events_url: str, service:
             if r.errors or r.non2xx:
                 raise RuntimeError(f"edge {name}: {r.errors} errors, {r.non2xx} non-2xx")
             rps[name].append(r.rps)
+            cpu_us[name].append(r.server_cpu / r.rps * 1e6)
             print(f"edge events {name:>3}: {r.rps:,.0f} req/s  p50 {r.p50_ms:.2f} ms  p99 {r.p99_ms:.2f} ms  "
                   f"edge cpu {r.server_cpu:.2f} cores", flush=True)
     off, on = statistics.median(rps["off"]), statistics.median(rps["on"])
     ratio = on / off
+    us_off, us_on = statistics.median(cpu_us["off"]), statistics.median(cpu_us["on"])
     print(f"edge hit throughput: events on {on:,.0f} req/s vs off {off:,.0f} req/s = {ratio:.3f}x "
-          f"(wrk -t{args.threads} -c{args.connections} -d{args.wrk_duration:g}s, 16 KiB hits)", flush=True)
-    return {"edge_rps_off": round(off), "edge_rps_on": round(on), "edge_ratio": round(ratio, 3)}
+          f"(wrk -t{args.threads} -c{args.connections} -d{args.wrk_duration:g}s, 16 KiB hits); edge CPU per "
+          f"request {us_on:.1f} us on vs {us_off:.1f} us off = {us_off / us_on:.3f}x", flush=True)
+    return {"edge_rps_off": round(off), "edge_rps_on": round(on), "edge_ratio": round(ratio, 3),
+            "edge_cpu_us_per_req_off": round(us_off, 1), "edge_cpu_us_per_req_on": round(us_on, 1)}
 
 
 if __name__ == "__main__":
