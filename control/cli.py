@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--origin-wait", type=float, default=10.0, help="seconds to retry the origin's catalog")
     p.add_argument("--max-candidates", type=int, default=4)
     p.add_argument("--no-access-log", dest="access_log", action="store_false")
+    p.add_argument("--events", default="", metavar="nats://HOST:PORT",
+                   help="publish steer.play and job.progress events to NATS JetStream")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -70,7 +72,7 @@ def make_config(args: argparse.Namespace) -> ControlConfig:
         token_ttl_s=args.token_ttl, topology=topology, origin_url=args.origin, catalog=catalog,
         steer_to_origin=args.steer_to_origin, heartbeat_interval_s=args.heartbeat_interval,
         plan_timeout_s=args.plan_timeout, fill_bandwidth_bps=max(0, args.fill_bandwidth_bps),
-        origin_wait_s=args.origin_wait, max_candidates=args.max_candidates,
+        origin_wait_s=args.origin_wait, max_candidates=args.max_candidates, events=args.events,
     )
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import secrets
 import time
 
 from aiohttp import web
 
 from common.content import Title
+from common.events import JobProgress, SteerPlay
 from common.errors import BadRequest, Conflict, NotFound, Unavailable
 from common.http_input import JsonObject, int_field, read_json_object, read_json_value, read_limited, str_field
 from common.ids import ISP_RULE, check_edge_id, check_isp, is_isp, is_title_id, master_path
@@ -29,7 +31,7 @@ from control.jobs import Job, build_plans, new_job_id, title_bytes
 from control.lifecycle import flush
 from control.metrics import BAD_SIGNATURES, HEARTBEATS, MISSES, PLAYS, STALE, STEER_SECONDS
 from control.placement import EdgeSpace, TitleDemand, plan_placement
-from control.state import STATE, ControlState
+from control.state import EVENTS, STATE, ControlState
 from control.steering import Ranking
 
 log = logging.getLogger("ocsim.control")
@@ -101,11 +103,29 @@ async def play(request: web.Request) -> web.Response:
     expires = int(now) + st.config.token_ttl_s
     token = st.config.keyring.sign(title.id, expires, isp or NO_ISP)
     path = master_path(title.id)
+    play_id = secrets.token_hex(8)  # players send it back as X-Ocsim-Session
+    sink = app[EVENTS]
+    if sink.enabled:
+        sink.emit(SteerPlay(play_id, title.id, isp, tuple(c.edge_id for c in ranking.candidates),
+                            None if not ranking.candidates else not ranking.content_miss,
+                            ranking.content_miss, ranking.health_miss))
     return web.json_response({
-        "title": title.id, "isp": isp, "expires": expires,
+        "title": title.id, "isp": isp, "expires": expires, "play_id": play_id,
         "candidates": [{"edge": c.edge_id, "url": token_url(c.url, token, path), "reason": c.reason}
                        for c in ranking.candidates],
     })
+
+
+def _emit_job_progress(app: web.Application, job_ids: set[str]) -> None:
+    st = app[STATE]
+    for job_id in sorted(job_ids):
+        job = st.jobs.get(job_id)
+        if job is None:
+            continue
+        app[EVENTS].emit(JobProgress(
+            job.id, job.isp, str(job.state), float(job.progress),
+            sum(p.done_objects for p in job.plans), sum(p.total_objects for p in job.plans),
+            sum(p.done_bytes for p in job.plans)))
 
 
 def _count_misses(app: web.Application, ranking: Ranking) -> None:
@@ -201,6 +221,8 @@ async def heartbeat(request: web.Request) -> web.Response:
     app[HEARTBEATS].inc((msg.state,))
     st.jobs.seen(edge_id, now)
     changed = st.jobs.report(edge_id, msg.fills, now)
+    if changed and app[EVENTS].enabled:
+        _emit_job_progress(app, {p.job_id for p in changed})
     if any(p.terminal for p in changed):
         # The edge stops reporting a plan once this reply acknowledges its final state, so
         # the final state must be on disk first: a crash now must not lose it.

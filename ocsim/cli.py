@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("ocsim.up", "the whole topology as child processes on loopback"),
     "demo": ("ocsim.demo", "up + pre-position + a crowd of players + a failure + a report"),
     "sim": ("sim.cli", "offline trace-driven simulation on the live cores"),
+    "pipeline": ("pipeline.cli", "the event collector (JetStream -> DuckDB + Parquet) and its read API"),
+    "query": ("pipeline.query_cli", "query the event store (read-only): SQL or a named view"),
 }
 
 

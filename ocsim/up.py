@@ -245,8 +245,12 @@ class Supervisor:
 
     def __init__(self, topo: Topology, *, topology_file: Path | None, state_dir: Path, state_file: Path,
                  restart: bool = False, host: str = HOST, start_timeout: float = 30.0,
-                 stopping: threading.Event | None = None) -> None:
+                 stopping: threading.Event | None = None, events: str = "") -> None:
         self.topo = topo
+        # "" no pipeline; "local" a nats-server -js child; else nats://... of an existing server
+        self.events = events
+        self.events_url = ""
+        self.nats: Any = None  # pipeline.natsserver.NatsServer when local
         self.state_dir = state_dir.resolve()
         self.state_file = state_file
         self.restart = restart
@@ -274,20 +278,48 @@ class Supervisor:
             raise UpError(f"{child.name} did not start: {exc}") from None
         return child
 
+    def _start_pipeline(self) -> None:
+        """nats-server (local) and the collector, before anyone publishes: the collector
+        creates the stream, so the first events have somewhere to go."""
+        if self.events == "local":
+            from pipeline.natsserver import NatsServer
+            self.nats = NatsServer(self.state_dir / "nats", log_path=self.log_dir / "nats.log").start()
+            self.events_url = self.nats.url
+        else:
+            self.events_url = self.events
+        db = self.state_dir / "pipeline" / "events.duckdb"
+        col = self._start(Child("pipeline", "pipeline", [
+            "pipeline", "--host", self.host, "--port", "0", "--events", self.events_url, "--db", str(db)],
+            self.log_dir))
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            status, body = http_json(f"{col.url}/healthz")
+            if status == 200 and isinstance(body, dict) and body.get("bound"):
+                return
+            self.stopping.wait(0.05)
+        raise UpError(f"the collector did not bind to the stream at {self.events_url}; "
+                      f"see {self.log_dir / 'pipeline.log'}")
+
+    def _with_events(self, args: list[str]) -> list[str]:
+        return [*args, "--events", self.events_url] if self.events_url else args
+
     def start_all(self) -> None:
+        if self.events:
+            self._start_pipeline()
         origin = self._start(Child("origin", "origin",
                                    origin_args(self.topo, self.secrets, self.state_dir, self.topo.origin.port,
                                                self.host), self.log_dir))
         control = self._start(Child("control", "control",
-                                    control_args(self.topo, self.topology_file, origin.url, self.secrets,
-                                                 self.state_dir, self.topo.control.port, self.host),
+                                    self._with_events(control_args(
+                                        self.topo, self.topology_file, origin.url, self.secrets, self.state_dir,
+                                        self.topo.control.port, self.host)),
                                     self.log_dir))
         ports = {e.id: e.port or free_port(self.host) for e in self.topo.edges}
         for edge in self.topo.edges:
             peers = [f"http://{self.host}:{ports[p.id]}" for p in self.topo.isps[edge.isp].edges if p.id != edge.id]
             args = edge_args(edge, origin.url, control.url, self.secrets, self.state_dir, ports[edge.id], peers,
                              self.host)
-            self._start(Child(edge.id, "edge", args, self.log_dir, edge=edge))
+            self._start(Child(edge.id, "edge", self._with_events(args), self.log_dir, edge=edge))
 
     def wait_healthy(self, timeout: float) -> None:
         """Every child answers /healthz 200 and every edge is `up` in the control plane's fleet."""
@@ -352,6 +384,8 @@ class Supervisor:
             "edges": edges,
             "isps": self.topo.prefixes(),
             "pids": {c.name: c.pid for c in self.children},
+            "events": self.events_url or None,
+            "pipeline": next((c.url for c in self.children if c.kind == "pipeline"), None),
             "services": {c.name: {"kind": c.kind, **entry(c)} for c in self.children},
         }
 
@@ -426,9 +460,11 @@ class Supervisor:
 
     def stop_all(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """Edges, then control, then origin: SIGTERM, wait, SIGKILL; then their process groups."""
+        # the collector last: it takes what the others flush on their way out
         tiers = [[c for c in self.children if c.kind == "edge"],
                  [c for c in self.children if c.kind == "control"],
-                 [c for c in self.children if c.kind == "origin"]]
+                 [c for c in self.children if c.kind == "origin"],
+                 [c for c in self.children if c.kind == "pipeline"]]
         for tier in tiers:
             live = [c for c in tier if c.alive()]
             for c in live:
@@ -447,6 +483,9 @@ class Supervisor:
                 kill_group(pid)
             if c.proc is not None:
                 c.proc.kill()
+        if self.nats is not None:
+            self.nats.stop()
+            self.nats = None
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -460,6 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart", action="store_true", help="restart a child that dies, with backoff")
     p.add_argument("--ephemeral-ports", action="store_true", help="bind every service to an ephemeral port")
     p.add_argument("--health-timeout", type=float, default=60.0, help="seconds to wait for all to be healthy")
+    p.add_argument("--events", nargs="?", const="local", default="", metavar="nats://HOST:PORT",
+                   help="the event pipeline: alone, start a local nats-server -js (store under the state dir) "
+                        "and the collector; with a URL, publish to that NATS server or cluster instead")
     p.add_argument("--init-secrets", action="store_true",
                    help="only generate the secrets and per-service --config files (origin.toml, control.toml, "
                         "edge-ID.toml) into --state-dir, then exit (docker-compose uses this)")
@@ -512,7 +554,7 @@ def main(argv: Sequence[str]) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     sup = Supervisor(topo, topology_file=Path(args.topology) if args.topology else None, state_dir=state_dir,
-                     state_file=state_file, restart=args.restart, stopping=stopping)
+                     state_file=state_file, restart=args.restart, stopping=stopping, events=args.events)
     t0 = time.monotonic()
 
     def ready() -> None:

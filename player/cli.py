@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from player.abr import ABR_NAMES
+from common.eventsink import make_sink
 from player.driver import Timeouts, play_session
+from player.report import PlayReport
 from player.report import PlayReport
 
 
@@ -39,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--read-timeout", type=float, default=5.0, help="seconds to first byte / between reads")
     p.add_argument("--segment-timeout", type=float, default=30.0, help="seconds for one whole segment")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--events", default="", metavar="nats://HOST:PORT",
+                   help="publish player.session start/progress/end events to NATS JetStream")
     return p
 
 
@@ -100,10 +104,18 @@ def main(argv: Sequence[str]) -> int:
     timeouts = Timeouts(connect_s=args.connect_timeout, read_s=args.read_timeout,
                         segment_s=args.segment_timeout)
     try:
-        report = asyncio.run(play_session(
-            control, args.title, isp=args.isp, client_ip=args.client_ip, speed=args.speed,
-            verify=args.verify, abr=args.abr, timeouts=timeouts, buffer_cap_s=args.buffer_s,
-            max_segments=args.max_segments))
+        async def run() -> PlayReport:
+            sink = make_sink(args.events, "player")
+            await sink.start()
+            try:
+                return await play_session(
+                    control, args.title, isp=args.isp, client_ip=args.client_ip, speed=args.speed,
+                    verify=args.verify, abr=args.abr, timeouts=timeouts, buffer_cap_s=args.buffer_s,
+                    max_segments=args.max_segments, events=sink)
+            finally:
+                await sink.close()
+
+        report = asyncio.run(run())
     except ValueError as exc:
         parser.error(str(exc))
     except KeyboardInterrupt:

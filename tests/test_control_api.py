@@ -144,7 +144,7 @@ async def test_play_answer_shape_and_tokens_verify(client: Client) -> None:
         await e.heartbeat()
     status, body = await play(client, title="alpha", client_ip="10.1.2.3")
     assert status == 200
-    assert set(body) == {"title", "isp", "candidates", "expires"}
+    assert set(body) == {"title", "isp", "candidates", "expires", "play_id"}  # play_id: X-Ocsim-Session
     assert body["title"] == "alpha" and body["isp"] == "isp-a"
     edges = [c["edge"] for c in body["candidates"]]
     assert set(edges[:2]) == {"a1", "a2"} and edges[2:] == ["b1"]
