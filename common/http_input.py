@@ -15,6 +15,9 @@ and origin's admin APIs can take the same functions.
 from __future__ import annotations
 
 import json
+import math
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -97,10 +100,60 @@ def int_field(obj: JsonObject, name: str, lo: int, hi: int) -> int | None:
     value = obj.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+    if not is_int(value) or not lo <= value <= hi:
         raise BadRequest(f"{name} must be an integer in [{lo}, {hi}]")
     return value
 
 
-__all__ = ["MAX_JSON_BYTES", "BearerChallenge", "JsonObject", "int_field", "read_json_object", "read_json_value",
-           "read_limited", "require_bearer", "str_field"]
+def is_int(value: object) -> bool:
+    """A JSON integer: an int that is not a bool (`true` is not 1 here)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def number_field(obj: JsonObject, name: str, lo: float, hi: float, *, above_lo: bool = False) -> float | None:
+    """A finite number (int or float, not a bool, not -0.0) in [lo, hi] (or (lo, hi] when
+    `above_lo`), as a float; None when absent. Infinity (`1e400` parses to it) and NaN are refused."""
+    value = obj.get(name)
+    if value is None:
+        return None
+    low = "(" if above_lo else "["
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadRequest(f"{name} must be a number in {low}{lo:g}, {hi:g}]")
+    number = float(value) if isinstance(value, float) or abs(value) <= 2**53 else math.inf
+    if not math.isfinite(number) or math.copysign(1.0, number) < 0 and number == 0:
+        raise BadRequest(f"{name} must be a finite number in {low}{lo:g}, {hi:g}]")
+    if number < lo or number > hi or (above_lo and number == lo):
+        raise BadRequest(f"{name} must be a number in {low}{lo:g}, {hi:g}]")
+    return number
+
+
+def int_list_field(obj: JsonObject, name: str, lo: int, hi: int, *, max_items: int = 64) -> list[int] | None:
+    """A non-empty list of at most `max_items` distinct integers (not bools) in [lo, hi], or None when absent."""
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not 1 <= len(value) <= max_items \
+            or not all(is_int(v) and lo <= v <= hi for v in value):
+        raise BadRequest(f"{name} must be a list of 1 to {max_items} integers in [{lo}, {hi}]")
+    if len(set(value)) != len(value):
+        raise BadRequest(f"{name} must not repeat a value")
+    return list(value)
+
+
+_QUERY_INT_RE = re.compile(r"(?:0|[1-9][0-9]{0,17})\Z")
+
+
+def query_int(query: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    """A query-string integer in [lo, hi]: decimal digits only (no sign, spaces, `_` or
+    leading zeros, which `int()` would take), else 400 naming the parameter."""
+    text = query.get(name)
+    if text is None:
+        return default
+    if not _QUERY_INT_RE.match(text) or not lo <= int(text) <= hi:
+        raise BadRequest(f"{name} must be an integer in [{lo}, {hi}]")
+    return int(text)
+
+
+__all__ = ["MAX_JSON_BYTES", "BearerChallenge", "JsonObject", "int_field", "int_list_field", "is_int",
+           "number_field", "query_int", "read_json_object", "read_json_value", "read_limited", "require_bearer",
+           "str_field"]
