@@ -100,14 +100,26 @@ def int_field(obj: JsonObject, name: str, lo: int, hi: int) -> int | None:
     value = obj.get(name)
     if value is None:
         return None
-    if not is_int(value) or not lo <= value <= hi:
+    number = as_int(value)
+    if number is None or not lo <= number <= hi:
         raise BadRequest(f"{name} must be an integer in [{lo}, {hi}]")
-    return value
+    return number
+
+
+def as_int(value: object) -> int | None:
+    """`value` as a JSON Schema integer, else None: an int that is not a bool (`true` is
+    not 1 here), or a float with no fractional part (`750.0` is 750, as JSON Schema says)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return None
 
 
 def is_int(value: object) -> bool:
-    """A JSON integer: an int that is not a bool (`true` is not 1 here)."""
-    return isinstance(value, int) and not isinstance(value, bool)
+    return as_int(value) is not None
 
 
 def number_field(obj: JsonObject, name: str, lo: float, hi: float, *, above_lo: bool = False) -> float | None:
@@ -132,12 +144,12 @@ def int_list_field(obj: JsonObject, name: str, lo: int, hi: int, *, max_items: i
     value = obj.get(name)
     if value is None:
         return None
-    if not isinstance(value, list) or not 1 <= len(value) <= max_items \
-            or not all(is_int(v) and lo <= v <= hi for v in value):
+    numbers = [as_int(v) for v in value] if isinstance(value, list) else []
+    if not 1 <= len(numbers) <= max_items or not all(n is not None and lo <= n <= hi for n in numbers):
         raise BadRequest(f"{name} must be a list of 1 to {max_items} integers in [{lo}, {hi}]")
-    if len(set(value)) != len(value):
+    if len(set(numbers)) != len(numbers):
         raise BadRequest(f"{name} must not repeat a value")
-    return list(value)
+    return [n for n in numbers if n is not None]
 
 
 _QUERY_INT_RE = re.compile(r"(?:0|[1-9][0-9]{0,17})\Z")
@@ -154,6 +166,6 @@ def query_int(query: Mapping[str, str], name: str, default: int, lo: int, hi: in
     return int(text)
 
 
-__all__ = ["MAX_JSON_BYTES", "BearerChallenge", "JsonObject", "int_field", "int_list_field", "is_int",
+__all__ = ["MAX_JSON_BYTES", "BearerChallenge", "JsonObject", "as_int", "int_field", "int_list_field", "is_int",
            "number_field", "query_int", "read_json_object", "read_json_value", "read_limited", "require_bearer",
            "str_field"]

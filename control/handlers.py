@@ -16,7 +16,7 @@ import time
 from aiohttp import web
 
 from common.content import DEFAULT_LADDER, MAX_DURATION_S, MAX_RENDITION_KBPS, Title
-from common.errors import BadRequest, Conflict, NotFound, Unavailable
+from common.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable
 from common.http_input import JsonObject, int_field, int_list_field, number_field, query_int, read_json_object, \
     read_limited, str_field
 from common.ids import ISP_RULE, TITLE_RULE, check_edge_id, check_isp, is_isp, is_title_id, master_path
@@ -126,8 +126,10 @@ def _signed_reply(key: bytes, reply: ControlReply) -> web.Response:
 
 async def _read_signed(request: web.Request, edge_id: str) -> tuple[bytes, bytes, str | None]:
     header = request.headers.get(EDGE_HEADER)
-    if header is None or header != edge_id:
-        raise BadRequest(f"{EDGE_HEADER} header missing or not the edge id")
+    if header is None:
+        raise BadRequest(f"{EDGE_HEADER} header missing")
+    if header != edge_id:  # well-formed, but it names another edge than the path: not authenticated
+        raise Forbidden(f"{EDGE_HEADER} is not the edge id of the path")
     body = await read_limited(request, MAX_MESSAGE_BYTES)
     st = request.app[STATE]
     return st.edge_key(edge_id), body, request.headers.get(SIGNATURE_HEADER)
@@ -326,15 +328,14 @@ async def create_job(request: web.Request) -> web.Response:
             raise BadRequest(f"top must be an integer in [1, {MAX_JOB_TITLES}]")
         titles = st.top_titles(isp, top)
     renditions: tuple[int, ...] | None = None
-    if body.get("renditions") is not None:
-        rends = body["renditions"]
-        if not isinstance(rends, list) or not rends or not all(
-                isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in rends):
-            raise BadRequest("renditions must be a non-empty list of kbit/s")
-        renditions = tuple(sorted(set(rends)))
-        for t in titles:
+    if "renditions" in body:
+        rends = int_list_field(body, "renditions", 1, MAX_RENDITION_KBPS)
+        if rends is None:  # "renditions": null
+            raise BadRequest("renditions must be a list of kbit/s")
+        renditions = tuple(sorted(rends))
+        for t in titles:  # well-formed, but not what this title has: a conflict with the catalog
             if not set(renditions) & set(t.renditions):
-                raise BadRequest(f"title {t.id} has none of the renditions {list(renditions)}")
+                raise Conflict(f"title {t.id} has none of the renditions {list(renditions)}")
     bandwidth = int_field(body, "bandwidth_bps", 0, 10**12)
     replicas = int_field(body, "replicas", 1, 64)
     if isp not in st.known_isps():

@@ -120,3 +120,30 @@ def test_query_int_is_strict() -> None:
         query_int(q, "n", 1, 1, 10**6)
     assert query_int(MultiDict({"n": "1000"}), "n", 1, 1, 10**6) == 1000
     assert query_int(MultiDict(), "n", 7, 1, 10) == 7
+
+
+# ---------------------------------------------------------------- the document says what is accepted
+
+async def test_openapi_names_id_patterns_ranges_oneofs_link_and_a_playable_example(client: Client) -> None:
+    doc = await (await client.get("/openapi.json")).json()
+    paths, schemas = doc["paths"], doc["components"]["schemas"]
+    for path in ("/v1/titles/{id}", "/v1/edges/{id}/admin", "/v1/edges/{id}/heartbeat", "/v1/prepositions/{id}"):
+        assert "pattern" in paths[path]["parameters"][0]["schema"], path
+    edge_header = paths["/v1/edges/register"]["post"]["parameters"][0]
+    assert edge_header["name"] == "X-Ocsim-Edge" and "pattern" in edge_header["schema"]
+    assert "pattern" in schemas["PlayRequest"]["properties"]["title"]
+    assert "pattern" in schemas["JobRequest"]["properties"]["titles"]["items"]
+    limit = paths["/v1/popularity"]["get"]["parameters"][1]["schema"]
+    assert (limit["minimum"], limit["maximum"]) == (1, 1000)
+    job = schemas["JobRequest"]["properties"]
+    assert job["replicas"]["maximum"] == 64 and job["bandwidth_bps"]["maximum"] == 10**12
+    assert schemas["Title"]["properties"]["duration_s"]["maximum"] == 6 * 3600
+    assert schemas["Title"]["properties"]["renditions"]["items"]["maximum"] == 100_000
+    assert len(schemas["JobRequest"]["oneOf"]) == 2 and len(schemas["PlayRequest"]["oneOf"]) == 3
+    created = paths["/v1/prepositions"]["post"]["responses"]["202"]
+    assert created["links"]["GetJob"]["operationId"] == "get_job"
+    ids = {op["operationId"] for item in paths.values() for m, op in item.items() if m != "parameters"}
+    assert "get_job" in ids
+    # the example play names a title of the built-in catalog, so a generated play can succeed
+    from common.content import default_catalog
+    assert schemas["PlayRequest"]["example"]["title"] in default_catalog()
