@@ -131,9 +131,11 @@ def number_field(obj: JsonObject, name: str, lo: float, hi: float, *, above_lo: 
     low = "(" if above_lo else "["
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise BadRequest(f"{name} must be a number in {low}{lo:g}, {hi:g}]")
-    number = float(value) if isinstance(value, float) or abs(value) <= 2**53 else math.inf
+    if isinstance(value, int) and abs(value) > 2**53:  # 10**19: out of any range we take, and of SQLite's
+        raise BadRequest(f"{name} must be a number in {low}{lo:g}, {hi:g}]")
+    number = float(value)
     if not math.isfinite(number) or math.copysign(1.0, number) < 0 and number == 0:
-        raise BadRequest(f"{name} must be a finite number in {low}{lo:g}, {hi:g}]")
+        raise BadRequest(f"{name} must be a finite number in {low}{lo:g}, {hi:g}] (not -0.0, NaN or Infinity)")
     if number < lo or number > hi or (above_lo and number == lo):
         raise BadRequest(f"{name} must be a number in {low}{lo:g}, {hi:g}]")
     return number
