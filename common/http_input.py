@@ -15,6 +15,9 @@ and origin's admin APIs can take the same functions.
 from __future__ import annotations
 
 import json
+import math
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -97,10 +100,74 @@ def int_field(obj: JsonObject, name: str, lo: int, hi: int) -> int | None:
     value = obj.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+    number = as_int(value)
+    if number is None or not lo <= number <= hi:
         raise BadRequest(f"{name} must be an integer in [{lo}, {hi}]")
-    return value
+    return number
 
 
-__all__ = ["MAX_JSON_BYTES", "BearerChallenge", "JsonObject", "int_field", "read_json_object", "read_json_value",
-           "read_limited", "require_bearer", "str_field"]
+def as_int(value: object) -> int | None:
+    """`value` as a JSON Schema integer, else None: an int that is not a bool (`true` is
+    not 1 here), or a float with no fractional part (`750.0` is 750, as JSON Schema says)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return None
+
+
+def is_int(value: object) -> bool:
+    return as_int(value) is not None
+
+
+def number_field(obj: JsonObject, name: str, lo: float, hi: float, *, above_lo: bool = False) -> float | None:
+    """A finite number (int or float, not a bool, not -0.0) in [lo, hi] (or (lo, hi] when
+    `above_lo`), as a float; None when absent. Infinity (`1e400` parses to it) and NaN are refused."""
+    value = obj.get(name)
+    if value is None:
+        return None
+    low = "(" if above_lo else "["
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadRequest(f"{name} must be a number in {low}{lo:g}, {hi:g}]")
+    if isinstance(value, int) and abs(value) > 2**53:  # 10**19: out of any range we take, and of SQLite's
+        raise BadRequest(f"{name} must be a number in {low}{lo:g}, {hi:g}]")
+    number = float(value)
+    if not math.isfinite(number) or math.copysign(1.0, number) < 0 and number == 0:
+        raise BadRequest(f"{name} must be a finite number in {low}{lo:g}, {hi:g}] (not -0.0, NaN or Infinity)")
+    if number < lo or number > hi or (above_lo and number == lo):
+        raise BadRequest(f"{name} must be a number in {low}{lo:g}, {hi:g}]")
+    return number
+
+
+def int_list_field(obj: JsonObject, name: str, lo: int, hi: int, *, max_items: int = 64) -> list[int] | None:
+    """A non-empty list of at most `max_items` distinct integers (not bools) in [lo, hi], or None when absent."""
+    value = obj.get(name)
+    if value is None:
+        return None
+    numbers = [as_int(v) for v in value] if isinstance(value, list) else []
+    if not 1 <= len(numbers) <= max_items or not all(n is not None and lo <= n <= hi for n in numbers):
+        raise BadRequest(f"{name} must be a list of 1 to {max_items} integers in [{lo}, {hi}]")
+    if len(set(numbers)) != len(numbers):
+        raise BadRequest(f"{name} must not repeat a value")
+    return [n for n in numbers if n is not None]
+
+
+_QUERY_INT_RE = re.compile(r"(?:0|[1-9][0-9]{0,17})\Z")
+
+
+def query_int(query: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    """A query-string integer in [lo, hi]: decimal digits only (no sign, spaces, `_` or
+    leading zeros, which `int()` would take), else 400 naming the parameter."""
+    text = query.get(name)
+    if text is None:
+        return default
+    if not _QUERY_INT_RE.match(text) or not lo <= int(text) <= hi:
+        raise BadRequest(f"{name} must be an integer in [{lo}, {hi}]")
+    return int(text)
+
+
+__all__ = ["MAX_JSON_BYTES", "BearerChallenge", "JsonObject", "as_int", "int_field", "int_list_field", "is_int",
+           "number_field", "query_int", "read_json_object", "read_json_value", "read_limited", "require_bearer",
+           "str_field"]

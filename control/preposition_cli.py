@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from common.cli_args import HelpFormatter
 from common.json_client import ApiError, call_json
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
@@ -35,11 +36,12 @@ def render_bar(job: dict[str, Any], width: int = 30) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ocsim preposition",
-                                description="Place titles on an ISP's edges (a pre-position job).")
+                                description="Place titles on an ISP's edges (a pre-position job).",
+                                formatter_class=HelpFormatter)
     p.add_argument("--control", help="control plane URL (default: from --state-file)")
     p.add_argument("--token", help="operator token (default: $OCSIM_OPERATOR_TOKEN, then --state-file)")
     p.add_argument("--state-file", help="the JSON state file of `ocsim up`")
-    p.add_argument("--isp", required=True)
+    p.add_argument("--isp", required=True, help="the ISP whose edges get the titles")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--titles", help="comma-separated title ids")
     what.add_argument("--top", type=int, help="the N most popular titles in that ISP")

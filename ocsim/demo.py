@@ -37,6 +37,7 @@ from typing import Any
 
 import aiohttp
 
+from common.cli_args import HelpFormatter
 from common.content import DEFAULT_LADDER, Catalog, Title
 from common.eventsink import EventSink, make_sink
 from common.json_client import ApiError, call_json_async, request_json_async
@@ -423,7 +424,7 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     d = DemoOptions()
     p = argparse.ArgumentParser(prog="ocsim demo", description="up + pre-position + a crowd of players + a failure "
-                                "+ a report")
+                                "+ a report", formatter_class=HelpFormatter)
     p.add_argument("--report-dir", help="write report.json and report.html here")
     p.add_argument("--duration", type=float, default=d.duration_s, help="seconds of crowd (default %(default)s)")
     p.add_argument("--viewers", type=int, default=d.viewers, help="concurrent viewers (default %(default)s)")
@@ -434,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true", help="players verify every byte (costs CPU)")
     p.add_argument("--events", action="store_true",
                    help="run the event pipeline too (nats-server + collector); the report gains its views")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the crowd and the catalog")
     p.add_argument("--topology", help="topology TOML (default: built-in; ports are made ephemeral)")
     p.add_argument("--state-dir", help="keep secrets, caches and logs here (default: a temporary directory)")
     return p

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from common.auth import load_or_create_secret
+from common.cli_args import HelpFormatter
 from common.json_client import ApiError, request_json
 from common.sizes import format_size
 from common.tokens import Keyring
@@ -232,6 +233,33 @@ class Child:
         self.args = _replace_port(self.args, int(self.url.rsplit(":", 1)[1]))
 
 
+def start_failure_text(name: str, args: Sequence[str], failure: str, log_path: Path | None) -> str:
+    """Why a child did not start, in words an operator can act on: the cause from the end of
+    its log (an address in use above all, with the way out), else the process' own failure."""
+    tail = ""
+    if log_path is not None:
+        try:
+            with open(log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 4096))
+                tail = f.read().decode("utf-8", "replace")
+        except OSError:
+            tail = ""
+    if "address already in use" in tail.lower() or "errno 98" in tail.lower():
+        port = args[args.index("--port") + 1] if "--port" in args else "?"
+        return (f"{name} could not listen on port {port}: address already in use (another `ocsim up`, or "
+                f"another program, has it). Stop that, or run `ocsim up --ephemeral-ports` to let every "
+                f"service pick a free port (the state file then tells the URLs).")
+    for line in reversed(tail.splitlines()):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("level") in ("error", "critical"):
+            return f"{name} did not start: {record.get('msg', '')}: {record.get('error', '')} (log: {log_path})"
+    return f"{name} did not start: {failure}"
+
+
 def kill_group(pid: int) -> None:
     """SIGKILL what is left of a child's process group (the child is its own session leader)."""
     try:
@@ -275,7 +303,8 @@ class Supervisor:
         try:
             child.start(self.start_timeout)
         except ServiceFailed as exc:
-            raise UpError(f"{child.name} did not start: {exc}") from None
+            log_path = child.proc.log_path if child.proc is not None else None
+            raise UpError(start_failure_text(child.name, child.args, str(exc), log_path)) from None
         return child
 
     def _start_pipeline(self) -> None:
@@ -490,9 +519,16 @@ class Supervisor:
 
 # --- command line ----------------------------------------------------------------------------
 
+def ready_text(services: int, seconds: float, state_file: Path, control_url: str, token_file: Path) -> str:
+    """What `ocsim up` says once all is healthy: where the dashboard and the token are."""
+    return (f"{services} services healthy in {seconds:.1f}s; state file {state_file}\n"
+            f"dashboard: {control_url}/dashboard  (paste the operator token from {token_file})\n"
+            f"Ctrl-C stops all")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ocsim up", description="Run the whole topology as child processes on "
-                                "loopback; Ctrl-C or SIGTERM stops it all.")
+                                "loopback; Ctrl-C or SIGTERM stops it all.", formatter_class=HelpFormatter)
     p.add_argument("--topology", help="topology TOML (default: built-in, see topologies/default.toml)")
     p.add_argument("--state-dir", default=".ocsim/up", help="secrets, caches, logs, control db")
     p.add_argument("--state-file", help="JSON state file (default: STATE_DIR/state.json)")
@@ -559,8 +595,8 @@ def main(argv: Sequence[str]) -> int:
 
     def ready() -> None:
         print(sup.table())
-        print(f"{len(sup.children)} services healthy in {time.monotonic() - t0:.1f}s; state file {state_file}; "
-              f"operator token in {sup.state_dir / 'operator_token'}; Ctrl-C stops all", flush=True)
+        print(ready_text(len(sup.children), time.monotonic() - t0, state_file, sup.child("control").url,
+                         sup.state_dir / "operator_token"), flush=True)
 
     code = 0
     try:

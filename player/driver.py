@@ -205,7 +205,7 @@ class _Player:
         self.answered_isp = isp
         self.edges = {c.edge: _EdgeView(c) for c in candidates}
         self.ranked = [c.edge for c in candidates]
-        await self._emit(PlayerEvent("steer", reason=",".join(self.ranked)))
+        await self._emit(PlayerEvent("steer", reason=",".join(self.ranked), isp=isp))
 
     # ----------------------------------------------------------------- fetching
 
