@@ -18,16 +18,22 @@ _RATE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:bit|bps|b/s)?\s*\Z", re
 _RATE_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 
 
+MAX_RATE_BPS = 10**15  # 1 Pbit/s: more than any link we emulate, and far from float overflow
+
+
 def parse_rate(text: str | int | float) -> int:
-    """'200Mbit', '1Gbit', '500kbps', '1e6' or a number -> bits per second (0 = unlimited)."""
+    """'200Mbit', '1Gbit', '500kbps', '1e6' or a number -> bits per second (0 = unlimited),
+    at most MAX_RATE_BPS (ValueError otherwise, never OverflowError)."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
-        if text < 0:
-            raise ValueError("a rate must not be negative")
-        return int(text)
-    m = _RATE_RE.match(str(text))
-    if not m:
-        raise ValueError(f"not a rate: {text!r} (e.g. 200Mbit, 1Gbit, 500kbit)")
-    return int(float(m.group(1)) * _RATE_UNITS[m.group(2).lower()])
+        value = float(text) if isinstance(text, float) else text
+    else:
+        m = _RATE_RE.match(str(text)[:64])
+        if not m:
+            raise ValueError(f"not a rate: {str(text)[:40]!r} (e.g. 200Mbit, 1Gbit, 500kbit)")
+        value = float(m.group(1)) * _RATE_UNITS[m.group(2).lower()]
+    if value != value or not 0 <= value <= MAX_RATE_BPS:  # NaN, negative, infinite or absurd
+        raise ValueError(f"a rate must be in [0, {MAX_RATE_BPS}] bit/s")
+    return int(value)
 
 
 @dataclass(frozen=True, slots=True)
