@@ -312,6 +312,12 @@ def test_raw_request_heads_at_the_edge_get_an_answer(topo: Topo, method: bytes, 
     status_of(got, raw)
 
 
+@pytest.mark.parametrize("line_end", [b"\n", b"\r"])
+def test_a_request_with_bare_line_ends_is_answered_not_left_hanging(topo: Topo, line_end: bytes) -> None:
+    raw = line_end.join([b"GET /content/title-001/master.m3u8 HTTP/1.1", b"Host: fuzz", b"", b""])
+    status_of(exchange(topo.edge, raw), raw)  # within IO_TIMEOUT_S, and not a 5xx
+
+
 def test_the_fuzzed_services_are_still_healthy(topo: Topo) -> None:
     for url in (topo.origin, topo.control, topo.edge):
         status, _ = call(url, "GET", "/healthz")
