@@ -207,3 +207,15 @@ async def test_the_origin_s_put_link_refuses_hostile_bodies_with_a_4xx(origin_cl
     resp = await origin_client.put("/admin/link", data=body, headers={**ORIGIN_AUTH, "Content-Type": ctype})
     assert 400 <= resp.status < 500 and "error" in await resp.json()
     assert await (await origin_client.get("/admin/link", headers=ORIGIN_AUTH)).json() == before
+
+
+# ------------------------------------------------------------------ secrets from the environment
+
+def test_a_secret_from_the_environment_stays_a_string() -> None:
+    from common.config import apply_config
+    from control.cli import build_parser
+    parser = build_parser()
+    apply_config(parser, "control", [], env={"OCSIM_CONTROL_OPERATOR_TOKEN": "0123",
+                                             "OCSIM_CONTROL_FLEET_SECRET": "1" * 64, "OCSIM_CONTROL_PORT": "9100"})
+    args = parser.parse_args([])
+    assert args.operator_token == "0123" and args.fleet_secret == "1" * 64 and args.port == 9100
