@@ -6,8 +6,14 @@ Rules of this module:
    (413) before reading, and a chunked body is counted as it arrives.
 2. Every refusal is a `common.errors.PeerError` with a short reason, so the service's
    error middleware turns it into `{"error": reason}` with the right 4xx.
-3. The token comparison is `common.auth.bearer_matches` (constant time); a missing or
-   non-Bearer header is 401 with a `WWW-Authenticate` challenge, a wrong token 403.
+3. The token comparison is `common.auth.bearer_matches` (constant time); a missing,
+   non-Bearer or not-printable-ASCII header is 401 with a `WWW-Authenticate` challenge, a
+   wrong token 403.
+4. One strict layer for every decoded body, JSON or msgpack (`check_decoded`): a declared
+   charset other than utf-8 is 415; the bytes must be valid UTF-8; nesting is at most
+   `MAX_DEPTH` deep; numbers are finite floats or integers within 64 bits; strings and
+   keys hold no lone surrogates. A body that passes can be re-encoded as JSON or msgpack
+   and logged without raising.
 
 Nothing here knows about one service: the control plane uses it today, and the edge's
 and origin's admin APIs can take the same functions.
@@ -22,10 +28,12 @@ from typing import Any
 
 from aiohttp import web
 
-from common.auth import bearer_matches
-from common.errors import BadRequest, Forbidden, PayloadTooLarge
+from common.auth import bearer_matches, printable_ascii
+from common.errors import BadRequest, Forbidden, PayloadTooLarge, UnsupportedMediaType
 
 MAX_JSON_BYTES = 64 * 1024
+MAX_DEPTH = 32  # nesting of arrays/objects (maps/lists in msgpack); real bodies use 3
+INT_MIN, INT_MAX = -(2 ** 63), 2 ** 63 - 1
 
 JsonObject = dict[str, Any]  # a decoded JSON object; its values are checked field by field
 
@@ -40,7 +48,7 @@ class BearerChallenge(web.HTTPUnauthorized):
 def require_bearer(request: web.Request, token: str, realm: str) -> None:
     """Refuse the request unless it carries `Authorization: Bearer <token>`."""
     header = request.headers.get("Authorization")
-    if not header or not header.lower().startswith("bearer "):
+    if not header or not printable_ascii(header) or not header.lower().startswith("bearer "):
         raise BearerChallenge(realm)
     if not bearer_matches(header, token):
         raise Forbidden("wrong operator token")
@@ -62,14 +70,83 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_json_value(request: web.Request, limit: int = MAX_JSON_BYTES) -> object:
-    """Any JSON value (400 if it does not parse)."""
-    raw = await read_limited(request, limit)
-    try:
-        value: object = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("malformed JSON") from None
+def check_charset(request: web.BaseRequest) -> None:
+    """Refuse (415) a body declared in any charset but utf-8 (absent means utf-8)."""
+    charset = request.charset
+    if charset is not None and charset.strip().lower() not in ("utf-8", "utf8"):
+        raise UnsupportedMediaType("body charset must be utf-8")
+
+
+def _refuse_constant(name: str) -> object:
+    raise BadRequest(f"{name[:16]} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadRequest("number out of range")
     return value
+
+
+def decode_json(raw: bytes) -> object:
+    """The JSON value in `raw`, through the strict layer (rule 4); 400 otherwise."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("body is not valid UTF-8") from None
+    try:
+        value: object = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise BadRequest(f"JSON nested deeper than {MAX_DEPTH}") from None
+    except ValueError:
+        raise BadRequest("malformed JSON") from None
+    check_decoded(value)
+    return value
+
+
+def check_decoded(value: object, what: str = "body") -> None:
+    """Rule 4 over an already decoded JSON or msgpack value (iterative: no recursion)."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth >= MAX_DEPTH:
+                raise BadRequest(f"{what} nested deeper than {MAX_DEPTH}")
+            if isinstance(item, dict):
+                for k, v in item.items():
+                    stack.append((k, depth + 1))
+                    stack.append((v, depth + 1))
+            else:
+                stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, str):
+            if not _valid_text(item):
+                raise BadRequest(f"{what} holds a string that is not valid Unicode")
+        elif isinstance(item, bool) or item is None or isinstance(item, bytes):
+            continue
+        elif isinstance(item, int):
+            if not INT_MIN <= item <= INT_MAX:
+                raise BadRequest(f"{what} holds an integer out of range")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise BadRequest(f"{what} holds a number that is not finite")
+        else:
+            raise BadRequest(f"{what} holds a value of an unsupported type")
+
+
+def _valid_text(text: str) -> bool:
+    """No lone surrogates (so the string encodes as UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+async def read_json_value(request: web.Request, limit: int = MAX_JSON_BYTES) -> object:
+    """Any JSON value, through the strict layer (rule 4); 400/413/415 otherwise."""
+    check_charset(request)
+    raw = await read_limited(request, limit)
+    return decode_json(raw)
 
 
 async def read_json_object(request: web.Request, allowed: frozenset[str], limit: int = MAX_JSON_BYTES) -> JsonObject:
@@ -168,6 +245,7 @@ def query_int(query: Mapping[str, str], name: str, default: int, lo: int, hi: in
     return int(text)
 
 
-__all__ = ["MAX_JSON_BYTES", "BearerChallenge", "JsonObject", "as_int", "int_field", "int_list_field", "is_int",
-           "number_field", "query_int", "read_json_object", "read_json_value", "read_limited", "require_bearer",
+__all__ = ["MAX_DEPTH", "MAX_JSON_BYTES", "BearerChallenge", "JsonObject", "as_int", "check_charset",
+           "check_decoded", "decode_json", "int_field", "int_list_field", "is_int", "number_field", "query_int",
+           "read_json_object", "read_json_value", "read_limited", "require_bearer",
            "str_field"]

@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from common.auth import bearer_matches
-from common.errors import BadRequest, Forbidden, NotFound, OcsimError, Unauthorized
+from common.errors import BadRequest, Forbidden, NotFound, OcsimError
 from common.events import EdgeEvict, EdgeFill, EdgeRequest
 from common.eventsink import make_sink
+from common.http_input import read_json_object, require_bearer
 from common.ids import check_title_id, content_prefix, parse_content_path
 from common.selection import FIELDS as _CONDITIONAL
 from common.selection import Outcome, Selection, from_headers, select_response
@@ -54,6 +54,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ocsim.edge")
 
+ADMIN_BODY_BYTES = 16 * 1024  # an admin body is one path or title
+PURGE_FIELDS = frozenset({"path", "title"})
+PIN_FIELDS = frozenset({"path"})
 HOT_MAX_OBJECT = 64 * 1024  # playlists and other small objects live in RAM too
 SESSION_HEADER = "X-Ocsim-Session"  # a player's play id: joins edge.request to steer.play
 # what the content handler learns on the way, for its edge.request event
@@ -502,21 +505,11 @@ class EdgeNode:
     # -- operator endpoints ------------------------------------------------------------------
 
     def _authorize(self, request: web.Request) -> None:
-        header = request.headers.get("Authorization")
-        if not header:
-            raise Unauthorized("operator token required")
-        if not bearer_matches(header, self.config.operator_token):
-            raise Forbidden("bad operator token")
+        require_bearer(request, self.config.operator_token, "ocsim-edge")
 
     @staticmethod
-    async def _json(request: web.Request) -> dict[str, Any]:
-        try:
-            body = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest("body must be JSON") from None
-        if not isinstance(body, dict):
-            raise BadRequest("body must be a JSON object")
-        return body
+    async def _json(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:
+        return await read_json_object(request, allowed, ADMIN_BODY_BYTES)  # the strict input layer
 
     @staticmethod
     def _key_of(body: dict[str, Any]) -> str:
@@ -527,7 +520,7 @@ class EdgeNode:
 
     async def purge(self, request: web.Request) -> web.Response:
         self._authorize(request)
-        body = await self._json(request)
+        body = await self._json(request, PURGE_FIELDS)
         if "title" in body:
             title = check_title_id(body["title"])
             prefix = content_prefix(title)
@@ -544,7 +537,7 @@ class EdgeNode:
 
     async def _set_pin(self, request: web.Request, pinned: bool) -> web.Response:
         self._authorize(request)
-        key = self._key_of(await self._json(request))
+        key = self._key_of(await self._json(request, PIN_FIELDS))
         if not self.store.set_pinned(key, pinned):
             raise NotFound(f"{key} is not cached")
         await self.store.flush()

@@ -208,7 +208,7 @@ async def preposition(http: aiohttp.ClientSession, state: dict[str, Any], opts: 
 
 
 async def edge_stats(http: aiohttp.ClientSession, state: dict[str, Any]) -> dict[str, Any]:
-    token = state["operator_token"]
+    token = state.get("edge_operator_token") or state["operator_token"]  # the edges' own operator token
     got = await asyncio.gather(*(try_json(http, f"{e['url']}/admin/stats", token) for e in state["edges"]))
     return {e["id"]: g for e, g in zip(state["edges"], got) if isinstance(g, dict)}
 
@@ -314,7 +314,8 @@ async def run_crowd(http: aiohttp.ClientSession, state: dict[str, Any], catalog:
         if len(alive) < 2:
             return
         victim = max(alive, key=lambda e: crowd.edge_bytes.get(e["id"], 0))
-        last = await try_json(http, f"{victim['url']}/admin/stats", state["operator_token"])
+        last = await try_json(http, f"{victim['url']}/admin/stats",
+                              state.get("edge_operator_token") or state["operator_token"])
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(victim["pid"]), signal.SIGKILL)
         snapshots["killed"][victim["id"]] = last

@@ -12,8 +12,11 @@ SIGKILL for stragglers, and the process group of each child too, so nothing is l
 behind even by a child that died. The state file is removed at the end.
 
 Secrets are generated once into the state directory (mode 0600) and handed to the
-children explicitly: the operator token, the fleet secret (each edge gets only its own
-`edge_key(fleet_secret, id)`), the token keyring, the origin's admin token.
+children through one `--config` file each (mode 0600, `origin.toml`, `control.toml`,
+`edge-{id}.toml`), never on a command line (`ps` and /proc/*/cmdline show argv to every
+local user): the control plane's operator token, the fleet secret (each edge gets only its
+own `edge_key(fleet_secret, id)`), the token keyring, the origin's admin token, and the
+edges' own operator token (per service: an edge's token does not open the control plane).
 
 `--ephemeral-ports` binds every service to a port of the kernel's choosing (a second `up`
 beside the first, Locust runs); `--init-secrets` only generates the secrets plus one
@@ -74,6 +77,7 @@ class Secrets:
     fleet_secret: bytes
     keyring: Keyring
     origin_admin_token: str
+    edge_operator_token: str = ""  # the edges' /admin token: it opens no other service's API
 
     def edge_key_hex(self, edge_id: str) -> str:
         return edge_key(self.fleet_secret, edge_id).hex()
@@ -103,6 +107,7 @@ def load_secrets(state_dir: str | Path) -> Secrets:
         fleet_secret=bytes.fromhex(load_or_create_secret(state, "fleet_secret", 32)),
         keyring=keyring,
         origin_admin_token=load_or_create_secret(state, "origin_admin_token", 24),
+        edge_operator_token=load_or_create_secret(state, "edge_operator_token", 24),
     )
 
 
@@ -122,7 +127,7 @@ def write_service_configs(topo: Topology, secrets: Secrets, state_dir: Path) -> 
     for e in topo.edges:
         files[f"edge-{e.id}.toml"] = toml("edge", {"edge_key": secrets.edge_key_hex(e.id),
                                                    "token_key": secrets.keyring.format(),
-                                                   "operator_token": secrets.operator_token})
+                                                   "operator_token": secrets.edge_operator_token})
     written = []
     for name, text in files.items():
         _write_private(state_dir / name, text)
@@ -137,7 +142,7 @@ def origin_args(topo: Topology, secrets: Secrets, state_dir: Path, port: int, ho
     args = ["origin", "--host", host, "--port", str(port),
             "--latency-ms", f"{o.latency_ms:g}", "--bandwidth", str(o.bandwidth_bps),
             "--total-bandwidth", str(o.total_bandwidth_bps), "--error-rate", f"{o.error_rate:g}",
-            "--admin-token", secrets.origin_admin_token, "--state-dir", str(state_dir / "origin")]
+            "--config", str(state_dir / "origin.toml"), "--state-dir", str(state_dir / "origin")]
     if o.catalog:
         args += ["--catalog", o.catalog]
     return args + list(o.args)
@@ -148,8 +153,7 @@ def control_args(topo: Topology, topology_file: Path, origin_url: str, secrets: 
     return ["control", "--host", host, "--port", str(port),
             "--db", str(state_dir / "control.db"), "--state-dir", str(state_dir / "control"),
             "--topology", str(topology_file), "--origin", origin_url,
-            "--operator-token", secrets.operator_token, "--fleet-secret", secrets.fleet_secret.hex(),
-            "--token-key", secrets.keyring.format(), *topo.control.args]
+            "--config", str(state_dir / "control.toml"), *topo.control.args]
 
 
 def edge_args(edge: EdgeSpec, origin_url: str, control_url: str, secrets: Secrets, state_dir: Path,
@@ -157,8 +161,7 @@ def edge_args(edge: EdgeSpec, origin_url: str, control_url: str, secrets: Secret
     args = ["edge", "--host", host, "--port", str(port), "--id", edge.id, "--isp", edge.isp,
             "--upstream", origin_url, "--control", control_url,
             "--cache-dir", str(state_dir / "cache" / edge.id), "--capacity", str(edge.capacity),
-            "--policy", edge.policy, "--edge-key", secrets.edge_key_hex(edge.id),
-            "--token-key", secrets.keyring.format(), "--operator-token", secrets.operator_token]
+            "--policy", edge.policy, "--config", str(state_dir / f"edge-{edge.id}.toml")]
     for peer in peers:
         args += ["--peer", peer]
     return args + list(edge.args)
@@ -333,6 +336,8 @@ class Supervisor:
         return [*args, "--events", self.events_url] if self.events_url else args
 
     def start_all(self) -> None:
+        # Secrets reach the children through their --config files (mode 0600), never argv.
+        write_service_configs(self.topo, self.secrets, self.state_dir)
         if self.events:
             self._start_pipeline()
         origin = self._start(Child("origin", "origin",
@@ -410,6 +415,7 @@ class Supervisor:
             "control": control.url,
             "operator_token": self.secrets.operator_token,
             "origin_admin_token": self.secrets.origin_admin_token,
+            "edge_operator_token": self.secrets.edge_operator_token,
             "edges": edges,
             "isps": self.topo.prefixes(),
             "pids": {c.name: c.pid for c in self.children},
