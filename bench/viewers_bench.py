@@ -45,6 +45,8 @@ import aiohttp  # noqa: E402
 
 from ocsim.demo import DemoOptions, UpProcess, demo_catalog, edge_stats, preposition  # noqa: E402
 from ocsim.topology import DEFAULT_TOPOLOGY  # noqa: E402
+from player.play_answer import parse_play_answer  # noqa: E402
+from player.playlists import parse_master  # noqa: E402
 
 REBUFFER_LIMIT = 0.001  # 0.1 %
 
@@ -57,7 +59,27 @@ def cpu_busy_ticks() -> tuple[int, int]:
 
 
 def misses(stats: dict[str, Any]) -> int:
-    return sum(sum(int(v) for v in (s.get("misses") or {}).values()) for s in stats.values())
+    """Cache misses of all edges (cold, evicted, coalesced; peer/origin are their fills)."""
+    return sum(int((s.get("misses") or {}).get(k, 0)) for s in stats.values() for k in ("cold", "evicted", "coalesced"))
+
+
+async def warm_playlists(http: aiohttp.ClientSession, state: dict[str, Any], titles: list[str]) -> int:
+    """Ask every edge of every ISP once for every title's master and media playlists,
+    so that (with every segment pre-positioned) the steps see hits only."""
+    n = 0
+    for isp in state["isps"]:
+        for title in titles:
+            async with http.post(f"{state['control']}/v1/play", json={"title": title, "isp": isp}) as resp:
+                _, cands = parse_play_answer(await resp.json())
+            for cand in cands:
+                async with http.get(cand.url) as resp:
+                    master = parse_master(await resp.text(), cand.url)
+                urls = list(master.renditions.values())
+                for url in urls:
+                    async with http.get(url) as resp:
+                        await resp.read()
+                n += 1 + len(urls)
+    return n
 
 
 def locust_step(state_file: Path, users: int, workers: int, run_time: str, spawn_s: float,
@@ -95,7 +117,8 @@ async def bring_up(state_dir: Path) -> tuple[UpProcess, dict[str, Any]]:
                        preposition_timeout_s=300.0)
     async with aiohttp.ClientSession() as http:
         jobs = await preposition(http, state, opts)
-    print("pre-positioned: " + ", ".join(f"{j['isp']} {j.get('state')} {j.get('seconds')}s" for j in jobs),
+        n = await warm_playlists(http, state, list(catalog.titles))
+    print(f"playlists warmed: {n}; pre-positioned: " + ", ".join(f"{j['isp']} {j.get('state')} {j.get('seconds')}s" for j in jobs),
           file=sys.stderr, flush=True)
     return up, state
 
@@ -137,6 +160,8 @@ def verdict(r: dict[str, Any]) -> tuple[bool, str]:
         why.append("rebuffer >= 0.1 %")
     if r["misses"]:
         why.append(f"{r['misses']} misses")
+    if not r["segments"] or not q or not q["sessions"]:
+        why.append("no segments or no sessions")
     return not why, "holds" if not why else "no: " + ", ".join(why)
 
 

@@ -415,11 +415,13 @@ class _Viewing:
         self.book = self.session = s
         s.start(0.0)
         rng = self.user.rng
-        while not (s.finished or s.all_downloaded):
+        # Until the last frame is shown, as a real player: once every segment is in, the
+        # viewer plays its buffer out before it starts another title (real-time pacing).
+        while not s.finished:
             now = self.now()
             req = s.next_request(now)
             if req is None:
-                gevent.sleep(s.wait_time(now) / SPEED)
+                gevent.sleep(max(s.wait_time(now), 0.001) / SPEED)
                 continue
             edge = self.current
             mp = self.media_playlist(edge, req.bitrate_kbps)
