@@ -176,6 +176,7 @@ def main() -> int:
     ap.add_argument("--warmup", default="30s", help="one warm-up run before the steps (default %(default)s)")
     ap.add_argument("--spawn-s", type=float, default=20.0, help="viewers arrive evenly over this many "
                     "seconds at the start of each step (default %(default)s)")
+    ap.add_argument("--warm", action="store_true", help="accepted for old command lines: always on now")
     ap.add_argument("--keep", metavar="DIR", help="keep Locust's CSVs/HTML and the services' logs here")
     args = ap.parse_args()
     steps = sorted(int(u) for u in args.users.split(","))
