@@ -158,3 +158,14 @@ def test_short_body_and_chunked_answers_are_protocol_errors(edges: EdgeConnectio
         conn2.get("/y")
     with pytest.raises(EdgeProtocolError, match="plain http"):
         edges.for_url("https://127.0.0.1/x")
+
+
+def test_pure_parts_import_neither_locust_nor_gevent() -> None:
+    import subprocess
+    import sys
+    code = ("import sys, loadtests.qoe, loadtests.crowds, loadtests.edge_http\n"
+            "print(sorted(m for m in ('locust', 'gevent', 'aiohttp') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
