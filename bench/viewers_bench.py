@@ -5,8 +5,8 @@
 
 Brings up the built-in topology (2 ISPs x 2 edges, origin 40 ms / 400 Mbit/s away)
 with a catalog of 20 short titles (48-100 s), pre-positions every rendition of every
-title on every edge (so every segment is a hit once warm), warms up with one short
-Locust run, then runs Locust viewers at each crowd size in turn, for each Locust
+title, then asks every edge once for every playlist and segment (so every segment is
+a hit on whichever edge steering picks), warms up with one short Locust run, then runs Locust viewers at each crowd size in turn, for each Locust
 layout (`--workers 0`: one Locust process; `2`: a master and 2 worker processes),
 against the same running topology, load generator and CDN sharing this machine.
 
@@ -46,7 +46,7 @@ import aiohttp  # noqa: E402
 from ocsim.demo import DemoOptions, UpProcess, demo_catalog, edge_stats, preposition  # noqa: E402
 from ocsim.topology import DEFAULT_TOPOLOGY  # noqa: E402
 from player.play_answer import parse_play_answer  # noqa: E402
-from player.playlists import parse_master  # noqa: E402
+from player.playlists import parse_master, parse_media  # noqa: E402
 
 REBUFFER_LIMIT = 0.001  # 0.1 %
 
@@ -63,23 +63,35 @@ def misses(stats: dict[str, Any]) -> int:
     return sum(int((s.get("misses") or {}).get(k, 0)) for s in stats.values() for k in ("cold", "evicted", "coalesced"))
 
 
-async def warm_playlists(http: aiohttp.ClientSession, state: dict[str, Any], titles: list[str]) -> int:
-    """Ask every edge of every ISP once for every title's master and media playlists,
-    so that (with every segment pre-positioned) the steps see hits only."""
-    n = 0
+async def warm_every_edge(http: aiohttp.ClientSession, state: dict[str, Any], titles: list[str]) -> int:
+    """Ask every candidate edge of every ISP once for every title's playlists and every
+    segment of every rendition (bodies discarded), so that the steps see hits only:
+    pre-positioning places each object on some edges of an ISP, steering may send a
+    viewer to another one."""
+    sem = asyncio.Semaphore(8)
+
+    async def get(url: str, text: bool = False) -> str:
+        async with sem, http.get(url) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"warm-up GET {url[:120]}: HTTP {resp.status}")
+            if text:
+                return await resp.text()
+            async for _ in resp.content.iter_chunked(1 << 20):
+                pass
+            return ""
+
+    urls: list[str] = []
     for isp in state["isps"]:
         for title in titles:
             async with http.post(f"{state['control']}/v1/play", json={"title": title, "isp": isp}) as resp:
                 _, cands = parse_play_answer(await resp.json())
             for cand in cands:
-                async with http.get(cand.url) as resp:
-                    master = parse_master(await resp.text(), cand.url)
-                urls = list(master.renditions.values())
-                for url in urls:
-                    async with http.get(url) as resp:
-                        await resp.read()
-                n += 1 + len(urls)
-    return n
+                master = parse_master(await get(cand.url, True), cand.url)
+                for url in master.renditions.values():
+                    media = parse_media(await get(url, True), url)
+                    urls.extend(media.segment_urls)
+    await asyncio.gather(*(get(u) for u in urls))
+    return len(urls)
 
 
 def locust_step(state_file: Path, users: int, workers: int, run_time: str, spawn_s: float,
@@ -117,8 +129,10 @@ async def bring_up(state_dir: Path) -> tuple[UpProcess, dict[str, Any]]:
                        preposition_timeout_s=300.0)
     async with aiohttp.ClientSession() as http:
         jobs = await preposition(http, state, opts)
-        n = await warm_playlists(http, state, list(catalog.titles))
-    print(f"playlists warmed: {n}; pre-positioned: " + ", ".join(f"{j['isp']} {j.get('state')} {j.get('seconds')}s" for j in jobs),
+        t0 = time.monotonic()
+        n = await warm_every_edge(http, state, list(catalog.titles))
+    print(f"every edge asked once for every playlist and segment ({n} segments, "
+          f"{time.monotonic() - t0:.0f} s); pre-positioned: " + ", ".join(f"{j['isp']} {j.get('state')} {j.get('seconds')}s" for j in jobs),
           file=sys.stderr, flush=True)
     return up, state
 
