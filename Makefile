@@ -23,10 +23,16 @@ test: install
 demo: install
 	$(VENV)/bin/ocsim demo --report-dir reports/demo
 
+# `make load WORKERS=N`: Locust's distributed mode, a master and N worker processes here;
+# WORKERS=0 (the default): one Locust process. SHAPE=steady|evening|flash, CROWD_S=T.
 LOAD_USERS ?= 50
 LOAD_TIME  ?= 60s
+WORKERS    ?= 0
+SHAPE      ?=
+CROWD_S    ?=
 load: install
-	$(VENV)/bin/python -m loadtests.run --users $(LOAD_USERS) --run-time $(LOAD_TIME) --out reports/load
+	$(VENV)/bin/python -m loadtests.run --users $(LOAD_USERS) --run-time $(LOAD_TIME) --workers $(WORKERS) \
+		$(if $(SHAPE),--shape $(SHAPE)) $(if $(CROWD_S),--crowd-s $(CROWD_S)) --out reports/load
 
 lint: install
 	$(PY) -m mypy

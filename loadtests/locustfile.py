@@ -8,13 +8,19 @@ the bitrate chosen by `player.abr` and failover down the candidate list (back to
 steering when it runs out) by the session's failover rules. Only the bytes move
 through Locust's fast HTTP client; every decision is the core's.
 
-Request stats are named by kind: ``play``, ``catalog``, ``manifest``, ``segment``.
-QoE shows up as request type ``QOE`` (in the CSV next to the HTTP rows):
-``startup`` (response time = start-up delay, media ms), ``rebuffer`` (one per
-stall, response time = its length, media ms), ``failover`` (one per move to
-another edge or back to steering), ``session`` (one per finished viewing,
-response time = wall ms), ``session_failed`` (a failure: the viewing could not
-go on) and ``flash`` (a viewer of the flash crowd started the flash title).
+Everything a viewer asks an edge (playlists and segments) goes over its own
+keep-alive connection to that edge (`loadtests.edge_http`: one per viewer per
+edge, bodies read into a reused buffer); the control plane is asked through
+Locust's client. Every segment's length and header bytes are checked; a share
+of the segments (OCSIM_VERIFY_SHARE) is verified byte for byte; OCSIM_VERIFY=1
+verifies every byte of every segment.
+
+Locust's request table holds only real HTTP requests, named by kind: ``play``,
+``catalog``, ``manifest``, ``segment`` (the segment times are a diagnostic). What
+the viewers felt goes to a QoE table of its own (`loadtests.qoe`): failed
+sessions, rebuffer ratio, start-up p50/p90, average bitrate, printed at the end
+and written to ``<--csv prefix>_qoe.csv``. In distributed mode each worker sends
+its sessions to the master with its stats reports; the master writes the table.
 
 Configuration (environment):
 
@@ -23,11 +29,14 @@ Configuration (environment):
     OCSIM_ISP           play as this ISP (default: a random ISP of the state file per
                         user, or none: the control plane's fallback)
     OCSIM_SPEED         playback clock speed-up (default 1: real-time viewers)
-    OCSIM_VERIFY        1: verify every segment's bytes (costs Locust CPU)
+    OCSIM_VERIFY        1: verify every byte of every segment (costs Locust CPU)
+    OCSIM_VERIFY_SHARE  share of segments verified byte for byte (default 0.02); the
+                        others get their length and header bytes checked
     OCSIM_MAX_SEGMENTS  stop each viewing after N segments (default: whole title)
     OCSIM_BUFFER_S      player buffer cap in media seconds (default 60)
     OCSIM_ZIPF_ALPHA    Zipf exponent when the catalog has no popularity (default 0.8)
-    OCSIM_SHAPE         steady | ramp | flash (see loadtests/shapes.py); unset: -u/-r
+    OCSIM_SHAPE         steady | evening | flash (see loadtests/shapes.py); unset: -u/-r
+    OCSIM_CROWD_S       the shape's T: flash window / evening ramp / steady ramp-up, s
     OCSIM_FLASH_TITLE   the flash crowd's title (default: the least popular one)
     OCSIM_TIMEOUT       network timeout per read, seconds (default 10)
 """
@@ -43,16 +52,22 @@ from typing import Any
 
 import gevent
 from gevent.lock import Semaphore
-from locust import FastHttpUser, between, task
+from locust import FastHttpUser, between, events, task
+from locust.env import Environment
 from locust.exception import StopUser
+from locust.runners import MasterRunner, WorkerRunner
 
+from common.ids import SegmentId
+from common.segbytes import HEADER_LEN, SegmentSpec
+from loadtests.edge_http import EdgeConnections, EdgeProtocolError
+from loadtests.qoe import QoeTable, SessionRecord, publish_session_qoe
 from player.abr import FailoverPolicy, FailureReason, make_abr
 # Pure modules only: Locust's gevent process must never import aiohttp (player.driver).
 from player.errors import PlaylistError, SteeringError
 from player.play_answer import Candidate, parse_play_answer
 from player.playlists import MasterPlaylist, MediaPlaylist, parse_master, parse_media
-from player.session import PlaybackSession, PlaybackState, StartupFailover
-from player.verify import failure_reason_for_status, verify_segment
+from player.session import PlaybackSession, StartupFailover
+from player.verify import check_segment_head, failure_reason_for_status
 
 
 def _env_float(name: str, default: float) -> float:
@@ -76,6 +91,7 @@ CONTROL = os.environ.get("OCSIM_CONTROL") or STATE.get("control")
 ISPS: list[str] = sorted(STATE.get("isps", {}) or {})
 SPEED = _env_float("OCSIM_SPEED", 1.0)
 VERIFY = os.environ.get("OCSIM_VERIFY", "") not in ("", "0", "false", "no")
+VERIFY_SHARE = 1.0 if VERIFY else min(1.0, max(0.0, _env_float("OCSIM_VERIFY_SHARE", 0.02)))
 MAX_SEGMENTS = int(os.environ["OCSIM_MAX_SEGMENTS"]) if os.environ.get("OCSIM_MAX_SEGMENTS") else None
 BUFFER_S = _env_float("OCSIM_BUFFER_S", 60.0)
 ZIPF_ALPHA = _env_float("OCSIM_ZIPF_ALPHA", 0.8)
@@ -132,6 +148,55 @@ class _Catalog:
 CATALOG = _Catalog()
 
 
+# ---------------------------------------------------------------- QoE plumbing
+# This process's sessions: finished ones not yet sent to the master, and the live
+# viewings (a snapshot of each goes with every report). The master (or a local,
+# non-distributed run) merges them into QOE and writes the table at the end.
+QOE = QoeTable()
+_UNSENT: list[SessionRecord] = []
+LIVE: dict[int, "_Viewing"] = {}
+_QOE_KEY = "ocsim_qoe"
+
+
+def _live_records() -> list[SessionRecord]:
+    return [v.record(failed=False) for v in list(LIVE.values())]
+
+
+def _finish(record: SessionRecord, report: Any, title: str) -> None:
+    _UNSENT.append(record)
+    publish_session_qoe(record, report, title)  # the hook for the event pipeline
+
+
+def _on_report_to_master(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+    sent = list(_UNSENT)
+    del _UNSENT[:len(sent)]
+    data[_QOE_KEY] = {"finished": [r.to_wire() for r in sent], "live": [r.to_wire() for r in _live_records()]}
+
+
+def _on_worker_report(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+    if _QOE_KEY in data:
+        QOE.merge_wire(client_id, data[_QOE_KEY])
+
+
+def _on_quitting(environment: Environment, **_kw: Any) -> None:
+    if isinstance(environment.runner, WorkerRunner):
+        return
+    if not isinstance(environment.runner, MasterRunner):  # local run: this process's own sessions
+        for rec in _UNSENT:
+            QOE.add_finished(rec)
+        _UNSENT.clear()
+        QOE.set_live("local", _live_records())
+    print("\n" + QOE.format_table(), flush=True)
+    prefix = getattr(environment.parsed_options, "csv_prefix", None)
+    if prefix:
+        Path(f"{prefix}_qoe.csv").write_text(QOE.to_csv())
+
+
+events.report_to_master.add_listener(_on_report_to_master)  # type: ignore[no-untyped-call]
+events.worker_report.add_listener(_on_worker_report)  # type: ignore[no-untyped-call]
+events.quitting.add_listener(_on_quitting)  # type: ignore[no-untyped-call]
+
+
 class _Failed(Exception):
     """The viewing cannot go on."""
 
@@ -145,44 +210,75 @@ class Viewer(FastHttpUser):
     connection_timeout = min(2.0, TIMEOUT_S)
     max_retries = 0
 
+    def on_stop(self) -> None:
+        self.edges.close()
+
     def on_start(self) -> None:
         self.rng = random.Random()
         self.isp = os.environ.get("OCSIM_ISP") or (self.rng.choice(ISPS) if ISPS else None)
         self.sessions = 0
+        self.edges = EdgeConnections(TIMEOUT_S, min(2.0, TIMEOUT_S))
         CATALOG.load(self)
         if not CATALOG.ids:
             raise StopUser()
 
-    # ------------------------------------------------------------ reporting
-
-    def _qoe(self, name: str, ms: float = 0.0, error: str | None = None) -> None:
-        self.environment.events.request.fire(
-            request_type="QOE", name=name, response_time=ms, response_length=0,
-            exception=None if error is None else RuntimeError(error), context={})
-
     # ------------------------------------------------------------ HTTP
 
-    def _get(self, url: str, name: str, check: Any = None) -> bytes | FailureReason:
-        """GET url; the body, or why it failed (already reported to Locust as a failure)."""
-        with self.client.get(url, name=name, catch_response=True) as resp:
-            if resp.status_code == 0:  # no HTTP answer: geventhttpclient's ErrorResponse
-                err = getattr(resp, "error", None)
-                reason = (FailureReason.TIMEOUT if isinstance(err, (socket.timeout, gevent.Timeout, TimeoutError))
-                          else FailureReason.CONNECT)
-                resp.failure(f"{reason.value}: {err!r}"[:200])
-                return reason
-            why = failure_reason_for_status(resp.status_code)
-            if why is not None:
-                resp.failure(f"HTTP {resp.status_code}")
-                return why
-            body = resp.content or b""
-            if check is not None:
-                problem = check(body)
-                if problem is not None:
-                    resp.failure(f"corrupt: {problem}"[:200])
-                    return FailureReason.CORRUPT
-            resp.success()
-            return body
+    def _report(self, name: str, url: str, t0: float, length: int, error: str | None) -> None:
+        self.environment.events.request.fire(
+            request_type="GET", name=name, response_time=(time.perf_counter() - t0) * 1000,
+            response_length=length, exception=None if error is None else RuntimeError(error[:200]),
+            context={}, url=url)
+
+    def _edge_get(self, url: str, name: str, *, body: bool = False,
+                  segment: SegmentId | None = None, full: bool = False) -> bytes | int | FailureReason:
+        """GET url from an edge over this viewer's connection to it. Playlists (`body`):
+        the body. Segments: the length, after the header check (and, when `full`, a byte
+        for byte check). Else why it failed (already reported to Locust as a failure)."""
+        t0 = time.perf_counter()
+        verified: list[bool] = [True]
+        spec: list[SegmentSpec | None] = [None]
+
+        def on_chunk(offset: int, length: int, chunk: memoryview) -> None:
+            assert segment is not None
+            if spec[0] is None:
+                if length < HEADER_LEN:
+                    verified[0] = False
+                    return
+                spec[0] = SegmentSpec(segment, length)
+            checker = spec[0]
+            if verified[0] and checker is not None and not checker.verify(offset, chunk):
+                verified[0] = False
+
+        try:
+            conn, target = self.edges.for_url(url)
+            ans = conn.get(target, keep_head=HEADER_LEN if segment else 0, keep_body=body,
+                           on_chunk=on_chunk if full and segment is not None else None)
+        except (socket.timeout, gevent.Timeout, TimeoutError) as exc:
+            self._report(name, url, t0, 0, f"{FailureReason.TIMEOUT.value}: {exc!r}")
+            return FailureReason.TIMEOUT
+        except EdgeProtocolError as exc:
+            self._report(name, url, t0, 0, f"{FailureReason.CORRUPT.value}: {exc}")
+            return FailureReason.CORRUPT
+        except OSError as exc:
+            self._report(name, url, t0, 0, f"{FailureReason.CONNECT.value}: {exc!r}")
+            return FailureReason.CONNECT
+        why = failure_reason_for_status(ans.status)
+        if why is not None:
+            self._report(name, url, t0, ans.length, f"HTTP {ans.status}")
+            return why
+        if segment is not None:
+            problem = check_segment_head(segment.title, segment.rendition, segment.index, ans.head, ans.length)
+            if problem is None and full and not verified[0]:
+                problem = "body bytes differ"
+            if problem is not None:
+                self._report(name, url, t0, ans.length, f"corrupt: {problem}")
+                return FailureReason.CORRUPT
+            self._report(name, url, t0, ans.length, None)
+            return ans.length
+        assert ans.body is not None
+        self._report(name, url, t0, ans.length, None)
+        return ans.body
 
     def _steer(self, title: str) -> tuple[Candidate, ...]:
         body: dict[str, str] = {"title": title}
@@ -207,23 +303,26 @@ class Viewer(FastHttpUser):
         flash = bool(SHAPE_NAME) and getattr(Shape, "flash", False) and self.sessions == 0
         title = CATALOG.flash_title() if flash else CATALOG.pick(self.rng)
         self.sessions += 1
-        if flash:
-            self._qoe("flash")
-        t_wall = time.monotonic()
+        viewing = _Viewing(self, title, flash)
+        LIVE[id(viewing)] = viewing
+        # A viewing Locust stops (GreenletExit) stays in LIVE: counted as still playing.
         try:
-            _Viewing(self, title).run()
-        except _Failed as exc:
-            self._qoe("session_failed", (time.monotonic() - t_wall) * 1000, str(exc))
+            viewing.run()
+        except _Failed:
+            del LIVE[id(viewing)]
+            _finish(viewing.record(failed=True), viewing.report(), title)
             return
-        self._qoe("session", (time.monotonic() - t_wall) * 1000)
+        del LIVE[id(viewing)]
+        _finish(viewing.record(failed=False), viewing.report(), title)
 
 
 class _Viewing:
     """One title, start to end: the gevent twin of player.driver._Player."""
 
-    def __init__(self, user: Viewer, title: str) -> None:
+    def __init__(self, user: Viewer, title: str, flash: bool) -> None:
         self.user = user
         self.title = title
+        self.flash = flash
         self.policy = FailoverPolicy()
         self.book: PlaybackSession | StartupFailover = StartupFailover(self.policy)
         self.session: PlaybackSession | None = None
@@ -233,6 +332,12 @@ class _Viewing:
         self.media: dict[tuple[str, int], MediaPlaylist] = {}
         self.current = ""
         self.t0 = time.monotonic()
+
+    def report(self) -> Any:
+        return None if self.session is None else self.session.report()
+
+    def record(self, *, failed: bool) -> SessionRecord:
+        return SessionRecord.of(self.report(), failed=failed, flash=self.flash)
 
     def now(self) -> float:
         return (time.monotonic() - self.t0) * SPEED
@@ -246,7 +351,6 @@ class _Viewing:
 
     def fail_over(self, edge: str, reason: FailureReason) -> None:
         nxt = self.book.fail_over(self.ranked, edge, reason)
-        self.user._qoe("failover")
         while nxt is None:
             if not self.book.can_resteer():
                 raise _Failed(f"every edge failed (last {edge}: {reason.value})")
@@ -258,10 +362,14 @@ class _Viewing:
         m = self.masters.get(edge)
         if m is None:
             url = self.candidates[edge].url
-            got = self.user._get(url, "manifest", check=lambda b: _parses(parse_master, b, url))
+            got = self.user._edge_get(url, "manifest", body=True)
             if isinstance(got, FailureReason):
                 return got
-            m = self.masters[edge] = parse_master(got.decode(), url)
+            assert isinstance(got, bytes)
+            try:
+                m = self.masters[edge] = parse_master(got.decode("utf-8"), url)
+            except (PlaylistError, UnicodeDecodeError):
+                return FailureReason.CORRUPT
         return m
 
     def media_playlist(self, edge: str, rendition: int) -> MediaPlaylist | FailureReason:
@@ -273,10 +381,14 @@ class _Viewing:
             url = m.renditions.get(rendition)
             if url is None:
                 return FailureReason.CORRUPT
-            got = self.user._get(url, "manifest", check=lambda b: _parses(parse_media, b, url))
+            got = self.user._edge_get(url, "manifest", body=True)
             if isinstance(got, FailureReason):
                 return got
-            mp = self.media[(edge, rendition)] = parse_media(got.decode(), url)
+            assert isinstance(got, bytes)
+            try:
+                mp = self.media[(edge, rendition)] = parse_media(got.decode("utf-8"), url)
+            except (PlaylistError, UnicodeDecodeError):
+                return FailureReason.CORRUPT
             if self.session is not None and len(mp.segment_urls) < self.session.n_segments:
                 return FailureReason.CORRUPT
         return mp
@@ -302,12 +414,14 @@ class _Viewing:
         self.book.replay(s)
         self.book = self.session = s
         s.start(0.0)
-        rebuffered_s = 0.0
-        while not (s.finished or s.all_downloaded):
+        rng = self.user.rng
+        # Until the last frame is shown, as a real player: once every segment is in, the
+        # viewer plays its buffer out before it starts another title (real-time pacing).
+        while not s.finished:
             now = self.now()
             req = s.next_request(now)
             if req is None:
-                gevent.sleep(s.wait_time(now) / SPEED)
+                gevent.sleep(max(s.wait_time(now), 0.001) / SPEED)
                 continue
             edge = self.current
             mp = self.media_playlist(edge, req.bitrate_kbps)
@@ -316,27 +430,13 @@ class _Viewing:
                 continue
             started = self.now()  # after the playlist: a switch is not a slow network
             r, i = req.bitrate_kbps, req.index
-            check = (lambda b: verify_segment(self.title, r, i, b)) if VERIFY else None
-            got = self.user._get(mp.segment_urls[i], "segment", check=check)
+            full = VERIFY_SHARE >= 1.0 or (VERIFY_SHARE > 0.0 and rng.random() < VERIFY_SHARE)
+            got = self.user._edge_get(mp.segment_urls[i], "segment", segment=SegmentId(self.title, r, i), full=full)
             if isinstance(got, FailureReason):
                 self.fail_over(edge, got)
                 continue
+            assert isinstance(got, int)
             finished = self.now()
             s.advance(finished)
-            stalled = s.state is PlaybackState.REBUFFERING
-            s.on_segment_downloaded(i, r, len(got), started, finished, edge=edge)
-            if i == 0:
-                startup = s.report().startup_s
-                self.user._qoe("startup", (startup or 0.0) * 1000)
-            elif stalled:
-                total = s.report().rebuffer_s
-                self.user._qoe("rebuffer", (total - rebuffered_s) * 1000)
-                rebuffered_s = total
+            s.on_segment_downloaded(i, r, got, started, finished, edge=edge)
 
-
-def _parses(parser: Any, body: bytes, url: str) -> str | None:
-    try:
-        parser(body.decode("utf-8"), url)
-    except (PlaylistError, UnicodeDecodeError) as exc:
-        return str(exc)
-    return None

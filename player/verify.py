@@ -10,6 +10,9 @@ Rules of this module:
 3. `verify_segment` checks a segment byte for byte against its id: the header
    names the segment and its length, the body must be exactly that long and
    equal to the synthetic bytes (`common.segbytes`).
+4. `check_segment_head` is the cheap check a crowd viewer makes of every segment
+   it does not verify in full: the header bytes name this segment and the length
+   the edge announced (Content-Length) is the length the header names.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from common.ids import SegmentId
 from common.segbytes import HEADER_LEN, SegmentSpec, parse_header
 from player.abr import FailureReason
 
-__all__ = ["failure_reason_for_status", "verify_segment"]
+__all__ = ["check_segment_head", "failure_reason_for_status", "verify_segment"]
 
 
 def failure_reason_for_status(status: int) -> FailureReason | None:
@@ -32,6 +35,20 @@ def failure_reason_for_status(status: int) -> FailureReason | None:
         return FailureReason.NOT_FOUND
     return FailureReason.CORRUPT  # 1xx/2xx/3xx we did not ask for
 
+def check_segment_head(title: str, rendition_kbps: int, index: int, head: bytes | bytearray | memoryview,
+                       length: int) -> str | None:
+    """None if `head` (the first HEADER_LEN bytes) names segment (title, rendition, index)
+    and `length` bytes; else why not. Costs nothing per body byte."""
+    header = parse_header(bytes(head[:HEADER_LEN]))
+    if header is None:
+        return "no segment header"
+    ident, named = header
+    seg = SegmentId(title, rendition_kbps, index)
+    if ident != str(seg):
+        return f"misrouted: got {ident[:80]}, expected {seg}"
+    if named != length:
+        return f"truncated: {length} of {named} bytes"
+    return None
 
 
 def verify_segment(title: str, rendition_kbps: int, index: int, body: bytes) -> str | None:

@@ -102,6 +102,12 @@ def test_locust_commands(services: dict[str, Any]) -> None:
     assert worker[worker.index("--master-port") + 1] == command(services["locust-master"])[
         command(services["locust-master"]).index("--master-bind-port") + 1]
     assert "--master" in command(services["locust-master"])
+    # the master waits for as many workers as the profile starts (LOCUST_WORKERS, default 2)
+    master = command(services["locust-master"])
+    expected = master[master.index("--expect-workers") + 1]
+    assert expected == str(services["locust-worker"]["deploy"]["replicas"]) == "${LOCUST_WORKERS:-2}"
+    # both sides run the same locustfile, so the QoE table's worker -> master reports match
+    assert worker[worker.index("-f") + 1] == master[master.index("-f") + 1]
 
 
 def test_dependencies_exist_and_are_health_checked(services: dict[str, Any]) -> None:

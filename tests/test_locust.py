@@ -3,8 +3,9 @@ on import, so it never enters this process).
 
 `ocsim up` starts origin + control + two edges of one ISP with a catalog of short
 titles; a short, bounded headless run of a few fast viewers (20x, every segment
-verified) must download segments with zero failures, and its QoE rows must be
-in the CSV.
+verified) must download segments with zero failures, Locust's request table must
+hold only real HTTP requests, and the QoE table (its own CSV) must count the
+sessions. One run is Locust's distributed mode: a master and 2 workers.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from loadtests.qoe import read_qoe_csv
 from tests.topologies import ONE_ISP_TWO_EDGES, SHORT_CATALOG
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,39 +65,82 @@ def state_file(tmp_path: Path) -> Iterator[Path]:
                 proc.wait(5)
 
 
-def run_locust(state: Path, out: Path, *, users: int, seconds: int, **env: str) -> dict[tuple[str, str], dict[str, Any]]:
+def run_locust(state: Path, out: Path, *, users: int, seconds: int,
+               **env: str) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, Any]]:
+    """A bounded headless run; Locust's request rows and the QoE table."""
     cmd = [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py"), "--headless",
            "-u", str(users), "-r", str(users), "--run-time", f"{seconds}s", "--only-summary",
            "--csv", str(out / "locust"), "--exit-code-on-error", "0"]
     full_env = dict(os.environ, OCSIM_STATE_FILE=str(state), OCSIM_SPEED="20", OCSIM_VERIFY="1", **env)
     r = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=seconds + 45)
     assert r.returncode == 0, r.stderr[-3000:]
+    return read_csvs(out)
+
+
+def read_csvs(out: Path) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, Any]]:
     with open(out / "locust_stats.csv", newline="") as f:
         rows = {(row["Type"], row["Name"]): row for row in csv.DictReader(f)}
     failures = (out / "locust_failures.csv").read_text()
     assert ("GET", "segment") in rows and failures.count("\n") <= 1, f"no segments or failures:\n{failures}"
-    return rows
+    # Locust's own table: real HTTP requests only (and its Aggregated row)
+    assert {kind for kind, _ in rows} <= {"GET", "POST", ""}, sorted(rows)
+    assert int(rows[("", "Aggregated")]["Request Count"]) == sum(
+        int(r["Request Count"]) for (kind, _), r in rows.items() if kind)
+    return rows, read_qoe_csv(out / "locust_qoe.csv")
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_locust_viewers_download_segments_without_failures(state_file: Path, tmp_path: Path) -> None:
-    rows = run_locust(state_file, tmp_path, users=4, seconds=12)
+    rows, qoe = run_locust(state_file, tmp_path, users=4, seconds=12)
     segment = rows[("GET", "segment")]
     assert int(segment["Request Count"]) > 0
     for key, row in rows.items():
         assert int(row["Failure Count"]) == 0, (key, row)
     assert int(rows[("POST", "play")]["Request Count"]) > 0
     assert int(rows[("GET", "manifest")]["Request Count"]) > 0
-    assert int(rows[("QOE", "startup")]["Request Count"]) > 0  # QoE events reach the CSV
+    assert_qoe(qoe, viewers=4)
+
+
+def assert_qoe(qoe: dict[str, Any], viewers: int) -> None:
+    """Every viewer's viewing is in the table; none failed; they watched and started."""
+    assert qoe["sessions"] >= viewers and qoe["failed"] == 0, qoe
+    assert qoe["sessions"] == qoe["finished"] + qoe["failed"] + qoe["playing"], qoe
+    assert qoe["watched_s"] > 0 and 0.0 <= qoe["rebuffer_ratio"] < 1.0, qoe
+    assert qoe["startup_p50_s"] is not None and 0 < qoe["startup_p50_s"] <= qoe["startup_p90_s"], qoe
+    assert qoe["avg_bitrate_kbps"] > 0, qoe
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_locust_flash_crowd_all_start_the_same_title(state_file: Path, tmp_path: Path) -> None:
-    rows = run_locust(state_file, tmp_path, users=6, seconds=8, OCSIM_SHAPE="flash",
-                      OCSIM_FLASH_TITLE="short-c", OCSIM_MAX_SEGMENTS="3")
+    rows, qoe = run_locust(state_file, tmp_path, users=6, seconds=8, OCSIM_SHAPE="flash", OCSIM_CROWD_S="2",
+                           OCSIM_FLASH_TITLE="short-c", OCSIM_MAX_SEGMENTS="3")
     assert int(rows[("GET", "segment")]["Request Count"]) > 0
     assert all(int(r["Failure Count"]) == 0 for r in rows.values())
     # the flash shape: every viewer's first viewing is the flash title
-    assert int(rows[("QOE", "flash")]["Request Count"]) == 6
+    assert qoe["flash"] == 6, qoe
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_locust_master_and_two_workers(state_file: Path, tmp_path: Path) -> None:
+    """Distributed mode through `loadtests.run --workers 2`: a master and two worker
+    processes; the master's CSV holds the workers' segments and their sessions' QoE."""
+    out = tmp_path / "dist"
+    cmd = [sys.executable, "-m", "loadtests.run", "--state-file", str(state_file), "--users", "6",
+           "--spawn-rate", "6", "--run-time", "12s", "--workers", "2", "--speed", "20", "--out", str(out)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=140)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:] + (out / "locust.log").read_text()[-3000:]
+    for i in range(2):  # both workers ran viewers
+        log = (out / f"locust-worker{i}.log").read_text()
+        assert "Traceback" not in log, log[-3000:]
+    master_log = (out / "locust.log").read_text()
+    assert "2 workers connected" in master_log or "workers connected" in master_log.lower(), master_log[-2000:]
+    rows, qoe = read_csvs(out)
+    assert int(rows[("GET", "segment")]["Request Count"]) > 0
+    assert all(int(row["Failure Count"]) == 0 for row in rows.values()), rows
+    assert_qoe(qoe, viewers=6)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["workers"] == 2 and summary["failures"] == 0 and summary["qoe"]["failed"] == 0
+    assert summary["locust_cpu_s"] > 0
