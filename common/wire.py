@@ -201,6 +201,7 @@ class FillPlan(Message):
     issued_at: float
     pin: bool = True
     sources: list[str] = field(default_factory=list)  # peer edge URLs to try before the upstream
+    unpin: list[str] = field(default_factory=list)  # content paths to unpin before filling (a refresh)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +234,7 @@ class Heartbeat(Message):
     hit_ratio: float
     titles: list[str] = field(default_factory=list)  # titles this edge holds objects of
     fills: list[FillProgress] = field(default_factory=list)
+    pinned_bytes: int = 0  # bytes of pinned objects: what a plan cannot evict (0 from older edges)
 
     def __post_init__(self) -> None:
         if self.state not in EDGE_STATES:
