@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--public-url", default="", help="URL the control plane should hand out (default: the bound URL)")
     p.add_argument("--heartbeat-interval", type=float, default=1.0)
     p.add_argument("--shutdown-timeout", type=float, default=10.0)
+    p.add_argument("--no-fast-lane", dest="fast_lane", action="store_false",
+                   help="answer every request through aiohttp (no fast lane for plain GETs of RAM objects)")
     p.add_argument("--no-access-log", dest="access_log", action="store_false")
     p.add_argument("--log-level", default="INFO")
     return p
@@ -73,7 +75,7 @@ def main(argv: Sequence[str]) -> int:
         edge_id=args.id, isp=args.isp, upstream=args.upstream, cache_dir=args.cache_dir, capacity=capacity,
         operator_token=token, policy=args.policy, peers=_peers(args.peer), fill_timeout=args.fill_timeout,
         hot_bytes=hot_bytes, control=args.control, edge_key=edge_key, public_url=args.public_url,
-        heartbeat_interval=args.heartbeat_interval)
+        heartbeat_interval=args.heartbeat_interval, fast_lane=args.fast_lane)
     if not args.operator_token:
         print(f"edge {args.id}: operator token in {state_dir}/operator_token", file=sys.stderr)
     async def make() -> web.Application:

@@ -16,18 +16,18 @@ import socket
 import struct
 import time
 from collections import Counter as Tally
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import web
 
 from common.auth import bearer_matches
-from common.conditional import none_match, range_applies
 from common.content import Catalog, Title
 from common.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from common.hls import master_playlist, media_playlist
 from common.ids import ContentKind, ContentRef, parse_content_path
-from common.ranges import RangeKind, full, parse_range
 from common.segbytes import SegmentSpec
+from common.selection import Outcome, from_headers, select_response
 from common.service import REGISTRY, create_app
 from origin.link import LinkSettings, Pacer
 
@@ -144,22 +144,22 @@ async def _send_segment(request: web.Request, state: OriginState, spec: SegmentS
 
 
 async def _send(request: web.Request, state: OriginState, length: int, etag: str, content_type: str,
-                chunks: Any) -> web.StreamResponse:
+                chunks: Callable[[int, int], Iterable[bytes | memoryview]]) -> web.StreamResponse:
     headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL, "Accept-Ranges": "bytes",
                "Content-Type": content_type}
-    if none_match(request.headers.get("If-None-Match"), etag):
+    sel = select_response(request.method, length, etag, from_headers(request.headers))
+    if sel.outcome is Outcome.PRECONDITION_FAILED:
+        return web.Response(status=412, headers={"ETag": etag})
+    if sel.outcome is Outcome.NOT_MODIFIED:
         return web.Response(status=304, headers={k: headers[k] for k in ("ETag", "Cache-Control")})
-    rng = parse_range(request.headers.get("Range"), length)
-    if not range_applies(request.headers.get("If-Range"), etag):
-        rng = full(length)
-    resp = web.StreamResponse(headers=headers)
-    if rng.kind is RangeKind.UNSATISFIABLE:
-        return web.Response(status=416, headers={"Content-Range": rng.content_range(length),
+    if sel.outcome is Outcome.UNSATISFIABLE:
+        return web.Response(status=416, headers={"Content-Range": f"bytes */{length}",
                                                  "Accept-Ranges": "bytes", "ETag": etag})
-    if rng.kind is RangeKind.PARTIAL:
-        resp.set_status(206)
-        resp.headers["Content-Range"] = rng.content_range(length)
-    resp.content_length = rng.size
+    resp = web.StreamResponse(status=sel.status, headers=headers)
+    content_range = sel.content_range(length)
+    if content_range is not None:
+        resp.headers["Content-Range"] = content_range
+    resp.content_length = sel.size
     await resp.prepare(request)
     if request.method == "HEAD":
         await resp.write_eof()
@@ -167,7 +167,7 @@ async def _send(request: web.Request, state: OriginState, length: int, etag: str
     link = state.link
     pacer = Pacer(link.bandwidth_bps) if link.bandwidth_bps else None
     loop = asyncio.get_running_loop()
-    for piece in chunks(rng.start, rng.end):
+    for piece in chunks(sel.start, sel.end):
         if pacer is not None or link.total_bandwidth_bps:
             now = loop.time()
             wait = max(pacer.delay(len(piece), now) if pacer else 0.0,
