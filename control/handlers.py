@@ -337,6 +337,8 @@ def _job_spec(st: ControlState, body: JsonObject) -> JobSpec:
         for t in titles or ():
             if not set(renditions) & set(t.renditions):
                 raise BadRequest(f"renditions: title {t.id} has none of {list(renditions)}")
+        if titles is None and not any(set(renditions) & set(t.renditions) for t in st.catalog.titles.values()):
+            raise BadRequest(f"renditions: no title has any of {list(renditions)}")
     bandwidth = int_field(body, "bandwidth_bps", 0, 10**12)
     replicas = int_field(body, "replicas", 1, 64)
     if isp not in st.known_isps():
