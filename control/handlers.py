@@ -418,9 +418,8 @@ def _plan_file_job(job_id: str, spec: JobSpec, catalog: dict[str, Title], popula
         ranked = ranked[:spec.top]
     elif spec.titles is None:
         ranked = [k for k in ranked if values[k] > 0][:MAX_REFRESH_CANDIDATES]
-    held = set().union(*(s.holds for s in spaces)) if spaces else set()
-    if spec.refresh:  # what is held competes with the candidates for its place
-        ranked += sorted(k for k in held if k not in set(ranked) and split_file_key(k)[0] in catalog)
+    # A refresh keeps a held file only if it is still among the candidates (the top N, or
+    # the most valuable files) and fits; every other held file is unpinned.
     demands = []
     for key in ranked:
         tid, rend = split_file_key(key)
