@@ -1,7 +1,7 @@
 """Steady-state offload with pre-positioning and nightly refresh (issue 12), in the simulator.
 
     .venv/bin/python bench/offload_bench.py [--days 3 --titles 300 --requests-per-day 150000
-                                             --edges 2 --capacity-share 0.35 --policy s3tinylfu]
+                                             --edges 2 --capacity-share 0.7 --policy s3tinylfu]
 
 A few days of the simulator's `sessions` workload (Zipf titles, new releases that start
 hot and decay, a daily cycle) are replayed through the edge's own policy on `--edges`
@@ -52,7 +52,7 @@ def main() -> int:
     ap.add_argument("--titles", type=int, default=300)
     ap.add_argument("--requests-per-day", type=int, default=150_000)
     ap.add_argument("--edges", type=int, default=2)
-    ap.add_argument("--capacity-share", type=float, default=0.35, help="fleet capacity / catalog bytes")
+    ap.add_argument("--capacity-share", type=float, default=0.7, help="fleet capacity / catalog bytes")
     ap.add_argument("--headroom", type=float, default=0.1, help="share of each edge left unpinned")
     ap.add_argument("--policy", default=DEFAULT_POLICY)
     ap.add_argument("--seed", type=int, default=0)
