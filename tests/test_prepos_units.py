@@ -164,3 +164,18 @@ def test_topology_window_fields_and_their_errors() -> None:
                          ("fill_rate_bps", -1)):
         with pytest.raises(TopologyError, match=f"isps.isp-a.{field}"):
             parse_topology({"isps": {"isp-a": {"prefixes": ["10.1.0.0/16"], field: value}}})
+
+
+# ------------------------------------------------------------------ wire compatibility
+
+def test_added_wire_fields_are_left_off_while_default_so_older_peers_still_decode() -> None:
+    from common.wire import FillPlan, Heartbeat
+
+    hb = Heartbeat("e1", "isp-a", "http://127.0.0.1:1", 1, 1.0, "up", 10, 5, 1, 0.0, 0.0, 0.0)
+    assert "pinned_bytes" not in hb.to_wire()  # what an older control plane reads unchanged
+    assert Heartbeat.unpack(hb.pack()) == hb  # and an older edge's heartbeat decodes with 0
+    with_pins = Heartbeat("e1", "isp-a", "http://127.0.0.1:1", 2, 1.0, "up", 10, 5, 1, 0.0, 0.0, 0.0,
+                          pinned_bytes=4)
+    assert Heartbeat.unpack(with_pins.pack()).pinned_bytes == 4
+    plan = FillPlan("p", "j", "e1", ["/content/t/master.m3u8"], 0, 0.0)
+    assert "unpin" not in plan.to_wire() and FillPlan.unpack(plan.pack()) == plan
