@@ -42,7 +42,9 @@ def render_bar(job: dict[str, Any], width: int = 30) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ocsim preposition",
-                                description="Place titles on an ISP's edges (a pre-position job).")
+                                description="Place files (title renditions) on an ISP's edges (a pre-position job).",
+                                epilog="exit status: 0 done, 4 partial (some files left out: no room), 1 failed, "
+                                       "2 usage, 3 control plane error")
     p.add_argument("--control", help="control plane URL (default: from --state-file)")
     p.add_argument("--token", help="operator token (default: $OCSIM_OPERATOR_TOKEN, then --state-file)")
     p.add_argument("--state-file", help="the JSON state file of `ocsim up`")

@@ -179,3 +179,12 @@ def test_added_wire_fields_are_left_off_while_default_so_older_peers_still_decod
     assert Heartbeat.unpack(with_pins.pack()).pinned_bytes == 4
     plan = FillPlan("p", "j", "e1", ["/content/t/master.m3u8"], 0, 0.0)
     assert "unpin" not in plan.to_wire() and FillPlan.unpack(plan.pack()) == plan
+
+
+def test_the_cli_exit_code_says_a_job_placed_less_than_asked() -> None:
+    from control.preposition_cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, build_parser, exit_code
+
+    assert (exit_code("done"), exit_code("partial"), exit_code("failed")) == (EXIT_OK, EXIT_PARTIAL, EXIT_FAILED)
+    assert EXIT_PARTIAL not in (EXIT_OK, EXIT_FAILED)
+    args = build_parser().parse_args(["--isp", "isp-a", "--refresh", "--now"])
+    assert args.refresh and args.now and args.top is None
