@@ -22,7 +22,8 @@ from typing import TypeGuard
 
 from common.errors import BadRequest
 
-TITLE_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}\Z")
+TITLE_RULE = "[a-z0-9][a-z0-9-]{0,63}"
+TITLE_RE = re.compile(TITLE_RULE + r"\Z")
 ISP_RULE = "[a-z0-9][a-z0-9-]{0,31}"
 ISP_RE = re.compile(ISP_RULE + r"\Z")  # ISP names: topology, prefixes, steering, tokens
 EDGE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from common.ids import ISP_RE, content_prefix
 
 _KID_RE = re.compile(r"[a-z0-9]{1,16}\Z")
-_TOKEN_RE = re.compile(r"([a-z0-9]{1,16})\.([0-9]{1,12})\.(-|[a-z0-9][a-z0-9-]{0,31})\.([A-Za-z0-9_-]{43})\Z")
+# One spelling per token: the expiry has no leading zeros (else "0123" and "123" would both verify).
+_TOKEN_RE = re.compile(r"([a-z0-9]{1,16})\.(0|[1-9][0-9]{0,11})\.(-|[a-z0-9][a-z0-9-]{0,31})\.([A-Za-z0-9_-]{43})\Z")
 NO_ISP = "-"
 
 

@@ -11,7 +11,11 @@ and one leaked edge key speaks for one edge only. Replies from the control plane
 signed with the same edge key, so an edge can trust the fill plans it gets. Messages
 carry `ts` (and heartbeats a `seq`) so a receiver can refuse stale or replayed ones.
 
-Decoding is strict: unknown fields, missing fields and wrong types raise BadMessage.
+Decoding is strict: unknown fields, missing fields and wrong types raise BadMessage, and
+the decoded map passes `common.http_input.check_decoded` (depth, finite floats, 64-bit
+integers, valid strings) first, so a `ts` of NaN or infinity never reaches a freshness check.
+A heartbeat names the registration it belongs to (`registration_ts`, the `ts` of the
+edge's accepted Register), so one captured before a re-registration is refused after it.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import dataclasses
 import enum
 import hashlib
 import hmac
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,7 +31,9 @@ from typing import Any, TypeVar, get_type_hints
 
 import msgpack
 
+from common.auth import printable_ascii
 from common.errors import BadRequest, Forbidden
+from common.http_input import check_decoded
 
 EDGE_HEADER = "X-Ocsim-Edge"
 SIGNATURE_HEADER = "X-Ocsim-Signature"
@@ -77,6 +84,8 @@ def sign(key: bytes, body: bytes) -> str:
 def verify_signature(key: bytes, body: bytes, signature: str | None) -> None:
     if not signature:
         raise BadSignature("missing signature")
+    if not printable_ascii(signature):
+        raise BadMessage("malformed signature header")
     if not hmac.compare_digest(sign(key, body).encode(), signature.strip().encode()):
         raise BadSignature("bad signature")
 
@@ -139,6 +148,10 @@ class Message:
             obj = msgpack.unpackb(body, raw=False, strict_map_key=True)
         except Exception:  # msgpack raises a zoo of exception types on garbage
             raise BadMessage("malformed msgpack") from None
+        try:
+            check_decoded(obj, "message")  # the same strict layer as JSON bodies
+        except BadRequest as exc:
+            raise BadMessage(exc.reason) from None
         return cls.from_wire(obj)
 
     @classmethod
@@ -179,9 +192,9 @@ def _check(where: str, hint: Any, value: Any) -> Any:
     if hint is Any:
         return value
     if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
-        raise BadMessage(f"{where}: expected a number")
+        raise BadMessage(f"{where}: expected a finite number")
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -267,6 +280,7 @@ class Heartbeat(Message):
     hit_ratio: float
     titles: list[str] = field(default_factory=list)  # titles this edge holds objects of
     fills: list[FillProgress] = field(default_factory=list)
+    registration_ts: float = 0.0  # the `ts` of this edge's accepted Register; control refuses any other
     pinned_bytes: int = 0  # bytes of pinned objects: what a plan cannot evict (0 from older edges)
 
     def __post_init__(self) -> None:

@@ -19,14 +19,23 @@ before the answer goes out.
 """
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
-from common.service import HEALTH, create_app
+from common.service import HEALTH, create_app, REGISTRY
+from common.eventsink import make_sink
 from common.wire import MAX_MESSAGE_BYTES
 from control.lifecycle import lifecycle
 from control.metrics import register_metrics
 from control.routes import OPERATOR_ROUTES, add_routes
-from control.state import STATE, ControlConfig, ControlState
+from control.state import EVENTS, STATE, ControlConfig, ControlState
+
+
+async def _events_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    await app[EVENTS].start()
+    yield
+    await app[EVENTS].close()
 
 
 def build_app(config: ControlConfig) -> web.Application:
@@ -38,6 +47,8 @@ def build_app(config: ControlConfig) -> web.Application:
     app[HEALTH].append(lambda: {"edges": len(st.fleet.edges), "titles": len(st.catalog),
                                 "jobs_active": sum(1 for j in st.jobs.jobs.values()
                                                    if not j.state.terminal)})
+    app[EVENTS] = make_sink(config.events, "control", app[REGISTRY])
+    app.cleanup_ctx.append(_events_lifecycle)
     app.cleanup_ctx.append(lifecycle)
     add_routes(app.router)
     return app

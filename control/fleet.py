@@ -1,7 +1,9 @@
 """The fleet registry: which edges exist, what they last told us, and whether to trust a message.
 
 Each registration starts a fresh heartbeat sequence. A heartbeat is accepted only if it
-names a registered edge (else 404, and the edge registers again), its `seq` is greater
+names a registered edge (else 404, and the edge registers again), carries the `ts` of that
+registration (`registration_ts`: a heartbeat captured before a re-registration is
+refused after it, 409), its `seq` is greater
 than the last accepted one of this registration, and its `ts` is within
 MAX_CLOCK_SKEW_S of our clock (else 409): a captured message cannot be replayed later,
 and a replayed registration (an older `ts` than the current one) cannot reset the
@@ -112,6 +114,8 @@ class Fleet:
         if rec is None:
             raise NotFound("unknown edge; register first")
         self._check_common(msg.edge_id, msg.isp, msg.url, msg.ts, now)
+        if msg.registration_ts != rec.register_ts:  # a heartbeat of an earlier registration (replay)
+            raise StaleMessage("heartbeat belongs to another registration")
         if msg.seq <= rec.last_seq:
             raise StaleMessage(f"heartbeat seq {msg.seq} <= last seen {rec.last_seq}")
         if len(msg.titles) > MAX_TITLES:

@@ -11,15 +11,18 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from common.content import Title
-from common.errors import BadRequest, Conflict, NotFound, Unavailable
-from common.http_input import JsonObject, int_field, read_json_object, read_json_value, read_limited, str_field
-from common.ids import ISP_RULE, check_edge_id, check_isp, is_isp, is_title_id, master_path
+from common.content import DEFAULT_LADDER, MAX_DURATION_S, MAX_RENDITION_KBPS, Title
+from common.events import JobProgress, SteerPlay
+from common.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable
+from common.http_input import JsonObject, int_field, int_list_field, number_field, query_int, read_json_object, \
+    read_limited, str_field
+from common.ids import ISP_RULE, TITLE_RULE, check_edge_id, check_isp, is_isp, is_title_id, master_path
 from common.logs import event
 from common.tokens import NO_ISP, token_url
 from common.wire import CONTENT_TYPE, EDGE_HEADER, MAX_MESSAGE_BYTES, SIGNATURE_HEADER, BadSignature, ControlReply, \
@@ -32,12 +35,13 @@ from control.metrics import BAD_SIGNATURES, HEARTBEATS, MISSES, PLAYS, STALE, ST
 from control.placement import ALL_SPACE_PINNED, FileDemand, FileSpace, edge_budget, file_values, plan_files, \
     split_file_key
 from control.window import FillWindow, check_tz, parse_window
-from control.state import STATE, ControlState
+from control.state import EVENTS, STATE, ControlState
 from control.steering import Ranking
 
 log = logging.getLogger("ocsim.control")
 
 MAX_JOB_TITLES = 1000
+MAX_POPULARITY_LIMIT = 1000
 REPLY_BUDGET_BYTES = MAX_MESSAGE_BYTES * 3 // 4  # fill plans per reply stop here; the rest go next time
 
 
@@ -104,11 +108,29 @@ async def play(request: web.Request) -> web.Response:
     expires = int(now) + st.config.token_ttl_s
     token = st.config.keyring.sign(title.id, expires, isp or NO_ISP)
     path = master_path(title.id)
+    play_id = secrets.token_hex(8)  # players send it back as X-Ocsim-Session
+    sink = app[EVENTS]
+    if sink.enabled:
+        sink.emit(SteerPlay(play_id, title.id, isp, tuple(c.edge_id for c in ranking.candidates),
+                            None if not ranking.candidates else not ranking.content_miss,
+                            ranking.content_miss, ranking.health_miss))
     return web.json_response({
-        "title": title.id, "isp": isp, "expires": expires,
+        "title": title.id, "isp": isp, "expires": expires, "play_id": play_id,
         "candidates": [{"edge": c.edge_id, "url": token_url(c.url, token, path), "reason": c.reason}
                        for c in ranking.candidates],
     })
+
+
+def _emit_job_progress(app: web.Application, job_ids: set[str]) -> None:
+    st = app[STATE]
+    for job_id in sorted(job_ids):
+        job = st.jobs.get(job_id)
+        if job is None:
+            continue
+        app[EVENTS].emit(JobProgress(
+            job.id, job.isp, str(job.state), float(job.progress),
+            sum(p.done_objects for p in job.plans), sum(p.total_objects for p in job.plans),
+            sum(p.done_bytes for p in job.plans)))
 
 
 def _count_misses(app: web.Application, ranking: Ranking) -> None:
@@ -127,8 +149,10 @@ def _signed_reply(key: bytes, reply: ControlReply) -> web.Response:
 
 async def _read_signed(request: web.Request, edge_id: str) -> tuple[bytes, bytes, str | None]:
     header = request.headers.get(EDGE_HEADER)
-    if header is None or header != edge_id:
-        raise BadRequest(f"{EDGE_HEADER} header missing or not the edge id")
+    if header is None:
+        raise BadRequest(f"{EDGE_HEADER} header missing")
+    if header != edge_id:  # well-formed, but it names another edge than the path: not authenticated
+        raise Forbidden(f"{EDGE_HEADER} is not the edge id of the path")
     body = await read_limited(request, MAX_MESSAGE_BYTES)
     st = request.app[STATE]
     return st.edge_key(edge_id), body, request.headers.get(SIGNATURE_HEADER)
@@ -204,6 +228,8 @@ async def heartbeat(request: web.Request) -> web.Response:
     app[HEARTBEATS].inc((msg.state,))
     st.jobs.seen(edge_id, now)
     changed = st.jobs.report(edge_id, msg.fills, now)
+    if changed and app[EVENTS].enabled:
+        _emit_job_progress(app, {p.job_id for p in changed})
     if any(p.terminal for p in changed):
         # The edge stops reporting a plan once this reply acknowledges its final state, so
         # the final state must be on disk first: a crash now must not lose it.
@@ -213,14 +239,40 @@ async def heartbeat(request: web.Request) -> web.Response:
 
 # ---------------------------------------------------------------- operator: catalog
 
+TITLE_FIELDS = frozenset({"id", "duration_s", "renditions", "popularity"})
+MAX_POPULARITY = 1e12  # plays or a weight; well inside SQLite's integer and a float's exact range
+
+
+def _title_from_body(body: JsonObject) -> Title:
+    """A `Title` from a POST /v1/titles body, every field checked before it is built (so a
+    bad value is a 400 naming the field, never a TypeError in a sort or an overflow in SQLite)."""
+    tid = str_field(body, "id", required=True, max_len=64)
+    if not is_title_id(tid):
+        raise BadRequest(f"id must match {TITLE_RULE}")
+    if "duration_s" not in body:
+        raise BadRequest("duration_s is required")
+    duration = number_field(body, "duration_s", 0, MAX_DURATION_S, above_lo=True)
+    if duration is None:
+        raise BadRequest("duration_s must be a number")
+    renditions = DEFAULT_LADDER
+    if "renditions" in body:
+        rends = int_list_field(body, "renditions", 1, MAX_RENDITION_KBPS)
+        if rends is None:
+            raise BadRequest("renditions must be a list of kbit/s")
+        renditions = tuple(sorted(rends))
+    popularity = 1.0
+    if "popularity" in body:
+        pop = number_field(body, "popularity", 0, MAX_POPULARITY)
+        if pop is None:
+            raise BadRequest("popularity must be a number")
+        popularity = pop
+    assert tid is not None
+    return Title(tid, duration, renditions, popularity)
+
+
 async def add_title(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    obj = await read_json_value(request)
-    if isinstance(obj, dict) and isinstance(obj.get("duration_s"), bool):
-        raise BadRequest("duration_s must be a number")
-    if isinstance(obj, dict) and isinstance(obj.get("popularity"), bool):
-        raise BadRequest("popularity must be a number")
-    title = Title.from_json(obj)
+    title = _title_from_body(await read_json_object(request, TITLE_FIELDS))
     if title.id in st.catalog:
         raise Conflict(f"title {title.id} exists")
     await st.db().call(st.db().store.put_title, title)
@@ -245,12 +297,7 @@ async def get_popularity(request: web.Request) -> web.Response:
     isp = request.query.get("isp", NO_ISP)
     if isp != NO_ISP and not is_isp(isp):
         raise BadRequest(f"isp must match {ISP_RULE} or be {NO_ISP}")
-    try:
-        limit = int(request.query.get("limit", "20"))
-    except ValueError:
-        raise BadRequest("limit must be an integer") from None
-    if not 1 <= limit <= 1000:
-        raise BadRequest("limit must be in [1, 1000]")
+    limit = query_int(request.query, "limit", 20, 1, MAX_POPULARITY_LIMIT)
     rows = sorted(((t, n) for (i, t), n in st.plays.items() if i == isp), key=lambda r: (-r[1], r[0]))[:limit]
     return web.json_response({"isp": isp, "titles": [{"id": t, "plays": n} for t, n in rows]})
 
@@ -327,18 +374,19 @@ def _job_spec(st: ControlState, body: JsonObject) -> JobSpec:
                 raise NotFound(f"titles[{i}]: unknown title {t[:80]}")
         titles = tuple(st.catalog.get(t) for t in dict.fromkeys(ids))
     top = int_field(body, "top", 1, MAX_JOB_FILES)
+    if "top" in body and top is None:  # "top": null
+        raise BadRequest(f"top must be an integer in [1, {MAX_JOB_FILES}]")
     renditions: tuple[int, ...] | None = None
-    if body.get("renditions") is not None:
-        rends = body["renditions"]
-        if not isinstance(rends, list) or not rends or not all(
-                isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in rends):
-            raise BadRequest("renditions must be a non-empty list of kbit/s")
-        renditions = tuple(sorted(set(rends)))
-        for t in titles or ():
+    if "renditions" in body:
+        rends = int_list_field(body, "renditions", 1, MAX_RENDITION_KBPS)
+        if rends is None:  # "renditions": null
+            raise BadRequest("renditions must be a list of kbit/s")
+        renditions = tuple(sorted(rends))
+        for t in titles or ():  # well-formed, but not what this title has: a conflict with the catalog
             if not set(renditions) & set(t.renditions):
-                raise BadRequest(f"renditions: title {t.id} has none of {list(renditions)}")
+                raise Conflict(f"renditions: title {t.id} has none of the renditions {list(renditions)}")
         if titles is None and not any(set(renditions) & set(t.renditions) for t in st.catalog.titles.values()):
-            raise BadRequest(f"renditions: no title has any of {list(renditions)}")
+            raise Conflict(f"renditions: no title has any of the renditions {list(renditions)}")
     bandwidth = int_field(body, "bandwidth_bps", 0, 10**12)
     replicas = int_field(body, "replicas", 1, 64)
     if isp not in st.known_isps():

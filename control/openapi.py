@@ -13,6 +13,8 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from common.content import MAX_DURATION_S, MAX_RENDITION_KBPS
+from common.ids import ISP_RULE, TITLE_RULE
 from common.wire import FillPlanState
 from control.health import HealthState
 from control.jobs import JobState
@@ -51,8 +53,20 @@ _SIGNED = {
     "headers": {"X-Ocsim-Signature": {"schema": {"type": "string"}}},
     "content": {"application/msgpack": {"schema": {"type": "string", "format": "binary"}}},
 }
+# What the handlers accept, said once here and used by the schemas below (JSON Schema
+# patterns are searched, not matched, so each is anchored).
+EXAMPLE_TITLE = "title-001"  # in the built-in catalog (common.content.default_catalog)
+TITLE_ID = {"type": "string", "pattern": f"^{TITLE_RULE}$", "maxLength": 64, "example": EXAMPLE_TITLE}
+ISP_NAME = {"type": "string", "pattern": f"^{ISP_RULE}$", "maxLength": 32, "example": "isp-a"}
+EDGE_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", "maxLength": 64, "example": "edge-a1"}
+JOB_ID = {"type": "string", "pattern": "^job-[0-9a-f]{10}$", "example": "job-0123456789"}
+KBPS = {"type": "integer", "minimum": 1, "maximum": MAX_RENDITION_KBPS}
+MAX_POPULARITY = 1e12
+PATH_PARAMETERS: dict[str, dict[str, Any]] = {  # path prefix -> schema of its {id}
+    "/v1/titles/": TITLE_ID, "/v1/edges/": EDGE_ID, "/v1/prepositions/": JOB_ID}
+
 _EDGE_HEADERS = [
-    {"name": "X-Ocsim-Edge", "in": "header", "required": True, "schema": {"type": "string"}},
+    {"name": "X-Ocsim-Edge", "in": "header", "required": True, "schema": EDGE_ID},
     {"name": "X-Ocsim-Signature", "in": "header", "required": True,
      "schema": {"type": "string", "description": "hex HMAC-SHA256(edge key, body)"}},
 ]
@@ -62,20 +76,30 @@ SCHEMAS: dict[str, Any] = {
     "Title": {
         "type": "object", "required": ["id", "duration_s"], "additionalProperties": False,
         "properties": {
-            "id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,63}$"},
-            "duration_s": {"type": "number", "exclusiveMinimum": 0},
-            "renditions": {"type": "array", "items": {"type": "integer", "minimum": 1},
+            "id": TITLE_ID,
+            "duration_s": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION_S},
+            "renditions": {"type": "array", "items": KBPS, "minItems": 1, "maxItems": 64, "uniqueItems": True,
                            "description": "kbit/s; default 235, 750, 1750, 3000, 5800"},
-            "popularity": {"type": "number", "minimum": 0},
+            "popularity": {"type": "number", "minimum": 0, "maximum": MAX_POPULARITY},
         },
+        "example": {"id": "title-new", "duration_s": 60, "renditions": [235, 750], "popularity": 0.5},
     },
     "Catalog": {"type": "object", "required": ["titles"],
                 "properties": {"titles": {"type": "array", "items": ref("Title")}}},
     "PlayRequest": {
         "type": "object", "required": ["title"], "additionalProperties": False,
-        "description": "Give client_ip (the ISP is found by longest prefix match) or isp, not both.",
-        "properties": {"title": {"type": "string"}, "client_ip": {"type": "string"},
-                       "isp": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,31}$"}},
+        "description": "Give client_ip (the ISP is found by longest prefix match), or isp, or neither "
+                       "(an unknown network: the fallback ranking); not both.",
+        "properties": {"title": TITLE_ID,
+                       "client_ip": {"type": "string", "maxLength": 64,
+                                     "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
+                       "isp": {**ISP_NAME, "description": "an ISP nobody serves is an unknown network"}},
+        "oneOf": [
+            {"title": "by client_ip", "required": ["client_ip"], "not": {"required": ["isp"]}},
+            {"title": "by isp", "required": ["isp"], "not": {"required": ["client_ip"]}},
+            {"title": "unknown network", "not": {"anyOf": [{"required": ["client_ip"]}, {"required": ["isp"]}]}},
+        ],
+        "example": {"title": EXAMPLE_TITLE, "isp": "isp-a"},
     },
     "PlayAnswer": {
         "type": "object", "required": ["title", "isp", "candidates", "expires"],
@@ -114,19 +138,25 @@ SCHEMAS: dict[str, Any] = {
         "description": "At most one of titles or top; one of them unless refresh. Files (renditions) are placed "
                        "by value within capacity minus pinned bytes minus fills in flight.",
         "properties": {
-            "isp": {"type": "string"},
-            "titles": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 1000},
+            "isp": ISP_NAME,
+            "titles": {"type": "array", "items": TITLE_ID, "minItems": 1, "maxItems": 1000},
             "top": {"type": "integer", "minimum": 1, "maximum": 20000,
                     "description": "the N most valuable files (title renditions) in the ISP"},
-            "renditions": {"type": "array", "items": {"type": "integer"}, "description": "default: all"},
-            "bandwidth_bps": {"type": "integer", "minimum": 0, "description": "fill cap per plan; 0 = none"},
-            "replicas": {"type": "integer", "minimum": 1, "description": "at most this many edges per file"},
+            "renditions": {"type": "array", "items": KBPS, "minItems": 1, "maxItems": 64, "uniqueItems": True,
+                           "description": "default: all"},
+            "bandwidth_bps": {"type": "integer", "minimum": 0, "maximum": 10**12,
+                              "description": "fill cap per plan; 0 = none"},
+            "replicas": {"type": "integer", "minimum": 1, "maximum": 64,
+                         "description": "at most this many edges per file"},
             "refresh": {"type": "boolean", "description": "unpin what is no longer among the most valuable, "
                                                           "then fill what now is"},
             "now": {"type": "boolean", "description": "ignore the ISP's fill window"},
             "window": {"type": "string", "description": "fill window HH:MM-HH:MM in local time"},
             "timezone": {"type": "string", "description": "IANA time zone of window"},
         },
+        "oneOf": [{"title": "named titles", "required": ["titles"], "not": {"required": ["top"]}},
+                  {"title": "top N", "required": ["top"], "not": {"required": ["titles"]}}],
+        "example": {"isp": "isp-a", "top": 10},
     },
     "Plan": {"type": "object", "properties": {
         "id": {"type": "string"}, "edge": {"type": "string"},
@@ -136,7 +166,7 @@ SCHEMAS: dict[str, Any] = {
         "done_bytes": {"type": "integer"}, "total_bytes": {"type": "integer"},
         "failed_objects": {"type": "integer"}, "error": {"type": "string"}}},
     "Job": {"type": "object", "required": ["id", "state", "progress", "isp", "titles"], "properties": {
-        "id": {"type": "string"}, "state": {"enum": [s.value for s in JobState]},
+        "id": JOB_ID, "state": {"enum": [s.value for s in JobState]},
         "progress": {"type": "number", "minimum": 0, "maximum": 1}, "isp": {"type": "string"},
         "placed": {"type": "object", "description": "file -> edges holding it once done"},
         "left_out": {"type": "object", "description": "file -> why it was not placed"},
@@ -152,13 +182,15 @@ SCHEMAS: dict[str, Any] = {
 }
 
 def _path_parameters(path: str) -> list[dict[str, Any]]:
-    return [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+    schema = next((s for prefix, s in PATH_PARAMETERS.items() if path.startswith(prefix)), {"type": "string"})
+    return [{"name": name, "in": "path", "required": True, "schema": schema}
             for name in re.findall(r"\{([^}]+)\}", path)]
 
 
 def operation(route: Route) -> dict[str, Any]:
     """The OpenAPI operation object of one route."""
-    op: dict[str, Any] = {"summary": route.summary, "tags": [route.tag or route.caller.value]}
+    op: dict[str, Any] = {"summary": route.summary, "operationId": route.operation_id,
+                          "tags": [route.tag or route.caller.value]}
     responses = dict(route.responses)
     if route.caller.value == "operator":
         op["security"] = _OP

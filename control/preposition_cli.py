@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from common.cli_args import HelpFormatter
 from common.json_client import ApiError, call_json
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ERROR, EXIT_PARTIAL = 0, 1, 2, 3, 4
@@ -44,11 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ocsim preposition",
                                 description="Place files (title renditions) on an ISP's edges (a pre-position job).",
                                 epilog="exit status: 0 done, 4 partial (some files left out: no room), 1 failed, "
-                                       "2 usage, 3 control plane error")
+                                       "2 usage, 3 control plane error",
+                                formatter_class=HelpFormatter)
     p.add_argument("--control", help="control plane URL (default: from --state-file)")
     p.add_argument("--token", help="operator token (default: $OCSIM_OPERATOR_TOKEN, then --state-file)")
     p.add_argument("--state-file", help="the JSON state file of `ocsim up`")
-    p.add_argument("--isp", required=True)
+    p.add_argument("--isp", required=True, help="the ISP whose edges get the files")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--titles", help="comma-separated title ids (all their renditions, or --renditions)")
     what.add_argument("--top", type=int, help="the N most valuable files (title renditions) in that ISP")

@@ -14,6 +14,7 @@ Who may call what:
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,7 @@ from aiohttp import web
 from common.http_input import require_bearer
 from control import handlers as h
 from control import openapi
-from control.openapi import BAD_INPUT, error, json_body, ref
+from control.openapi import BAD_INPUT, ISP_NAME, error, json_body, ref
 from control.state import STATE
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -48,6 +49,13 @@ class Route:
     request_schema: Mapping[str, Any] | None = None  # a JSON body
     query: Sequence[Mapping[str, Any]] = ()  # OpenAPI query parameters
     tag: str | None = None  # default: the caller's name
+
+    @property
+    def operation_id(self) -> str:
+        """The handler's name (`create_job`), or one made of the method and path."""
+        if self.handler is not None:
+            return self.handler.__name__
+        return self.method.lower() + re.sub(r"[^a-z0-9]+", "_", self.path).rstrip("_")
 
 
 async def get_openapi(request: web.Request) -> web.Response:
@@ -106,16 +114,26 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/fleet", h.get_fleet, O, "Every edge: state, load, disk, hit ratio, titles, heartbeat age",
           responses={"200": json_body(ref("Fleet"), "The fleet")}),
     Route("GET", "/v1/popularity", h.get_popularity, O, "Observed plays per title in one ISP",
-          query=({"name": "isp", "in": "query", "schema": {"type": "string", "default": "-"}},
-                 {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 20}}),
+          query=({"name": "isp", "in": "query", "description": "an ISP, or `-` for unknown networks",
+                  "schema": {"type": "string", "default": "-",
+                             "anyOf": [{"const": "-"}, {"pattern": ISP_NAME["pattern"]}], "maxLength": 32}},
+                 {"name": "limit", "in": "query",
+                  "schema": {"type": "integer", "default": 20, "minimum": 1, "maximum": h.MAX_POPULARITY_LIMIT}}),
           responses={"200": json_body({"type": "object", "properties": {
               "isp": {"type": "string"}, "titles": {"type": "array", "items": {
-                  "type": "object", "properties": {"id": {"type": "string"}, "plays": {"type": "integer"}}}}}},
+                  "type": "object", "properties": {"id": {"type": "string"},
+                                                   "plays": {"type": "integer", "minimum": 1}}}}}},
               "Most played first"), "400": error("Bad isp or limit")}),
     Route("POST", "/v1/prepositions", h.create_job, O, "Start a pre-position job", request_schema=ref("JobRequest"),
           responses={"202": {**json_body(ref("Job"), "Accepted; poll the Location"),
-                             "headers": {"Location": {"schema": {"type": "string"}}}},
-                     **BAD_INPUT, "404": error("Unknown title or ISP"), "409": error("No healthy edge in the ISP")}),
+                             "headers": {"Location": {"schema": {"type": "string",
+                                                                 "pattern": "^/v1/prepositions/job-[0-9a-f]{10}$"},
+                                                      "description": "/v1/prepositions/{id} of the new job"}},
+                             "links": {"GetJob": {"operationId": "get_job",
+                                                  "parameters": {"id": "$response.body#/id"},
+                                                  "description": "The job just created (the Location header)"}}},
+                     **BAD_INPUT, "404": error("Unknown title or ISP"),
+                     "409": error("No healthy edge in the ISP, or a title has none of the renditions")}),
     Route("GET", "/v1/prepositions", h.list_jobs, O, "All jobs, newest first (without plans)",
           responses={"200": json_body({"type": "object", "properties": {
               "jobs": {"type": "array", "items": ref("Job")}}}, "Jobs")}),

@@ -6,6 +6,8 @@ Rules of this module: no IO and no handlers here; `ControlState` holds the pure 
 """
 from __future__ import annotations
 
+from common.eventsink import EventSink
+
 import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,7 @@ class ControlConfig:
     fill_bandwidth_bps: int = 100_000_000
     origin_wait_s: float = 10.0
     max_candidates: int = 4
+    events: str = ""  # nats://... : publish steer.play and job.progress (common.eventsink)
 
     def __post_init__(self) -> None:
         if not self.operator_token:
@@ -101,3 +104,4 @@ class ControlState:
 
 
 STATE = web.AppKey("control_state", ControlState)
+EVENTS = web.AppKey("control_events", EventSink)

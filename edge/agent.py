@@ -247,6 +247,7 @@ class EdgeAgent:
         self._registered = False
         self._registered_event = asyncio.Event()
         self._seq = 0
+        self._registration_ts = 0.0
         self._heartbeats_sent = 0
         self._heartbeat_failures = 0
         self._bad_replies = 0
@@ -418,6 +419,7 @@ class EdgeAgent:
                        capacity_bytes=int(stats.capacity_bytes), ts=self._clock(),
                        policy=self._policy, version=self._version)
         reply = await self._post("/v1/edges/register", msg.seal(self._key), REGISTER_TIMEOUT_S)
+        self._registration_ts = msg.ts  # heartbeats name the registration they belong to
         self._registrations += 1
         self._set_registered(True)
         self._last_error = None
@@ -434,7 +436,8 @@ class EdgeAgent:
                         state=state, capacity_bytes=int(stats.capacity_bytes), used_bytes=int(stats.used_bytes),
                         objects=int(stats.objects), req_rate=float(stats.req_rate),
                         byte_rate=float(stats.byte_rate), hit_ratio=float(stats.hit_ratio),
-                        titles=list(stats.titles), fills=fills, pinned_bytes=int(stats.pinned_bytes))
+                        titles=list(stats.titles), fills=fills, registration_ts=self._registration_ts,
+                        pinned_bytes=int(stats.pinned_bytes))
         reply = await self._post(f"/v1/edges/{quote(self.edge_id, safe='')}/heartbeat",
                                  msg.seal(self._key), timeout)
         self._heartbeats_sent += 1

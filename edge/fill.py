@@ -167,7 +167,8 @@ class FillCoalescer:
     def __init__(self, store: DiskStore, upstream: Upstream, origin: str, *,
                  peers: list[str] | None = None, keyring: Callable[[], Keyring | None] = lambda: None,
                  isp: str = NO_ISP, fill_timeout: float = 10.0, metrics: FillMetrics | None = None,
-                 on_stored: Callable[[str, Fill], None] | None = None) -> None:
+                 on_stored: Callable[[str, Fill], None] | None = None,
+                 on_done: Callable[[Fill, str], None] | None = None) -> None:
         self.store = store
         self.upstream = upstream
         self.origin = origin.rstrip("/")
@@ -177,6 +178,7 @@ class FillCoalescer:
         self.fill_timeout = fill_timeout
         self.metrics = metrics
         self.on_stored = on_stored
+        self.on_done = on_done  # (fill, result) once per fill: the event pipeline's edge.fill
         self.inflight: dict[str, Fill] = {}
         self._closing = False
 
@@ -273,6 +275,8 @@ class FillCoalescer:
     def _count_fill(self, fill: Fill, result: str) -> None:
         if self.metrics:
             self.metrics.fills.inc((fill.source or "origin", result))
+        if self.on_done is not None:
+            self.on_done(fill, result)
 
     async def _open_source(self, fill: Fill) -> UpstreamResponse:
         """A 200 from a peer that holds the object, else the upstream's answer."""

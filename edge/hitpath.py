@@ -48,6 +48,8 @@ hit's CPU). It is the connection's protocol and wraps aiohttp's `RequestHandler`
   it is exactly `GET <path> HTTP/1.1` with visible-ASCII, token-named headers, none of
   which is about a body, ranges, conditionals or the connection (`simple_get_target`),
   and the server's callback says it is a RAM hit it can answer (else None);
+* a buffered head with a bare LF or CR line end goes to aiohttp at once (it would never
+  end in CRLF CRLF, so waiting for more would hang the client);
 * anything else - and every byte after it on that connection - goes to the wrapped
   aiohttp handler unchanged, which then owns the connection for good (responses stay in
   order: the fast lane's are already in the transport's buffer, in request order);
@@ -425,6 +427,9 @@ _SIMPLE_GET_RE = re.compile(
 _SLOW_FIELD_RE = re.compile(
     rb"\r\n(?:content-length|transfer-encoding|range|if-[a-z-]*|connection|expect|upgrade|te|trailer)[\t ]*:",
     re.IGNORECASE)
+# A line end that is not CRLF: an LF without its CR, or a CR followed by anything but LF
+# (a CR as the last byte buffered may still get its LF in the next read).
+_BARE_LINE_END_RE = re.compile(rb"(?<!\r)\n|\r(?=[^\n])")
 _MAX_HEAD = 8190  # a header block longer than aiohttp's line limit is aiohttp's to refuse
 
 
@@ -515,7 +520,9 @@ class FastLane(asyncio.Protocol):
             end = data.find(b"\r\n\r\n", pos)
             if end < 0:
                 rest = data[pos:] if pos else data
-                if len(rest) > _MAX_HEAD:
+                if len(rest) > _MAX_HEAD or _BARE_LINE_END_RE.search(rest) is not None:
+                    # A bare LF or CR: this head never ends in CRLF CRLF, so waiting for one
+                    # would hang the client; aiohttp's parser answers it (or refuses it, 400).
                     self._to_slow(rest)
                 else:
                     self._buf = rest

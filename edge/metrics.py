@@ -66,7 +66,8 @@ class EdgeMetrics:
         reg.gauge("ocsim_edge_objects", "Cached objects", callback=gauges.objects)
         reg.gauge("ocsim_edge_pinned_objects", "Pinned objects", callback=gauges.pinned)
         reg.gauge("ocsim_edge_fills_inflight", "Fills in flight", callback=gauges.inflight)
-        reg.gauge("ocsim_edge_evictions", "Objects evicted since start", callback=gauges.evictions)
+        # a count that only grows: a counter (rate() works on it), named as counters are
+        reg.counter_reading("ocsim_edge_evictions_total", "Objects evicted since start", gauges.evictions)
         self._rate = RateSample()
 
     def hit_ratio(self) -> float:

@@ -33,8 +33,10 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from common.auth import bearer_matches
-from common.errors import BadRequest, Forbidden, NotFound, OcsimError, Unauthorized
+from common.errors import BadRequest, Forbidden, NotFound, OcsimError
+from common.events import EdgeEvict, EdgeFill, EdgeRequest
+from common.eventsink import make_sink
+from common.http_input import read_json_object, require_bearer
 from common.ids import check_title_id, content_prefix, parse_content_path
 from common.selection import FIELDS as _CONDITIONAL
 from common.selection import Outcome, Selection, from_headers, select_response
@@ -52,7 +54,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ocsim.edge")
 
+ADMIN_BODY_BYTES = 16 * 1024  # an admin body is one path or title
+PURGE_FIELDS = frozenset({"path", "title"})
+PIN_FIELDS = frozenset({"path"})
 HOT_MAX_OBJECT = 64 * 1024  # playlists and other small objects live in RAM too
+SESSION_HEADER = "X-Ocsim-Session"  # a player's play id: joins edge.request to steer.play
+# what the content handler learns on the way, for its edge.request event
+_KEY = web.RequestKey("ocsim_key", str)
+_OUTCOME = web.RequestKey("ocsim_outcome", str)
+_SIZE = web.RequestKey("ocsim_size", int)
+_TTFB = web.RequestKey("ocsim_ttfb", float)
+_T0 = web.RequestKey("ocsim_t0", float)
+
+
+def _title_of(key: str) -> str | None:
+    parts = key.split("/", 3)
+    return parts[2] if len(parts) > 2 and parts[1] == "content" else None
 _DISCONNECTS = (ConnectionResetError, BrokenPipeError, aiohttp.ClientConnectionResetError)
 
 
@@ -74,6 +91,7 @@ class EdgeConfig:
     heartbeat_interval: float = 1.0
     max_open_files: int = 512
     fast_lane: bool = True  # plain GETs of RAM objects answered below aiohttp (edge.hitpath.FastLane)
+    events: str = ""  # nats://... : publish edge.request / edge.fill / edge.evict (common.eventsink)
 
 
 def _only_if_cached(cache_control: str | None) -> bool:
@@ -91,7 +109,7 @@ class EdgeNode:
         self.cache_status = f"ocsim-{config.edge_id}"
         self.hot = HotTier(config.hot_bytes, max_object_bytes=HOT_MAX_OBJECT) if config.hot_bytes > 0 else None
         self.store = DiskStore(config.cache_dir, make_policy(config.policy, config.capacity),
-                               max_open_files=config.max_open_files, on_evict=self._forget_hot)
+                               max_open_files=config.max_open_files, on_evict=self._dropped)
         self.sender = HitSender()
         self.app = create_app("edge")
         self.metrics = EdgeMetrics(self.app[REGISTRY], Gauges(
@@ -102,7 +120,12 @@ class EdgeNode:
         self.coalescer = FillCoalescer(
             self.store, self.upstream, config.upstream, peers=list(config.peers),
             keyring=lambda: self.keyring, isp=config.isp, fill_timeout=config.fill_timeout,
-            metrics=self.metrics.fill, on_stored=self._stored)
+            metrics=self.metrics.fill, on_stored=self._stored,
+            on_done=self._fill_done if config.events else None)
+        # Events (DESIGN "Events"): emit is a deque append; without --events a NullSink.
+        self.events = make_sink(config.events, config.edge_id, self.app[REGISTRY])
+        self._event_refs: dict[str, tuple[str, str | None, int | None, int | None]] = {}
+        self._event_edge, self._event_isp = config.edge_id, config.isp
         self.agent: EdgeAgent | None = None
         self._agent_task: asyncio.Task[None] | None = None
         self.public_url = config.public_url
@@ -119,6 +142,7 @@ class EdgeNode:
     # -- life cycle ----------------------------------------------------------------------
 
     async def start(self) -> web.Application:
+        await self.events.start()
         await self.store.open()
         self.upstream.start()
         app = self.app
@@ -167,6 +191,7 @@ class EdgeNode:
         await self.coalescer.close()
         await self.store.close()
         await self.upstream.close()
+        await self.events.close()
 
     # -- callables for the agent ---------------------------------------------------------
 
@@ -203,9 +228,17 @@ class EdgeNode:
         return {"id": self.config.edge_id, "isp": self.config.isp, "used_bytes": self.store.used,
                 "capacity_bytes": self.store.capacity, "objects": len(self.store.index)}
 
-    def _forget_hot(self, key: str) -> None:
+    def _dropped(self, key: str, entry: Entry, reason: str) -> None:
         if self.hot is not None:
             self.hot.discard(key)
+        if self.events.enabled:
+            cfg = self.config
+            self.events.emit(EdgeEvict(cfg.edge_id, cfg.isp, key, _title_of(key), entry.meta.length, reason))
+
+    def _fill_done(self, fill: Fill, result: str) -> None:
+        cfg = self.config
+        self.events.emit(EdgeFill(cfg.edge_id, cfg.isp, fill.key, _title_of(fill.key), fill.source or "origin",
+                                  fill.received, time.monotonic() - fill.started, result))
 
     def _stored(self, key: str, fill: Fill) -> None:
         if self.hot is not None and fill.received <= HOT_MAX_OBJECT:
@@ -272,12 +305,44 @@ class EdgeNode:
         labels = self._fast_labels
         self._http_requests.inc(labels)
         self._http_bytes.inc(labels, n)
-        self._http_latency.observe(time.perf_counter() - t0, self._fast_route)
+        took = time.perf_counter() - t0
+        self._http_latency.observe(took, self._fast_route)
+        if self.events.enabled:
+            self._emit_request(path, 200, n, meta.length, "hit", took, took, None)
         return head, data
+
+    def _emit_request(self, key: str, status: int, nbytes: int, size: int | None, cache: str, ttfb: float,
+                      duration: float, session: str | None) -> None:
+        """One edge.request, cheaply: the parsed path is remembered, no dataclass is built."""
+        ref = self._event_refs.get(key)
+        if ref is None:
+            try:
+                r = parse_content_path(key)
+                ref = (r.path, r.title, r.rendition, r.index)
+            except OcsimError:
+                ref = (key[:256], None, None, None)
+            if len(self._event_refs) < 100_000:
+                self._event_refs[key] = ref
+        self.events.emit_fields(EdgeRequest, (self._event_edge, self._event_isp, *ref, status, nbytes, size, cache,
+                                              ttfb, duration, session))
 
     # -- content ------------------------------------------------------------------------------
 
     async def content(self, request: web.Request) -> web.StreamResponse:
+        if not self.events.enabled:
+            return await self._content(request)
+        t0 = request[_T0] = time.perf_counter()
+        resp = await self._content(request)
+        took = time.perf_counter() - t0
+        sent = resp.body_length if resp.prepared else (resp.content_length or 0)
+        outcome = request.get(_OUTCOME, "none")  # what the counters counted, whatever the status
+        ttfb = request.get(_TTFB, took)
+        session = request.headers.get(SESSION_HEADER)
+        self._emit_request(request.get(_KEY, request.path), resp.status, sent, request.get(_SIZE), outcome,
+                           ttfb, took, session[:128] if session else None)
+        return resp
+
+    async def _content(self, request: web.Request) -> web.StreamResponse:
         try:
             if "%" in request.raw_path.partition("?")[0]:
                 raise BadRequest("encoded characters are not allowed in content paths")
@@ -290,9 +355,12 @@ class EdgeNode:
             key = parse_content_path(path).path
         except OcsimError as exc:
             return self._error(exc.status, exc.reason)
+        request[_KEY] = key
         entry = self.store.lookup(key, time.time())
         refetch = False
         if entry is not None:
+            request[_OUTCOME] = "hit"
+            request[_SIZE] = entry.meta.length
             resp = await self._serve_hit(request, key, entry)
             if resp is not None:
                 return resp
@@ -307,6 +375,7 @@ class EdgeNode:
         fill, joined = self.coalescer.join(key)
         klass = "coalesced" if joined else ("evicted" if refetch or self.store.was_evicted(key) else "cold")
         self.metrics.misses.inc((klass,))
+        request[_OUTCOME] = klass
         return await self._serve_fill(request, fill, joined)
 
     def _early(self, sel: Selection, meta: ObjectMeta, headers: dict[str, str]) -> web.Response | None:
@@ -406,7 +475,10 @@ class EdgeNode:
         start, end = sel.start, sel.end
         resp = web.StreamResponse(status=sel.status, headers=headers)
         resp.content_length = end - start
+        request[_SIZE] = meta.length
         await resp.prepare(request)
+        if _T0 in request:
+            request[_TTFB] = time.perf_counter() - request[_T0]
         if request.method == "HEAD":
             await resp.write_eof()
             return resp
@@ -440,21 +512,11 @@ class EdgeNode:
     # -- operator endpoints ------------------------------------------------------------------
 
     def _authorize(self, request: web.Request) -> None:
-        header = request.headers.get("Authorization")
-        if not header:
-            raise Unauthorized("operator token required")
-        if not bearer_matches(header, self.config.operator_token):
-            raise Forbidden("bad operator token")
+        require_bearer(request, self.config.operator_token, "ocsim-edge")
 
     @staticmethod
-    async def _json(request: web.Request) -> dict[str, Any]:
-        try:
-            body = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest("body must be JSON") from None
-        if not isinstance(body, dict):
-            raise BadRequest("body must be a JSON object")
-        return body
+    async def _json(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:
+        return await read_json_object(request, allowed, ADMIN_BODY_BYTES)  # the strict input layer
 
     @staticmethod
     def _key_of(body: dict[str, Any]) -> str:
@@ -465,7 +527,7 @@ class EdgeNode:
 
     async def purge(self, request: web.Request) -> web.Response:
         self._authorize(request)
-        body = await self._json(request)
+        body = await self._json(request, PURGE_FIELDS)
         if "title" in body:
             title = check_title_id(body["title"])
             prefix = content_prefix(title)
@@ -474,14 +536,15 @@ class EdgeNode:
         else:
             keys = {self._key_of(body)}
         purged = [k for k in sorted(keys) if await self.store.remove(k)]
-        for k in keys:
-            self._forget_hot(k)
+        if self.hot is not None:
+            for k in keys:
+                self.hot.discard(k)
         log.info("purge", extra={"fields": {"keys": len(purged)}})
         return web.json_response({"purged": len(purged), "paths": purged[:1000]})
 
     async def _set_pin(self, request: web.Request, pinned: bool) -> web.Response:
         self._authorize(request)
-        key = self._key_of(await self._json(request))
+        key = self._key_of(await self._json(request, PIN_FIELDS))
         if not self.store.set_pinned(key, pinned):
             raise NotFound(f"{key} is not cached")
         await self.store.flush()

@@ -217,7 +217,7 @@ class DiskStore:
     """Cached objects under `root`, budgeted by `policy`. Create, then `await open()`."""
 
     def __init__(self, root: str | Path, policy: EvictionPolicy, *, max_open_files: int = 512,
-                 on_evict: Callable[[str], None] | None = None) -> None:
+                 on_evict: Callable[[str, Entry, str], None] | None = None) -> None:
         self.root = Path(root)
         self.objects_dir = self.root / "objects"
         self.tmp_dir = self.root / "tmp"
@@ -293,7 +293,8 @@ class DiskStore:
         self._ghosts.pop(entry.key, None)
         self._close_fd(entry.key)
 
-    def _drop_index(self, key: str) -> Entry | None:
+    def _drop_index(self, key: str, reason: str = "capacity") -> Entry | None:
+        """Forget `key`; `on_evict(key, entry, reason)` hears of it (capacity, replaced, purge)."""
         entry = self.index.pop(key, None)
         if entry is not None:
             t = title_of(key)
@@ -302,7 +303,7 @@ class DiskStore:
                 del self._titles[t]
             self._close_fd(key)
             if self.on_evict:
-                self.on_evict(key)
+                self.on_evict(key, entry, reason)
         return entry
 
     def lookup(self, key: str, now: float) -> Entry | None:
@@ -419,7 +420,7 @@ class DiskStore:
             self.policy.pin(key)
         # a stale entry for the key (refetch) no longer matches what the policy holds
         if key in self.index:
-            self._drop_index(key)
+            self._drop_index(key, "replaced")
             self._schedule_delete(key)
         res = Reservation(self, key, length)
         self._reservations[key] = res
@@ -533,7 +534,7 @@ class DiskStore:
         if res is not None:
             res.step(FillStep.PURGE)
             found = True
-        if self._drop_index(key) is not None:
+        if self._drop_index(key, "purge") is not None:
             found = True
         if self.policy.remove(key):
             found = True

@@ -330,6 +330,8 @@ def parse_topology(data: Mapping[str, Any], *, base_dir: str | Path | None = Non
                                 f"{len(edges)} edge(s) of {name}")
         if not edges:
             count = DEFAULT_EDGES_PER_ISP if spec.edges is None else spec.edges
+            if count < 1:  # `ocsim up` would start a topology that can serve nobody in this ISP
+                raise TopologyError(f"{where}: isps.{name}.edges: an ISP needs at least 1 edge, got {count}")
             for n in range(1, count + 1):
                 edge_id = f"{name}-{n}"
                 if edge_id in seen_ids:

@@ -21,9 +21,9 @@ from typing import Any
 
 from aiohttp import web
 
-from common.auth import bearer_matches
 from common.content import Catalog, Title
-from common.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from common.errors import BadRequest, NotFound
+from common.http_input import read_json_object, require_bearer
 from common.hls import master_playlist, media_playlist
 from common.ids import ContentKind, ContentRef, parse_content_path
 from common.segbytes import SegmentSpec
@@ -35,6 +35,7 @@ CACHE_CONTROL = "public, max-age=31536000, immutable"
 CHUNK = 256 * 1024
 PACED_CHUNK = 16 * 1024
 MAX_TRACKED_PATHS = 200_000
+LINK_FIELDS = frozenset({"latency_ms", "bandwidth_bps", "total_bandwidth_bps", "error_rate", "down"})
 
 
 
@@ -75,11 +76,7 @@ def _etag(*parts: object) -> str:
 
 
 def _require_admin(request: web.Request) -> None:
-    auth = request.headers.get("Authorization")
-    if not auth:
-        raise Unauthorized("operator token required")
-    if not bearer_matches(auth, request.app[ORIGIN].admin_token):
-        raise Forbidden("bad operator token")
+    require_bearer(request, request.app[ORIGIN].admin_token, "ocsim-origin")
 
 
 def _reset_connection(request: web.Request) -> None:
@@ -192,10 +189,7 @@ async def _get_link(request: web.Request) -> web.Response:
 async def _put_link(request: web.Request) -> web.Response:
     _require_admin(request)
     state = request.app[ORIGIN]
-    try:
-        patch = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("body must be JSON") from None
+    patch = await read_json_object(request, LINK_FIELDS, 16 * 1024)  # the strict input layer
     state.set_link(state.link.updated(patch))
     return web.json_response(state.link.to_json())
 

@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from common.events import PlayerSession
+from common.eventsink import EventSink
 from player.abr import FailoverPolicy, FailureReason, make_abr
 from player.errors import ControlUnavailable, PlaylistError, SteeringError, UnknownTitle
 from player.playlists import MasterPlaylist, MediaPlaylist, parse_master, parse_media
@@ -63,6 +65,8 @@ from player.verify import failure_reason_for_status, verify_segment
 __all__ = ["EventHook", "Timeouts", "play_session"]
 
 MAX_PLAYLIST_BYTES = 1024 * 1024
+SESSION_HEADER = "X-Ocsim-Session"  # the play id, so edge requests join to this session
+PROGRESS_EVERY = 5  # a player.session progress event every this many segments
 MAX_SEGMENT_BYTES = 64 * 1024 * 1024
 MAX_PLAY_ANSWER_BYTES = 256 * 1024
 
@@ -124,8 +128,13 @@ class _Player:
     def __init__(self, http: aiohttp.ClientSession, control_url: str, title: str, *,
                  isp: str | None, client_ip: str | None, speed: float, verify: bool, abr: str,
                  timeouts: Timeouts, policy: FailoverPolicy, buffer_cap_s: float,
-                 max_segments: int | None, on_event: EventHook | None) -> None:
+                 max_segments: int | None, on_event: EventHook | None,
+                 events: EventSink | None = None) -> None:
         self.http = http
+        self.events = events if events is not None and events.enabled else None
+        self.play_id: str | None = None  # from the play answer; sent as X-Ocsim-Session
+        self.segments_done = 0
+        self._headers: dict[str, str] = {}
         self.control_url = control_url.rstrip("/")
         self.title = title
         self.isp = isp
@@ -189,16 +198,20 @@ class _Player:
         except ValueError:
             raise SteeringError("play answer is not JSON") from None
         isp, candidates = parse_play_answer(obj)
+        pid = obj.get("play_id") if isinstance(obj, dict) else None
+        if isinstance(pid, str) and 0 < len(pid) <= 64 and pid.isascii() and pid.isalnum():
+            self.play_id = pid
+            self._headers = {SESSION_HEADER: pid}
         self.answered_isp = isp
         self.edges = {c.edge: _EdgeView(c) for c in candidates}
         self.ranked = [c.edge for c in candidates]
-        await self._emit(PlayerEvent("steer", reason=",".join(self.ranked)))
+        await self._emit(PlayerEvent("steer", reason=",".join(self.ranked), isp=isp))
 
     # ----------------------------------------------------------------- fetching
 
     async def _fetch(self, url: str, total_s: float, limit: int) -> bytes:
         try:
-            async with self.http.get(url, timeout=self.timeouts.client(total_s)) as resp:
+            async with self.http.get(url, timeout=self.timeouts.client(total_s), headers=self._headers) as resp:
                 reason = failure_reason_for_status(resp.status)
                 if reason is not None:
                     raise _EdgeFailure(reason, f"HTTP {resp.status}")
@@ -326,6 +339,9 @@ class _Player:
             s.on_segment_downloaded(req.index, req.bitrate_kbps, len(body), started, self.now(), edge=edge)
             if edge not in self.served_by:
                 self.served_by.append(edge)
+            self.segments_done += 1
+            if self.events is not None and self.segments_done % PROGRESS_EVERY == 0:
+                self._session_event("progress")
             await self._emit(PlayerEvent("segment", edge=edge, index=req.index,
                                          bitrate_kbps=req.bitrate_kbps, nbytes=len(body)))
         if s.all_downloaded and not s.finished:
@@ -342,6 +358,8 @@ class _Player:
             except SteeringError as exc:
                 raise _Fatal(exc.kind, str(exc)) from None
             self.current = self.ranked[0]
+            if self.events is not None:
+                self._session_event("start")
             self.session = await self._bootstrap()
             self.session.start(0.0)  # start-up counts from the play request
             await self._play(self.session)
@@ -350,7 +368,7 @@ class _Player:
             if self.session is not None and not self.session.finished:
                 self.session.on_error(exc.kind, fatal=True, now=self.now())
         await self._emit(PlayerEvent("end", reason=None if error is None else error.message))
-        return PlayReport(
+        report = PlayReport(
             title=self.title,
             isp=self.answered_isp if self.answered_isp is not None else self.isp,
             qoe=None if self.session is None else self.session.report(),
@@ -365,6 +383,27 @@ class _Player:
             speed=self.speed,
             wall_s=time.monotonic() - t_real,
         )
+        if self.events is not None and self.play_id is not None:
+            self._session_event("end", report)
+        return report
+
+    def _session_event(self, phase: str, report: PlayReport | None = None) -> None:
+        """player.session: the QoE so far (the fields of `ocsim play --json`)."""
+        if self.events is None or self.play_id is None:
+            return
+        q = self.session.report() if self.session is not None else None
+        verified = report.verified if report is not None and self.verify else None
+        isp = self.answered_isp if self.answered_isp is not None else self.isp
+        errors = (q.errors if q is not None else 0) + (report.errors if report is not None else 0)
+        if q is None:
+            state = "failed" if report is not None else "starting"
+            self.events.emit(PlayerSession(self.play_id, phase, self.title, isp, self.current or None, state, None,
+                                           0, 0.0, 0.0, 0, 0, errors, 0, 0, 0.0, 0.0, verified))
+            return
+        self.events.emit(PlayerSession(
+            self.play_id, phase, self.title, isp, self.current or None, q.state, q.startup_s, q.rebuffer_count,
+            q.rebuffer_s, q.avg_bitrate_kbps, q.switches, q.failovers, errors, q.bytes, q.segments, q.played_s,
+            q.qoe_lin, verified))
 
 
 class _TooLarge(Exception):
@@ -416,6 +455,7 @@ async def play_session(
     buffer_cap_s: float = 60.0,
     max_segments: int | None = None,
     on_event: EventHook | None = None,
+    events: EventSink | None = None,
 ) -> PlayReport:
     """Play `title` once, start to end, and report; never raises for network or peer trouble.
 
@@ -439,7 +479,8 @@ async def play_session(
     try:
         player = _Player(http, control_url, title, isp=isp, client_ip=client_ip, speed=speed,
                          verify=verify, abr=abr, timeouts=timeouts, policy=policy,
-                         buffer_cap_s=buffer_cap_s, max_segments=max_segments, on_event=on_event)
+                         buffer_cap_s=buffer_cap_s, max_segments=max_segments, on_event=on_event,
+                         events=events)
         return await player.run()
     finally:
         if own:

@@ -31,6 +31,7 @@ class PlayerEvent:
     bitrate_kbps: int | None = None
     nbytes: int = 0
     reason: str | None = None
+    isp: str | None = None       # "steer": the ISP the control plane answered for (None: unknown network)
 
 
 @dataclass(frozen=True)

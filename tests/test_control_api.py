@@ -144,7 +144,7 @@ async def test_play_answer_shape_and_tokens_verify(client: Client) -> None:
         await e.heartbeat()
     status, body = await play(client, title="alpha", client_ip="10.1.2.3")
     assert status == 200
-    assert set(body) == {"title", "isp", "candidates", "expires"}
+    assert set(body) == {"title", "isp", "candidates", "expires", "play_id"}  # play_id: X-Ocsim-Session
     assert body["title"] == "alpha" and body["isp"] == "isp-a"
     edges = [c["edge"] for c in body["candidates"]]
     assert set(edges[:2]) == {"a1", "a2"} and edges[2:] == ["b1"]
@@ -331,7 +331,7 @@ async def test_edge_messages_are_authenticated_and_fresh(client: Client) -> None
     with pytest.raises(ControlRefused) as err:
         await e.send("/v1/edges/a1/heartbeat", e.heartbeat_msg(), key=b1.key)
     assert err.value.status == 403
-    # malformed msgpack with a valid signature: 400; header and path must agree: 400
+    # malformed msgpack with a valid signature: 400; header and path must agree: 403
     junk = b"\xc1\xc1\xc1"
     resp = await client.post("/v1/edges/a1/heartbeat", data=junk, headers={
         EDGE_HEADER: "a1", SIGNATURE_HEADER: sign(e.key, junk), "Content-Type": CONTENT_TYPE})
@@ -342,7 +342,7 @@ async def test_edge_messages_are_authenticated_and_fresh(client: Client) -> None
     assert resp.status == 400
     resp = await client.post("/v1/edges/a1/heartbeat", data=body, headers={
         EDGE_HEADER: "b1", SIGNATURE_HEADER: sign(b1.key, body), "Content-Type": CONTENT_TYPE})
-    assert resp.status == 400
+    assert resp.status == 403  # another edge named than the path: not authenticated (issue 15)
     resp = await client.post("/v1/edges/a1/heartbeat", data=b"x" * (2 * 1024 * 1024), headers={
         EDGE_HEADER: "a1", SIGNATURE_HEADER: "00", "Content-Type": CONTENT_TYPE})
     assert resp.status == 413

@@ -429,9 +429,10 @@ async def test_cli_json_and_exit_codes(cleanup: list[Any]) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ocsim", "play", "nope", "--control", control.url, "--isp", "isp-a",
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 1
-    assert "unknown_title" in out.decode() and "nope" in out.decode()
+    # a session that played nothing: one line on stderr, not a table of zeros (issue 15)
+    assert out == b"" and "unknown_title" in err.decode() and "nope" in err.decode()
 
 
 def test_cli_unreachable_control_exits_1() -> None:

@@ -37,7 +37,7 @@ async def test_all_space_pinned_places_nothing_and_says_why(client: Client) -> N
     ({"isp": "isp-a", "top": -1}, 400, "top"),
     ({"isp": "isp-a", "top": 10**9}, 400, "top"),
     ({"isp": "isp-a", "titles": ["nope"]}, 404, "titles[0]"),
-    ({"isp": "isp-a", "titles": ["alpha"], "renditions": [99]}, 400, "renditions"),
+    ({"isp": "isp-a", "titles": ["alpha"], "renditions": [99]}, 409, "renditions"),  # valid, not in the catalog
     ({"isp": "isp-z", "top": 1}, 404, "isp"),
     ({"isp": "isp-a", "top": 1, "refresh": "yes"}, 400, "refresh"),
     ({"isp": "isp-a", "top": 1, "window": "25:00-03:00"}, 400, "window"),
