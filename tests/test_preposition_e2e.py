@@ -75,7 +75,7 @@ def segment(url: str, rendition: int, n: int) -> str:
 def edge_stats(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out = {}
     for e in state["edges"]:
-        status, body = http_json(f"{e['url']}/admin/stats", state["operator_token"])
+        status, body = http_json(f"{e['url']}/admin/stats", state["edge_operator_token"])
         assert status == 200
         out[e["id"]] = body
     return out
@@ -124,7 +124,8 @@ def test_preposition_files_into_full_caches_then_refresh_follows_popularity(up: 
     for e in state["edges"]:
         cand = next(c for c in play(control, "fill-7") if c["edge"] == e["id"])
         assert get(segment(cand["url"], 235, 0))[0] == 200
-        status, _ = http_json(f"{e['url']}/admin/pin", token, "POST", {"path": "/content/fill-7/235/0.seg"})
+        status, _ = http_json(f"{e['url']}/admin/pin", state["edge_operator_token"], "POST",
+                              {"path": "/content/fill-7/235/0.seg"})
         assert status == 200
         kept[e["id"]] = segment(cand["url"], 235, 0)
     wait_for(lambda: all(e.get("pinned_bytes", 0) > 0 for e in http_json(f"{control}/v1/fleet", token)[1]["edges"]),
