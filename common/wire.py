@@ -94,10 +94,23 @@ M = TypeVar("M", bound="Message")
 
 
 class Message:
-    """Base of the wire messages: dataclass <-> msgpack map, strictly checked."""
+    """Base of the wire messages: dataclass <-> msgpack map, strictly checked.
+
+    Fields added after a message shipped are listed in the class's `ADDED_FIELDS` and are
+    left off the wire while they hold their default, so a peer that predates them (and
+    refuses unknown fields) still reads every message that does not use them."""
+
+    ADDED_FIELDS: typing.ClassVar[frozenset[str]] = frozenset()
 
     def to_wire(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload,no-any-return]
+        out: dict[str, Any] = {}
+        added = type(self).ADDED_FIELDS
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.name in added and value == _default_of(f):
+                continue
+            out[f.name] = _wire_value(value)
+        return out
 
     def pack(self) -> bytes:
         return msgpack.packb(self.to_wire(), use_bin_type=True)  # type: ignore[no-any-return]
@@ -145,6 +158,22 @@ class Message:
     def unseal(cls: type[M], key: bytes, body: bytes, signature: str | None) -> M:
         verify_signature(key, body, signature)
         return cls.unpack(body)
+
+
+def _default_of(f: dataclasses.Field[Any]) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def _wire_value(value: Any) -> Any:
+    if isinstance(value, Message):
+        return value.to_wire()
+    if isinstance(value, list):
+        return [_wire_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _wire_value(v) for k, v in value.items()}
+    return value
 
 
 def _check(where: str, hint: Any, value: Any) -> Any:
@@ -206,6 +235,8 @@ class Register(Message):
 class FillPlan(Message):
     """Control -> edge: fetch these content paths in the background and pin them."""
 
+    ADDED_FIELDS: typing.ClassVar[frozenset[str]] = frozenset({"unpin"})
+
     plan_id: str
     job_id: str
     edge_id: str
@@ -214,6 +245,7 @@ class FillPlan(Message):
     issued_at: float
     pin: bool = True
     sources: list[str] = field(default_factory=list)  # peer edge URLs to try before the upstream
+    unpin: list[str] = field(default_factory=list)  # content paths to unpin before filling (a refresh)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +264,8 @@ class FillProgress(Message):
 class Heartbeat(Message):
     """Edge -> control every second: `POST /v1/edges/{id}/heartbeat`."""
 
+    ADDED_FIELDS: typing.ClassVar[frozenset[str]] = frozenset({"pinned_bytes"})
+
     edge_id: str
     isp: str
     url: str
@@ -247,6 +281,7 @@ class Heartbeat(Message):
     titles: list[str] = field(default_factory=list)  # titles this edge holds objects of
     fills: list[FillProgress] = field(default_factory=list)
     registration_ts: float = 0.0  # the `ts` of this edge's accepted Register; control refuses any other
+    pinned_bytes: int = 0  # bytes of pinned objects: what a plan cannot evict (0 from older edges)
 
     def __post_init__(self) -> None:
         if self.state not in EDGE_STATES:

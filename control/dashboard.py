@@ -11,7 +11,7 @@ PAGE = """<!doctype html>
 <style>
 body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;margin-bottom:1.5em}td,th{padding:.25em .7em;border-bottom:1px solid #ddd;text-align:left}
-.up{color:#080}.suspect{color:#b80}.down,.failed,.admin_down{color:#c00}.draining{color:#888}.done{color:#080}
+.up{color:#080}.suspect{color:#b80}.down,.failed,.admin_down{color:#c00}.draining{color:#888}.done{color:#080}.partial,.waiting{color:#b80}
 .bar{display:inline-block;width:120px;height:.8em;background:#eee;vertical-align:middle}
 .bar span{display:block;height:100%;background:#48c}#err{color:#c00}
 .hint{color:#555;max-width:48em}.unplaced{color:#b80}
@@ -29,7 +29,7 @@ this tab only.</p>
 <th>hit ratio</th><th>titles</th><th>last heartbeat</th></tr></thead><tbody id="fleet"></tbody></table>
 <h2>Pre-position jobs</h2>
 <table><thead><tr><th>job</th><th>isp</th><th>state</th><th>progress</th><th>titles placed / asked</th>
-<th>unplaced (no edge had room)</th><th>error</th></tr></thead>
+<th>files placed</th><th>left out (why)</th><th>unplaced (no edge had room)</th><th>error</th></tr></thead>
 <tbody id="jobs"></tbody></table>
 <script>
 "use strict";
@@ -80,9 +80,12 @@ async function refresh() {
       e.last_heartbeat_age_s === null ? "never" : e.last_heartbeat_age_s.toFixed(1) + " s ago"],
       [null, null, e.state])));
     $("jobs").replaceChildren(...jobs.jobs.map((j) => row([
-      j.id, j.isp, j.state, bar(j.progress),
+      j.id, j.isp, j.state + (j.waiting_for ? " (" + j.waiting_for + ")" : ""), bar(j.progress),
       (j.titles.length - (j.unplaced || []).length) + " / " + j.titles.length,
-      unplacedText(j), j.error || ""], [null, null, j.state, null, null, "unplaced", "failed"])));
+      j.placed ? Object.keys(j.placed).length : "-",
+      j.shortfall ? j.shortfall + " (" + [...new Set(Object.values(j.left_out))].join(", ") + ")" : "0",
+      unplacedText(j), j.error || ""], [null, null, j.state, null, null, null, j.shortfall ? "partial" : null,
+      "unplaced", "failed"])));
     $("err").textContent = "";
   } catch (err) { $("err").textContent = String(err.message || err); }
 }

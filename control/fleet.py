@@ -46,6 +46,7 @@ class EdgeRecord:
     version: str = ""
     last_seq: int = -1
     used_bytes: int = 0
+    pinned_bytes: int = 0
     objects: int = 0
     req_rate: float = 0.0
     byte_rate: float = 0.0
@@ -64,7 +65,7 @@ class EdgeRecord:
             "id": self.edge_id, "isp": self.isp, "url": self.url, "state": self.health.state_at(now),
             "admin_down": self.health.admin_down,
             "req_rate": self.req_rate, "byte_rate": self.byte_rate,
-            "used_bytes": self.used_bytes, "capacity_bytes": self.capacity_bytes,
+            "used_bytes": self.used_bytes, "pinned_bytes": self.pinned_bytes, "capacity_bytes": self.capacity_bytes,
             "hit_ratio": self.hit_ratio, "objects": self.objects, "titles": len(self.titles),
             "last_heartbeat_age_s": round(now - last, 3) if last is not None else None,
             "heartbeats": self.heartbeats, "policy": self.policy, "version": self.version,
@@ -103,6 +104,7 @@ class Fleet:
                          msg.policy[:64], msg.version[:64])
         if old is not None:  # keep what we knew about its content until the first heartbeat
             rec.titles, rec.used_bytes, rec.objects = old.titles, old.used_bytes, old.objects
+            rec.pinned_bytes = old.pinned_bytes
         self.edges[msg.edge_id] = rec
         self.version += 1
         return rec
@@ -118,7 +120,7 @@ class Fleet:
             raise StaleMessage(f"heartbeat seq {msg.seq} <= last seen {rec.last_seq}")
         if len(msg.titles) > MAX_TITLES:
             raise BadRequest("too many titles")
-        if min(msg.capacity_bytes, msg.used_bytes, msg.objects) < 0:
+        if min(msg.capacity_bytes, msg.used_bytes, msg.objects, msg.pinned_bytes) < 0:
             raise BadRequest("negative sizes")
         rec.last_seq = msg.seq
         titles = frozenset(msg.titles)
@@ -126,6 +128,7 @@ class Fleet:
             self.version += 1
         rec.isp, rec.url = msg.isp, msg.url
         rec.capacity_bytes, rec.used_bytes, rec.objects = msg.capacity_bytes, msg.used_bytes, msg.objects
+        rec.pinned_bytes = min(msg.pinned_bytes, msg.capacity_bytes)
         rec.req_rate, rec.byte_rate, rec.hit_ratio = msg.req_rate, msg.byte_rate, msg.hit_ratio
         rec.titles = titles
         rec.running_plans = frozenset(f.plan_id for f in msg.fills if f.state == "running")

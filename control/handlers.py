@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import secrets
 import time
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -28,10 +29,12 @@ from common.wire import CONTENT_TYPE, EDGE_HEADER, MAX_MESSAGE_BYTES, SIGNATURE_
     FillPlan, Heartbeat, Register
 from control.fleet import EdgeRecord
 from control.health import UP
-from control.jobs import Job, build_plans, new_job_id, title_bytes
+from control.jobs import Job, rendition_bytes, build_file_plans, new_job_id
 from control.lifecycle import flush
 from control.metrics import BAD_SIGNATURES, HEARTBEATS, MISSES, PLAYS, STALE, STEER_SECONDS
-from control.placement import EdgeSpace, TitleDemand, plan_placement
+from control.placement import ALL_SPACE_PINNED, FileDemand, FileSpace, edge_budget, file_values, plan_files, \
+    split_file_key
+from control.window import FillWindow, check_tz, parse_window
 from control.state import EVENTS, STATE, ControlState
 from control.steering import Ranking
 
@@ -159,7 +162,7 @@ def _reply_for(st: ControlState, rec: EdgeRecord, now: float) -> ControlReply:
     """Outstanding plans the edge does not already report as running, within the size budget."""
     plans: list[FillPlan] = []
     budget = REPLY_BUDGET_BYTES
-    for p in st.jobs.outstanding(rec.edge_id):
+    for p in st.jobs.outstanding(rec.edge_id, now):
         if p.plan_id in rec.running_plans:
             continue  # the edge has it (it dedupes by plan_id anyway; this saves the bytes)
         cost = 200 + sum(len(x) + 2 for x in p.paths)
@@ -325,78 +328,173 @@ async def edge_admin(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------- operator: jobs
 
 ADMIN_FIELDS = frozenset({"down"})
-JOB_FIELDS = frozenset({"isp", "titles", "top", "renditions", "bandwidth_bps", "replicas"})
+JOB_FIELDS = frozenset({"isp", "titles", "top", "renditions", "bandwidth_bps", "replicas", "refresh", "now",
+                        "window", "timezone"})
+MAX_JOB_FILES = 20_000
+MAX_REFRESH_CANDIDATES = 5_000  # a refresh weighs at most this many of the most valuable files
 
 
-async def create_job(request: web.Request) -> web.Response:
-    st = request.app[STATE]
-    body = await read_json_object(request, JOB_FIELDS)
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A checked pre-position request (from the API or the nightly schedule)."""
+
+    isp: str
+    titles: tuple[Title, ...] | None  # None: the most valuable files of the catalog
+    top: int | None
+    renditions: tuple[int, ...] | None
+    bandwidth_bps: int
+    replicas: int | None
+    refresh: bool
+    window: FillWindow | None
+
+
+def _job_spec(st: ControlState, body: JsonObject) -> JobSpec:
+    """Check a job request; every refusal names its field."""
     isp = _isp_field(body, required=True)
     assert isp is not None
-    if ("titles" in body) == ("top" in body):
-        raise BadRequest("give exactly one of titles or top")
+    refresh = body.get("refresh", False)
+    now_flag = body.get("now", False)
+    for name, value in (("refresh", refresh), ("now", now_flag)):
+        if not isinstance(value, bool):
+            raise BadRequest(f"{name} must be true or false")
+    if "titles" in body and "top" in body:
+        raise BadRequest("titles, top: give at most one of them")
+    if not refresh and "titles" not in body and "top" not in body:
+        raise BadRequest("titles or top is required (or refresh: true)")
+    titles: tuple[Title, ...] | None = None
     if "titles" in body:
         ids = body["titles"]
         if not isinstance(ids, list) or not ids or len(ids) > MAX_JOB_TITLES \
                 or not all(isinstance(t, str) for t in ids):
             raise BadRequest(f"titles must be a non-empty list of at most {MAX_JOB_TITLES} title ids")
-        for t in ids:
+        for i, t in enumerate(ids):
             if not is_title_id(t):
-                raise BadRequest(f"invalid title id {t[:80]!r}")
-        titles = [st.catalog.get(t) for t in dict.fromkeys(ids)]
-    else:
-        top = int_field(body, "top", 1, MAX_JOB_TITLES)
-        if top is None:  # "top": null
-            raise BadRequest(f"top must be an integer in [1, {MAX_JOB_TITLES}]")
-        titles = st.top_titles(isp, top)
+                raise BadRequest(f"titles[{i}]: invalid title id {t[:80]!r}")
+            if t not in st.catalog:
+                raise NotFound(f"titles[{i}]: unknown title {t[:80]}")
+        titles = tuple(st.catalog.get(t) for t in dict.fromkeys(ids))
+    top = int_field(body, "top", 1, MAX_JOB_FILES)
+    if "top" in body and top is None:  # "top": null
+        raise BadRequest(f"top must be an integer in [1, {MAX_JOB_FILES}]")
     renditions: tuple[int, ...] | None = None
     if "renditions" in body:
         rends = int_list_field(body, "renditions", 1, MAX_RENDITION_KBPS)
         if rends is None:  # "renditions": null
             raise BadRequest("renditions must be a list of kbit/s")
         renditions = tuple(sorted(rends))
-        for t in titles:  # well-formed, but not what this title has: a conflict with the catalog
+        for t in titles or ():  # well-formed, but not what this title has: a conflict with the catalog
             if not set(renditions) & set(t.renditions):
-                raise Conflict(f"title {t.id} has none of the renditions {list(renditions)}")
+                raise Conflict(f"renditions: title {t.id} has none of the renditions {list(renditions)}")
+        if titles is None and not any(set(renditions) & set(t.renditions) for t in st.catalog.titles.values()):
+            raise Conflict(f"renditions: no title has any of the renditions {list(renditions)}")
     bandwidth = int_field(body, "bandwidth_bps", 0, 10**12)
     replicas = int_field(body, "replicas", 1, 64)
     if isp not in st.known_isps():
-        raise NotFound(f"unknown isp {isp}")
-    now = time.time()
-    edges = [r for r in st.fleet.edges.values() if r.isp == isp and r.health.state_at(now) is UP]
-    if not edges:
-        raise Conflict(f"no healthy edge in isp {isp}")
-    spaces = [st.jobs.space_for(r.edge_id, r.free_bytes, frozenset(r.titles)) for r in edges]
-    popularity = {t.id: st.observed(isp, t.id) + t.popularity for t in titles}
-    bw = st.config.fill_bandwidth_bps if bandwidth is None else bandwidth
-    # Sizing titles hashes every segment id and a plan lists every path: a few hundred ms for
-    # a large job, so it runs on a worker thread over snapshots (titles are immutable).
-    job = await asyncio.to_thread(_plan_job, new_job_id(), isp, titles, popularity, spaces, renditions, bw,
-                                  replicas, now)
-    await st.db().call(st.db().store.insert_job, job)
-    st.jobs.add(job)
-    event(log, "preposition job created", job=job.id, isp=isp, titles=len(titles), plans=len(job.plans),
-          unplaced=len(job.unplaced))
-    return web.json_response(job.to_json(with_plans=False), status=202,
+        raise NotFound(f"isp: unknown isp {isp}")
+    spec = st.config.topology.isps.get(isp)
+    window = spec.fill_window if spec is not None else None
+    if "window" in body or "timezone" in body:
+        tz = str_field(body, "timezone", max_len=64) or (spec.timezone if spec is not None else "UTC")
+        try:
+            tz = check_tz(tz)
+        except ValueError as exc:
+            raise BadRequest(f"timezone: {exc}") from None
+        text = str_field(body, "window", max_len=16)
+        if text is None:
+            raise BadRequest("window is required with timezone (HH:MM-HH:MM)")
+        try:
+            window = parse_window(text, tz)
+        except ValueError as exc:
+            raise BadRequest(f"window: {exc}") from None
+    if now_flag:
+        window = None
+    if bandwidth is None:
+        bandwidth = spec.fill_rate_bps if spec is not None and spec.fill_rate_bps else st.config.fill_bandwidth_bps
+    return JobSpec(isp, titles, top, renditions, bandwidth, replicas, refresh, window)
+
+
+def popularity_view(st: ControlState, isp: str) -> dict[str, float]:
+    """Title -> predicted popularity in `isp`: plays observed there plus the catalog's
+    popularity. The valuation (`control.placement.file_values`) takes any such mapping,
+    so the event pipeline's per-file view can replace this one."""
+    return {t.id: st.observed(isp, t.id) + t.popularity for t in st.catalog.titles.values()}
+
+
+async def create_job(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    body = await read_json_object(request, JOB_FIELDS)
+    spec = _job_spec(st, body)
+    job = await start_job(st, spec, time.time())
+    return web.json_response(job.to_json(with_plans=False, now=time.time()), status=202,
                              headers={"Location": f"/v1/prepositions/{job.id}"})
 
 
-def _plan_job(job_id: str, isp: str, titles: list[Title], popularity: dict[str, float], spaces: list[EdgeSpace],
-              renditions: tuple[int, ...] | None, bandwidth_bps: int, replicas: int | None, now: float) -> Job:
-    """Placement and fill plans for one job (pure; runs on a worker thread)."""
-    demands = [TitleDemand(t.id, popularity[t.id], title_bytes(t, renditions)) for t in titles]
-    placed = plan_placement(demands, spaces, max_replicas=replicas)
-    plans = build_plans(job_id, {e: ts for e, ts in placed.assignments.items() if ts}, {t.id: t for t in titles},
-                        renditions, bandwidth_bps, now)
-    return Job(job_id, isp, tuple(t.id for t in titles), renditions, bandwidth_bps, now, plans,
-               tuple(placed.unplaced),
-               "nothing could be placed within the edges' free capacity" if placed.unplaced and not plans else "",
-               now)
+async def start_job(st: ControlState, spec: JobSpec, now: float) -> Job:
+    """Plan a job over the ISP's healthy edges, store it, hand it to the book."""
+    edges = [r for r in st.fleet.edges.values() if r.isp == spec.isp and r.health.state_at(now) is UP]
+    if not edges:
+        raise Conflict(f"isp: no healthy edge in isp {spec.isp}; nothing can be placed")
+    if spec.refresh and any(not j.state.terminal for j in st.jobs.jobs.values() if j.isp == spec.isp):
+        raise Conflict(f"isp: a job for {spec.isp} is still running; refresh once it is done")
+    spaces: list[FileSpace] = []
+    for r in edges:
+        held = {k: v for k, v in st.jobs.placed_files(r.edge_id).items() if split_file_key(k)[0] in r.titles}
+        spaces.append(FileSpace(r.edge_id, edge_budget(r.capacity_bytes, r.pinned_bytes,
+                                                       st.jobs.in_flight_bytes(r.edge_id), sum(held.values()),
+                                                       refresh=spec.refresh), frozenset(held)))
+    urls = {r.edge_id: r.url for r in edges}
+    catalog = dict(st.catalog.titles)
+    popularity = popularity_view(st, spec.isp)
+    # Sizing files hashes every segment id and a plan lists every path: a few hundred ms for
+    # a large job, so it runs on a worker thread over snapshots (titles are immutable).
+    job = await asyncio.to_thread(_plan_file_job, new_job_id(), spec, catalog, popularity, spaces, urls, now)
+    await st.db().call(st.db().store.insert_job, job)
+    st.jobs.add(job)
+    event(log, "preposition job created", job=job.id, isp=spec.isp, refresh=spec.refresh, plans=len(job.plans),
+          placed=len(job.placed), left_out=len(job.left_out), window=str(job.window) if job.window else None)
+    return job
+
+
+def _plan_file_job(job_id: str, spec: JobSpec, catalog: dict[str, Title], popularity: dict[str, float],
+                   spaces: list[FileSpace], urls: dict[str, str], now: float) -> Job:
+    """Placement of files and their fill plans for one job (pure; runs on a worker thread)."""
+    chosen = spec.titles if spec.titles is not None else tuple(catalog.values())
+    ladders = {t.id: [r for r in t.renditions if spec.renditions is None or r in spec.renditions] for t in chosen}
+    values = file_values(popularity, ladders)
+    ranked = sorted(values, key=lambda k: (-values[k], k))
+    if spec.top is not None:
+        ranked = ranked[:spec.top]
+    elif spec.titles is None:
+        ranked = [k for k in ranked if values[k] > 0][:MAX_REFRESH_CANDIDATES]
+    # A refresh keeps a held file only if it is still among the candidates (the top N, or
+    # the most valuable files) and fits; every other held file is unpinned.
+    demands = []
+    for key in ranked:
+        tid, rend = split_file_key(key)
+        demands.append(FileDemand(tid, rend, values.get(key, 0.0), rendition_bytes(catalog[tid], rend)))
+    placement = plan_files(demands, spaces, refresh=spec.refresh, max_replicas=spec.replicas)
+    # A refresh asks for "the most valuable that fits": its tail is no shortfall.
+    asked_left_out = {} if (spec.refresh and spec.top is None) else placement.left_out
+    sources = {eid: [urls[o] for o in sorted(urls) if o != eid] for eid in placement.fills}
+    plans = build_file_plans(job_id, placement, catalog, spec.bandwidth_bps, now, sources)
+    error = ""
+    if not plans and asked_left_out:
+        reasons = set(asked_left_out.values())
+        error = ("nothing could be placed: all space on the edges of " + spec.isp +
+                 " is pinned or promised to fills in flight" if reasons == {ALL_SPACE_PINNED} else
+                 "nothing could be placed: no edge of " + spec.isp + " has room for any of the files")
+    titles = tuple(dict.fromkeys(split_file_key(k)[0] for k in ranked))
+    return Job(job_id, spec.isp, titles, spec.renditions, spec.bandwidth_bps, now, plans,
+               tuple(sorted({split_file_key(k)[0] for k in asked_left_out} -
+                            {split_file_key(k)[0] for k in placement.placed})),
+               error, now, placed=dict(placement.placed), left_out=dict(asked_left_out), window=spec.window,
+               refresh=spec.refresh)
 
 
 async def list_jobs(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    return web.json_response({"jobs": [j.to_json(with_plans=False) for j in st.jobs.listing()]})
+    now = time.time()
+    return web.json_response({"jobs": [j.to_json(with_plans=False, now=now) for j in st.jobs.listing()]})
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -404,7 +502,7 @@ async def get_job(request: web.Request) -> web.Response:
     job = st.jobs.get(request.match_info["id"])
     if job is None:
         raise NotFound("unknown job")
-    return web.json_response(job.to_json())
+    return web.json_response(job.to_json(now=time.time()))
 
 
 # ---------------------------------------------------------------- docs

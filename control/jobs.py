@@ -17,6 +17,7 @@ Rules of this module:
 """
 from __future__ import annotations
 
+import enum
 import functools
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -26,12 +27,34 @@ from typing import Any
 from common.content import Title
 from common.ids import master_path
 from common.wire import REPORTED_PLAN_STATES, FillPlan, FillPlanState, FillProgress
-from control.placement import EdgeSpace
+from control.placement import EdgeSpace, FilePlacement, split_file_key
+from control.window import FillWindow, is_open
 
 PENDING, RUNNING, DONE, FAILED = FillPlanState.PENDING, FillPlanState.RUNNING, FillPlanState.DONE, FillPlanState.FAILED
 PLAN_STATES = tuple(FillPlanState)
 TERMINAL = frozenset(s for s in FillPlanState if s.terminal)
-JOB_STATES = PLAN_STATES  # a job's state is summed up from its plans' (Job.state)
+
+
+class JobState(enum.StrEnum):
+    """A job's state, summed up from its plans' (Job.state, Job.state_at):
+
+    pending -> (waiting: outside its ISP's fill window) -> running -> done | partial | failed.
+    `partial`: every plan done, but some asked-for files were left out (no room); the job
+    says which and why. `failed`: a plan failed, or nothing at all could be placed."""
+
+    PENDING = "pending"
+    WAITING = "waiting"
+    RUNNING = "running"
+    DONE = "done"
+    PARTIAL = "partial"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.DONE, JobState.PARTIAL, JobState.FAILED)
+
+
+JOB_STATES = tuple(JobState)
 MAX_PATHS_PER_PLAN = 8000  # ~300 KB of msgpack: several plans fit under wire.MAX_MESSAGE_BYTES
 
 # (state, event) -> next state. Events: "delivered" (sent to the edge in a reply), the
@@ -66,11 +89,11 @@ def title_paths(title: Title, renditions: Sequence[int] | None = None) -> list[s
 
 def title_bytes(title: Title, renditions: Sequence[int] | None = None) -> int:
     """Segment bytes of `title` for `renditions` (playlists are a rounding error)."""
-    return sum(_rendition_bytes(title, r) for r in title.renditions if renditions is None or r in renditions)
+    return sum(rendition_bytes(title, r) for r in title.renditions if renditions is None or r in renditions)
 
 
 @functools.lru_cache(maxsize=8192)
-def _rendition_bytes(title: Title, rendition: int) -> int:
+def rendition_bytes(title: Title, rendition: int) -> int:
     # One hash per segment: ~10 ms for a long title's ladder, so remember it (titles are frozen).
     return title.rendition_bytes(rendition)
 
@@ -91,6 +114,11 @@ class PlanRecord:
     total_bytes: int = 0
     last_seen: float = 0.0  # when the edge last showed signs of life (for the timeout)
     error: str = ""
+    files: tuple[str, ...] = ()  # file keys ("title/rendition") this plan fills
+    file_sizes: tuple[int, ...] = ()  # their bytes, in the same order
+    unpin_files: tuple[str, ...] = ()  # file keys the edge unpins before filling (a refresh)
+    unpin_paths: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()  # peer edge URLs to fill from before the origin (tier fill)
 
     @property
     def total_objects(self) -> int:
@@ -103,7 +131,8 @@ class PlanRecord:
     def fill_plan(self) -> FillPlan:
         return FillPlan(plan_id=self.plan_id, job_id=self.job_id, edge_id=self.edge_id,
                         paths=list(self.paths), bandwidth_bps=self.bandwidth_bps,
-                        issued_at=self.issued_at, pin=True)
+                        issued_at=self.issued_at, pin=True, sources=list(self.sources),
+                        unpin=list(self.unpin_paths))
 
     def apply(self, event: str) -> bool:
         """Apply one event; True if the state changed."""
@@ -123,6 +152,12 @@ class PlanRecord:
             "done_bytes": self.done_bytes, "total_bytes": self.total_bytes,
             "failed_objects": self.failed_objects,
         }
+        if self.files:
+            out["files"] = list(self.files)
+        if self.unpin_files:
+            out["unpinned"] = list(self.unpin_files)
+        if self.sources:
+            out["sources"] = list(self.sources)
         if self.error:
             out["error"] = self.error
         return out
@@ -140,35 +175,62 @@ class Job:
     unplaced: tuple[str, ...] = ()
     error: str = ""
     updated_at: float = 0.0
+    placed: dict[str, tuple[str, ...]] = field(default_factory=dict)  # file key -> edges (file jobs)
+    left_out: dict[str, str] = field(default_factory=dict)  # file key -> why it was not placed
+    window: FillWindow | None = None  # plans go out only while it is open (None: at once)
+    refresh: bool = False
 
     @property
-    def state(self) -> FillPlanState:
-        if not self.plans:  # nothing to fill: every title already placed, or none fitted
-            return FAILED if self.unplaced else DONE
+    def state(self) -> JobState:
+        if not self.plans:  # nothing to fill: every file already placed, or none fitted
+            return JobState.FAILED if (self.unplaced or self.left_out) else JobState.DONE
         states = {p.state for p in self.plans}
         if states <= TERMINAL:
-            return FAILED if FAILED in states else DONE
+            if FAILED in states:
+                return JobState.FAILED
+            return JobState.PARTIAL if (self.left_out or self.unplaced) else JobState.DONE
         if states == {PENDING}:
-            return PENDING
-        return RUNNING
+            return JobState.PENDING
+        return JobState.RUNNING
+
+    def deliverable(self, now: float) -> bool:
+        """May its plans go out to the edges now (rule: jobs outside the window wait)?"""
+        return self.window is None or is_open(self.window, now)
+
+    def state_at(self, now: float) -> JobState:
+        state = self.state
+        if state is JobState.PENDING and not self.deliverable(now):
+            return JobState.WAITING
+        return state
 
     @property
     def progress(self) -> float:
         total = sum(p.total_objects for p in self.plans)
         if not total:
-            return 1.0 if self.state is DONE else 0.0
+            return 1.0 if self.state in (JobState.DONE, JobState.PARTIAL) else 0.0
         done = sum(p.total_objects if p.state is DONE else min(p.done_objects, p.total_objects)
                    for p in self.plans)
         return round(done / total, 4)
 
-    def to_json(self, with_plans: bool = True) -> dict[str, Any]:
+    def to_json(self, with_plans: bool = True, now: float | None = None) -> dict[str, Any]:
+        state = self.state if now is None else self.state_at(now)
         out: dict[str, Any] = {
-            "id": self.id, "state": self.state, "progress": self.progress, "isp": self.isp,
+            "id": self.id, "state": state, "progress": self.progress, "isp": self.isp,
             "titles": list(self.titles),
             "renditions": list(self.renditions) if self.renditions is not None else None,
             "bandwidth_bps": self.bandwidth_bps, "unplaced": list(self.unplaced),
             "created_at": self.created_at, "updated_at": self.updated_at,
         }
+        if self.placed or self.left_out:
+            out["placed"] = {k: list(v) for k, v in self.placed.items()}
+            out["left_out"] = dict(self.left_out)
+            out["shortfall"] = len(self.left_out)
+        if self.refresh:
+            out["refresh"] = True
+        if self.window is not None:
+            out["window"] = str(self.window)
+        if state is JobState.WAITING:
+            out["waiting_for"] = f"fill window {self.window}"
         if self.error:
             out["error"] = self.error
         if with_plans:
@@ -211,6 +273,54 @@ def build_plans(job_id: str, assignments: Mapping[str, Sequence[str]], titles: M
     return plans
 
 
+def file_paths(title: Title, rendition: int) -> list[str]:
+    """A file's content paths: its media playlist, then every segment."""
+    return [f"/content/{title.id}/{rendition}/index.m3u8"] + \
+        [f"/content/{title.id}/{rendition}/{i}.seg" for i in range(title.segment_count)]
+
+
+def build_file_plans(job_id: str, placement: FilePlacement, titles: Mapping[str, Title], bandwidth_bps: int,
+                     now: float, sources: Mapping[str, Sequence[str]] | None = None,
+                     max_paths: int = MAX_PATHS_PER_PLAN) -> list[PlanRecord]:
+    """Fill plans of a file placement: per edge (sorted), its unpins and its files, most
+    valuable first, in plans of at most `max_paths` paths (a file is never split unless it
+    alone exceeds that). A title's master playlist goes with its first file on the edge.
+    `sources`: edge id -> peer URLs its plans fill from before the origin."""
+    plans: list[PlanRecord] = []
+    for edge_id in sorted(set(placement.fills) | set(placement.unpins)):
+        keys = placement.fills.get(edge_id, ())
+        unpins = placement.unpins.get(edge_id, ())
+        if not keys and not unpins:
+            continue
+        unpin_paths: list[str] = []
+        for key in unpins:
+            tid, rend = split_file_key(key)
+            if tid in titles:
+                unpin_paths += file_paths(titles[tid], rend)
+        chunks: list[tuple[list[str], list[str], list[int]]] = [([], [], [])]
+        masters: set[str] = set()
+        for key in keys:
+            tid, rend = split_file_key(key)
+            title = titles[tid]
+            paths = file_paths(title, rend)
+            if tid not in masters:
+                masters.add(tid)
+                paths.insert(0, master_path(tid))
+            if chunks[-1][0] and len(chunks[-1][0]) + len(paths) > max_paths:
+                chunks.append(([], [], []))
+            chunks[-1][0].extend(paths)
+            chunks[-1][1].append(key)
+            chunks[-1][2].append(rendition_bytes(title, rend))
+        for i, (paths, files, sizes) in enumerate(chunks):
+            plans.append(PlanRecord(
+                f"{job_id}-{len(plans) + 1}", job_id, edge_id,
+                tuple(dict.fromkeys(split_file_key(f)[0] for f in files)), tuple(paths), bandwidth_bps, now,
+                total_bytes=sum(sizes), last_seen=now, files=tuple(files), file_sizes=tuple(sizes),
+                unpin_files=unpins if i == 0 else (), unpin_paths=tuple(unpin_paths) if i == 0 else (),
+                sources=tuple((sources or {}).get(edge_id, ()))))
+    return plans
+
+
 class JobBook:
     """All known jobs, indexed by plan and by edge; remembers what changed since the last save."""
 
@@ -231,9 +341,18 @@ class JobBook:
     def listing(self) -> list[Job]:
         return sorted(self.jobs.values(), key=lambda j: (-j.created_at, j.id))
 
-    def outstanding(self, edge_id: str) -> list[PlanRecord]:
-        """Plans the edge must (still) be told about, oldest first."""
-        return [p for p in self.plans.values() if p.edge_id == edge_id and not p.terminal]
+    def outstanding(self, edge_id: str, now: float | None = None) -> list[PlanRecord]:
+        """Plans the edge must (still) be told about, oldest first; with `now`, only those
+        of jobs whose fill window is open (a plan already running is resent regardless)."""
+        out = []
+        for p in self.plans.values():
+            if p.edge_id != edge_id or p.terminal:
+                continue
+            job = self.jobs.get(p.job_id)
+            if now is not None and p.state is PENDING and job is not None and not job.deliverable(now):
+                continue
+            out.append(p)
+        return out
 
     def mark_dirty(self, plan: PlanRecord, now: float) -> None:
         self._dirty_plans.add(plan.plan_id)
@@ -301,6 +420,25 @@ class JobBook:
         held = (self.placed_titles(edge_id) & reported_titles) | pending_titles
         return EdgeSpace(edge_id, max(0, free_bytes - pending_bytes), frozenset(held))
 
+    def in_flight_bytes(self, edge_id: str) -> int:
+        """Bytes plans not yet finished on the edge will still write (rule F1's in_flight)."""
+        return sum(max(0, p.total_bytes - p.done_bytes) for p in self.plans.values()
+                   if p.edge_id == edge_id and not p.terminal)
+
+    def placed_files(self, edge_id: str) -> dict[str, int]:
+        """File key -> bytes, of the files placed on the edge: filled by its done plans, or
+        booked by plans in flight, less what later plans unpinned, in issue order."""
+        held: dict[str, int] = {}
+        for p in sorted((p for p in self.plans.values() if p.edge_id == edge_id),
+                        key=lambda p: (p.issued_at, p.plan_id)):
+            if p.state is FAILED:
+                continue
+            for f in p.unpin_files:
+                held.pop(f, None)
+            for f, size in zip(p.files, p.file_sizes):
+                held[f] = size
+        return held
+
     def placed_titles(self, edge_id: str) -> frozenset[str]:
         """Titles whose plans on this edge are done."""
         return frozenset(t for p in self.plans.values() if p.edge_id == edge_id and p.state is DONE
@@ -313,7 +451,7 @@ class JobBook:
         self._dirty_jobs.clear()
         return plans, jobs
 
-    def counts_by_state(self) -> dict[FillPlanState, int]:
+    def counts_by_state(self) -> dict[JobState, int]:
         out = {s: 0 for s in JOB_STATES}
         for j in self.jobs.values():
             out[j.state] += 1

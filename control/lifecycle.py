@@ -120,18 +120,51 @@ async def _load(st: ControlState) -> None:
           resumed_jobs=resumed, db=str(cfg.db_path))
 
 
+REFRESH_CHECK_S = 30.0
+
+
+async def _nightly_refresh(st: ControlState) -> None:
+    """Each ISP with `refresh_at` in the topology gets a refresh job once a day at that
+    local time (control.window.next_daily); a refresh that cannot start (no edge up, a job
+    still running) is logged and tried again the next day."""
+    from control.handlers import JobSpec, start_job  # handlers import this module
+    from control.window import next_daily
+
+    specs = [s for s in st.config.topology.isps.values() if s.refresh_at is not None]
+    if not specs:
+        return
+    due = {s.name: next_daily(s.refresh_at or 0, s.timezone, time.time()) for s in specs}
+    while True:
+        now = time.time()
+        for s in specs:
+            if now < due[s.name]:
+                continue
+            due[s.name] = next_daily(s.refresh_at or 0, s.timezone, now + 60.0)
+            bw = s.fill_rate_bps or st.config.fill_bandwidth_bps
+            try:
+                job = await start_job(st, JobSpec(s.name, None, None, None, bw, None, True, s.fill_window), now)
+                event(log, "nightly refresh started", isp=s.name, job=job.id)
+            except OcsimError as exc:
+                event(log, "nightly refresh skipped", level=logging.WARNING, isp=s.name, reason=exc.reason)
+        await asyncio.sleep(min(REFRESH_CHECK_S, max(0.1, min(due.values()) - time.time())))
+
+
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     st = app[STATE]
     await _load(st)
     task = asyncio.create_task(_flusher(st), name="control-flusher")
     st.background.add(task)
     task.add_done_callback(st.background.discard)
+    refresher = asyncio.create_task(_nightly_refresh(st), name="control-nightly-refresh")
+    st.background.add(refresher)
+    refresher.add_done_callback(st.background.discard)
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for t in (refresher, task):
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
         try:
             await flush(st)
         except Exception:

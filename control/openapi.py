@@ -17,6 +17,7 @@ from common.content import MAX_DURATION_S, MAX_RENDITION_KBPS
 from common.ids import ISP_RULE, TITLE_RULE
 from common.wire import FillPlanState
 from control.health import HealthState
+from control.jobs import JobState
 
 if TYPE_CHECKING:
     from control.routes import Route
@@ -134,18 +135,24 @@ SCHEMAS: dict[str, Any] = {
                      "properties": {"down": {"type": "boolean"}}},
     "JobRequest": {
         "type": "object", "required": ["isp"], "additionalProperties": False,
-        "description": "Exactly one of titles or top.",
+        "description": "At most one of titles or top; one of them unless refresh. Files (renditions) are placed "
+                       "by value within capacity minus pinned bytes minus fills in flight.",
         "properties": {
             "isp": ISP_NAME,
             "titles": {"type": "array", "items": TITLE_ID, "minItems": 1, "maxItems": 1000},
-            "top": {"type": "integer", "minimum": 1, "maximum": 1000,
-                    "description": "top N by plays observed in the ISP, then catalog popularity"},
+            "top": {"type": "integer", "minimum": 1, "maximum": 20000,
+                    "description": "the N most valuable files (title renditions) in the ISP"},
             "renditions": {"type": "array", "items": KBPS, "minItems": 1, "maxItems": 64, "uniqueItems": True,
                            "description": "default: all"},
             "bandwidth_bps": {"type": "integer", "minimum": 0, "maximum": 10**12,
                               "description": "fill cap per plan; 0 = none"},
             "replicas": {"type": "integer", "minimum": 1, "maximum": 64,
-                         "description": "at most this many edges per title"},
+                         "description": "at most this many edges per file"},
+            "refresh": {"type": "boolean", "description": "unpin what is no longer among the most valuable, "
+                                                          "then fill what now is"},
+            "now": {"type": "boolean", "description": "ignore the ISP's fill window"},
+            "window": {"type": "string", "description": "fill window HH:MM-HH:MM in local time"},
+            "timezone": {"type": "string", "description": "IANA time zone of window"},
         },
         "oneOf": [{"title": "named titles", "required": ["titles"], "not": {"required": ["top"]}},
                   {"title": "top N", "required": ["top"], "not": {"required": ["titles"]}}],
@@ -159,8 +166,12 @@ SCHEMAS: dict[str, Any] = {
         "done_bytes": {"type": "integer"}, "total_bytes": {"type": "integer"},
         "failed_objects": {"type": "integer"}, "error": {"type": "string"}}},
     "Job": {"type": "object", "required": ["id", "state", "progress", "isp", "titles"], "properties": {
-        "id": JOB_ID, "state": {"enum": _PLAN_STATES},
+        "id": JOB_ID, "state": {"enum": [s.value for s in JobState]},
         "progress": {"type": "number", "minimum": 0, "maximum": 1}, "isp": {"type": "string"},
+        "placed": {"type": "object", "description": "file -> edges holding it once done"},
+        "left_out": {"type": "object", "description": "file -> why it was not placed"},
+        "shortfall": {"type": "integer", "description": "files asked for but not placed (state partial)"},
+        "window": {"type": "string"}, "waiting_for": {"type": "string"}, "refresh": {"type": "boolean"},
         "titles": {"type": "array", "items": {"type": "string"}},
         "renditions": {"type": ["array", "null"], "items": {"type": "integer"}},
         "bandwidth_bps": {"type": "integer"},

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from common.content import Catalog, Title
 from common.wire import FillPlanState
 from control.jobs import Job, PlanRecord
+from control.window import FillWindow
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS titles (
@@ -91,6 +92,10 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
+        for table in ("jobs", "plans"):  # added for file placement; older files lack it
+            cols = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            if "detail" not in cols:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN detail TEXT NOT NULL DEFAULT '{{}}'")
 
     def close(self) -> None:
         self.db.close()
@@ -167,18 +172,18 @@ class Store:
         def run(db: sqlite3.Connection) -> None:
             db.execute(
                 "INSERT INTO jobs (id, isp, titles, renditions, bandwidth_bps, unplaced, error, state, created_at, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "updated_at, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (job.id, job.isp, json.dumps(list(job.titles)),
                  json.dumps(list(job.renditions)) if job.renditions is not None else None,
                  job.bandwidth_bps, json.dumps(list(job.unplaced)), job.error, job.state,
-                 job.created_at, job.updated_at))
+                 job.created_at, job.updated_at, json.dumps(_job_detail(job))))
             db.executemany(
                 "INSERT INTO plans (plan_id, job_id, edge_id, titles, paths, bandwidth_bps, issued_at, state, "
-                "done_objects, done_bytes, failed_objects, total_bytes, error) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "done_objects, done_bytes, failed_objects, total_bytes, error, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(p.plan_id, p.job_id, p.edge_id, json.dumps(list(p.titles)), json.dumps(list(p.paths)),
                   p.bandwidth_bps, p.issued_at, p.state, p.done_objects, p.done_bytes, p.failed_objects,
-                  p.total_bytes, p.error) for p in job.plans])
+                  p.total_bytes, p.error, json.dumps(_plan_detail(p))) for p in job.plans])
         self._tx(run)
 
     def save_progress(self, plans: Iterable[PlanRecord], jobs: Iterable[Job]) -> None:
@@ -198,20 +203,37 @@ class Store:
         plans: dict[str, list[PlanRecord]] = {}
         for row in self.db.execute(
                 "SELECT plan_id, job_id, edge_id, titles, paths, bandwidth_bps, issued_at, state, done_objects, "
-                "done_bytes, failed_objects, total_bytes, error FROM plans ORDER BY rowid"):
-            (pid, jid, eid, titles, paths, bw, issued, state, dobj, dbytes, fobj, tbytes, err) = row
+                "done_bytes, failed_objects, total_bytes, error, detail FROM plans ORDER BY rowid"):
+            (pid, jid, eid, titles, paths, bw, issued, state, dobj, dbytes, fobj, tbytes, err, detail) = row
+            d = json.loads(detail)
             plans.setdefault(jid, []).append(PlanRecord(
                 pid, jid, eid, tuple(json.loads(titles)), tuple(json.loads(paths)), bw, issued, FillPlanState(state),
-                dobj, dbytes, fobj, tbytes, now, err))
+                dobj, dbytes, fobj, tbytes, now, err, tuple(d.get("files", ())), tuple(d.get("file_sizes", ())),
+                tuple(d.get("unpin_files", ())), tuple(d.get("unpin_paths", ())), tuple(d.get("sources", ()))))
         jobs = []
         for row in self.db.execute(
-                "SELECT id, isp, titles, renditions, bandwidth_bps, unplaced, error, created_at, updated_at "
+                "SELECT id, isp, titles, renditions, bandwidth_bps, unplaced, error, created_at, updated_at, detail "
                 "FROM jobs ORDER BY created_at"):
-            jid, isp, titles, rends, bw, unplaced, err, created, updated = row
+            jid, isp, titles, rends, bw, unplaced, err, created, updated, detail = row
+            d = json.loads(detail)
+            w = d.get("window")
             jobs.append(Job(jid, isp, tuple(json.loads(titles)),
                             tuple(json.loads(rends)) if rends is not None else None, bw, created,
-                            plans.get(jid, []), tuple(json.loads(unplaced)), err, updated))
+                            plans.get(jid, []), tuple(json.loads(unplaced)), err, updated,
+                            {k: tuple(v) for k, v in d.get("placed", {}).items()}, dict(d.get("left_out", {})),
+                            FillWindow(w[0], w[1], w[2]) if w else None, bool(d.get("refresh", False))))
         return jobs
+
+
+def _job_detail(job: Job) -> dict[str, Any]:
+    w = job.window
+    return {"placed": {k: list(v) for k, v in job.placed.items()}, "left_out": job.left_out,
+            "window": [w.start_min, w.end_min, w.tz] if w is not None else None, "refresh": job.refresh}
+
+
+def _plan_detail(p: PlanRecord) -> dict[str, Any]:
+    return {"files": list(p.files), "file_sizes": list(p.file_sizes), "unpin_files": list(p.unpin_files),
+            "unpin_paths": list(p.unpin_paths), "sources": list(p.sources)}
 
 
 class AsyncStore:

@@ -10,6 +10,10 @@ the whole topology (it owns the other top-level tables, which this module ignore
 
     [isps.isp-b]
     prefixes = ["10.2.0.0/16"]
+    timezone = "America/New_York"   # optional, IANA; the ISP's local time (default UTC)
+    fill_window = "02:00-14:00"     # optional: pre-position fills only in this local window
+    fill_rate_bps = 1_200_000_000   # optional: per-edge fill rate of pre-positioning plans
+    refresh_at = "03:00"            # optional: nightly refresh of the pinned set, local time
 
 Validation is strict within `[isps]`: every error names the offending field
 (`isps.isp-a.prefixes[1]: ...`) so a typo never silently routes clients to the fallback.
@@ -24,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from common.ids import is_isp, isp_rule_text
+from control.window import FillWindow, check_tz, parse_time_of_day, parse_window
 
-ISP_KEYS = frozenset({"prefixes", "edges"})
+ISP_KEYS = frozenset({"prefixes", "edges", "timezone", "fill_window", "fill_rate_bps", "refresh_at"})
+MAX_FILL_RATE_BPS = 10**12
 MAX_EDGES_PER_ISP = 64
 
 
@@ -41,6 +47,10 @@ class IspSpec:
     name: str
     prefixes: tuple[str, ...]
     edges: int | None = None
+    timezone: str = "UTC"
+    fill_window: FillWindow | None = None
+    fill_rate_bps: int | None = None
+    refresh_at: int | None = None  # minutes after local midnight
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +97,28 @@ def parse_topology(data: Mapping[str, Any], where: str = "topology") -> Topology
         if edges is not None and (isinstance(edges, bool) or not isinstance(edges, int)
                                   or not 0 <= edges <= MAX_EDGES_PER_ISP):
             raise TopologyError(f"{here}.edges: must be an integer in [0, {MAX_EDGES_PER_ISP}]")
-        isps[name] = IspSpec(name, tuple(normalized), edges)
+        tz = table.get("timezone", "UTC")
+        try:
+            tz = check_tz(tz)
+        except ValueError as exc:
+            raise TopologyError(f"{here}.timezone: {exc}") from None
+        window = None
+        if "fill_window" in table:
+            try:
+                window = parse_window(table["fill_window"], tz)
+            except ValueError as exc:
+                raise TopologyError(f"{here}.fill_window: {exc}") from None
+        rate = table.get("fill_rate_bps")
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int)
+                                 or not 0 < rate <= MAX_FILL_RATE_BPS):
+            raise TopologyError(f"{here}.fill_rate_bps: must be an integer in [1, {MAX_FILL_RATE_BPS}]")
+        refresh_at = None
+        if "refresh_at" in table:
+            try:
+                refresh_at = parse_time_of_day(table["refresh_at"])
+            except ValueError as exc:
+                raise TopologyError(f"{here}.refresh_at: {exc}") from None
+        isps[name] = IspSpec(name, tuple(normalized), edges, tz, window, rate, refresh_at)
     return Topology(isps)
 
 

@@ -14,6 +14,9 @@ Rules of this module:
 4. Fill plans are deduped by plan_id, run in the background within the plan's bandwidth
    cap (a token bucket, `FillPacer`), and reported in every heartbeat until a heartbeat
    that carried the final state ("done" or "failed") was acknowledged with a 200.
+5. A plan's `unpin` paths are unpinned before its first fill (a refresh makes room that
+   way: the fills then evict them through the policy like any unpinned object), and its
+   `sources` (peer edges of the ISP) are asked for each object before the origin.
 
 The decisions (pacing, backoff, tick schedule, plan state transitions) are plain code
 with time passed in; the IO (aiohttp, sleeps) is in `EdgeAgent`.
@@ -25,7 +28,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -90,6 +93,7 @@ class EdgeStats:
     byte_rate: float
     hit_ratio: float
     titles: list[str]
+    pinned_bytes: int = 0  # bytes of pinned objects (the control plane budgets against it)
 
 
 @dataclass(slots=True)
@@ -210,6 +214,8 @@ class EdgeAgent:
                  fill_object: Callable[[str], Awaitable[int]],
                  pin: Callable[[str], bool],
                  on_token_keys: Callable[[str], None],
+                 unpin: Callable[[str], bool] = lambda path: False,
+                 fill_from: Callable[[str, Sequence[str]], Awaitable[int]] | None = None,
                  heartbeat_interval: float = 1.0, policy: str = "", clock: Callable[[], float] = time.time,
                  session: aiohttp.ClientSession | None = None,
                  fill_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -224,6 +230,8 @@ class EdgeAgent:
         self._stats = stats
         self._fill_object = fill_object
         self._pin = pin
+        self._unpin = unpin
+        self._fill_from = fill_from
         self._on_token_keys = on_token_keys
         self._interval = _clamp_interval(heartbeat_interval)
         self._policy = policy
@@ -428,7 +436,8 @@ class EdgeAgent:
                         state=state, capacity_bytes=int(stats.capacity_bytes), used_bytes=int(stats.used_bytes),
                         objects=int(stats.objects), req_rate=float(stats.req_rate),
                         byte_rate=float(stats.byte_rate), hit_ratio=float(stats.hit_ratio),
-                        titles=list(stats.titles), fills=fills, registration_ts=self._registration_ts)
+                        titles=list(stats.titles), fills=fills, registration_ts=self._registration_ts,
+                        pinned_bytes=int(stats.pinned_bytes))
         reply = await self._post(f"/v1/edges/{quote(self.edge_id, safe='')}/heartbeat",
                                  msg.seal(self._key), timeout)
         self._heartbeats_sent += 1
@@ -504,6 +513,10 @@ class EdgeAgent:
     async def _run_plan(self, state: PlanState) -> None:
         plan = state.plan
         pacer = FillPacer(plan.bandwidth_bps, start=self._fill_clock())
+        unpinned = sum(1 for path in plan.unpin if self._unpin(path))
+        if plan.unpin:
+            event(log, "fill plan unpinned", edge=self.edge_id, plan=plan.plan_id, asked=len(plan.unpin),
+                  unpinned=unpinned)
         paths = iter(plan.paths)  # shared by the workers: each path is taken once
 
         async def worker() -> None:
@@ -539,6 +552,8 @@ class EdgeAgent:
         """Bytes filled, or None once all attempts failed."""
         for attempt in range(1, FILL_ATTEMPTS + 1):
             try:
+                if plan.sources and self._fill_from is not None:
+                    return int(await self._fill_from(path, plan.sources))
                 return int(await self._fill_object(path))
             except asyncio.CancelledError:
                 raise

@@ -36,7 +36,7 @@ import enum
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from common.errors import NotFound, OcsimError, Unavailable, UpstreamError, UpstreamTimeout
@@ -93,9 +93,10 @@ class Passthrough:
 class Fill:
     """One object being fetched; readers follow it while it streams."""
 
-    def __init__(self, key: str, *, force: bool = False) -> None:
+    def __init__(self, key: str, *, force: bool = False, sources: tuple[str, ...] = ()) -> None:
         self.key = key
         self.force = force
+        self.sources = sources  # peers to ask first (a fill plan's tier-fill sources)
         self.state = FillState.PENDING
         self.meta: ObjectMeta | None = None
         self.stored = False  # the store holds bytes for it: it will be cached if it completes
@@ -181,7 +182,7 @@ class FillCoalescer:
         self.inflight: dict[str, Fill] = {}
         self._closing = False
 
-    def join(self, key: str, *, force: bool = False) -> tuple[Fill, bool]:
+    def join(self, key: str, *, force: bool = False, sources: tuple[str, ...] = ()) -> tuple[Fill, bool]:
         """The fill in flight for `key` (joined=True) or a new one."""
         fill = self.inflight.get(key)
         if fill is not None:
@@ -191,21 +192,23 @@ class FillCoalescer:
             fill.error = Unavailable("edge is shutting down")
             fill.state = FillState.FAILED
             return fill, False
-        fill = Fill(key, force=force)
+        fill = Fill(key, force=force, sources=sources)
         self.inflight[key] = fill
         fill.task = asyncio.create_task(self._run(fill), name=f"fill {key}")
         return fill, False
 
-    async def fill_object(self, path: str) -> int:
+    async def fill_object(self, path: str, sources: Sequence[str] = ()) -> int:
         """Make sure `path` is cached (bypassing the admission filter); its size.
 
-        For pre-positioning: raises when the object cannot be fetched or does not fit."""
+        For pre-positioning: raises when the object cannot be fetched or does not fit.
+        `sources`: peer edges to ask before this edge's own peers and the origin."""
         key = parse_content_path(path).path
+        first = tuple(p.rstrip("/") for p in sources)
         for _ in range(2):
             entry = self.store.index.get(key)
             if entry is not None:
                 return entry.length
-            fill, _joined = self.join(key, force=True)
+            fill, _joined = self.join(key, force=True, sources=first)
             await asyncio.shield(self._wait(fill))
             if fill.passthrough is not None:
                 if fill.passthrough.status == 404:
@@ -278,7 +281,7 @@ class FillCoalescer:
     async def _open_source(self, fill: Fill) -> UpstreamResponse:
         """A 200 from a peer that holds the object, else the upstream's answer."""
         ring = self.keyring()
-        for peer in self.peers:
+        for peer in list(fill.sources) + [p for p in self.peers if p not in fill.sources]:
             url = peer + self._peer_path(fill.key, ring)
             try:
                 resp = await self.upstream.get(url, only_if_cached=True,

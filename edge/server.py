@@ -173,7 +173,7 @@ class EdgeNode:
         self.agent = EdgeAgent(
             self.config.edge_id, self.config.isp, self.public_url, self.config.control, self.config.edge_key,
             stats=self.edge_stats, fill_object=self.coalescer.fill_object, pin=self._pin_now,
-            on_token_keys=self._set_token_keys, heartbeat_interval=self.config.heartbeat_interval,
+            unpin=self._unpin_now, fill_from=self.coalescer.fill_object, on_token_keys=self._set_token_keys, heartbeat_interval=self.config.heartbeat_interval,
             policy=self.config.policy)
         await self.agent.start()
 
@@ -202,7 +202,7 @@ class EdgeNode:
         return EdgeStats(capacity_bytes=self.store.capacity, used_bytes=self.store.used,
                          objects=len(self.store.index), req_rate=rates.req_rate,
                          byte_rate=rates.byte_rate, hit_ratio=self.metrics.hit_ratio(),
-                         titles=self.store.titles())
+                         titles=self.store.titles(), pinned_bytes=self.store.pinned_bytes())
 
     def _pin_now(self, path: str) -> bool:
         try:
@@ -210,6 +210,13 @@ class EdgeNode:
         except OcsimError:
             return False
         return self.store.set_pinned(key, True)
+
+    def _unpin_now(self, path: str) -> bool:
+        try:
+            key = parse_content_path(path).path
+        except OcsimError:
+            return False
+        return self.store.set_pinned(key, False)
 
     def _set_token_keys(self, text: str) -> None:
         """The control plane's keyring replaces ours; ValueError (kept by the agent) if unusable."""

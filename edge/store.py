@@ -332,6 +332,10 @@ class DiskStore:
     def pinned_count(self) -> int:
         return sum(1 for e in self.index.values() if self.policy.is_pinned(e.key))
 
+    def pinned_bytes(self) -> int:
+        """Bytes of stored pinned objects: room no fill can evict (heartbeats report it)."""
+        return sum(e.length for e in self.index.values() if self.policy.is_pinned(e.key))
+
     # -- hits: open fds ----------------------------------------------------------------
 
     async def acquire(self, entry: Entry) -> OpenFile | None:

@@ -180,7 +180,7 @@ async def preposition(http: aiohttp.ClientSession, state: dict[str, Any], opts: 
         for job_id in jobs:
             got = await try_json(http, f"{control}/v1/prepositions/{job_id}", token)
             if isinstance(got, dict):
-                if got.get("state") in ("done", "failed") and "seconds" not in jobs[job_id]:
+                if got.get("state") in ("done", "partial", "failed") and "seconds" not in jobs[job_id]:
                     got["seconds"] = round(time.monotonic() - t0, 2)
                 jobs[job_id] = {**jobs[job_id], **got}
         frac = sum(float(j.get("progress", 0)) for j in jobs.values()) / len(jobs)
@@ -193,7 +193,7 @@ async def preposition(http: aiohttp.ClientSession, state: dict[str, Any], opts: 
             if key != last_line:
                 print(line, file=sys.stderr, flush=True)
             last_line = key
-        if all(j.get("state") in ("done", "failed") for j in jobs.values()):
+        if all(j.get("state") in ("done", "partial", "failed") for j in jobs.values()):
             break
         await asyncio.sleep(pause)
         pause = min(pause * 1.5, 0.5)

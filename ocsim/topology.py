@@ -51,6 +51,7 @@ from typing import Any
 from common.sizes import format_size, parse_size
 from common.ids import EDGE_ID_RULE, is_edge_id
 from control.topology import TopologyError
+from control.window import format_time_of_day
 from control.topology import parse_topology as parse_control_topology
 from edge.policy import DEFAULT_POLICY, POLICIES
 from origin.link import parse_rate
@@ -107,6 +108,10 @@ class IspSpec:
     name: str
     prefixes: tuple[str, ...]
     edges: tuple[EdgeSpec, ...] = ()
+    timezone: str = "UTC"  # pre-positioning: see control.topology (checked there)
+    fill_window: str | None = None
+    fill_rate_bps: int | None = None
+    refresh_at: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +164,14 @@ class Topology:
             f"args = {_list(c.args)}",
         ]
         for isp in self.isps.values():
-            lines += ["", f"[isps.{isp.name}]", f"prefixes = {_list(isp.prefixes)}", f"edges = {len(isp.edges)}"]
+            lines += ["", f"[isps.{isp.name}]", f"prefixes = {_list(isp.prefixes)}", f"edges = {len(isp.edges)}",
+                      f"timezone = {_q(isp.timezone)}"]
+            if isp.fill_window is not None:
+                lines.append(f"fill_window = {_q(isp.fill_window)}")
+            if isp.fill_rate_bps is not None:
+                lines.append(f"fill_rate_bps = {isp.fill_rate_bps}")
+            if isp.refresh_at is not None:
+                lines.append(f"refresh_at = {_q(isp.refresh_at)}")
         for e in self.edges:
             lines += ["", "[[edges]]", f"id = {_q(e.id)}", f"isp = {_q(e.isp)}", f"capacity = {e.capacity}",
                       f"policy = {_q(e.policy)}", f"port = {e.port}", f"args = {_list(e.args)}"]
@@ -327,7 +339,10 @@ def parse_topology(data: Mapping[str, Any], *, base_dir: str | Path | None = Non
                                         f"is already used in [[edges]]")
                 seen_ids.add(edge_id)
                 edges.append(EdgeSpec(edge_id, name, default_capacity, default_policy, 0, default_args))
-        isps[name] = IspSpec(name, spec.prefixes, tuple(edges))
+        isps[name] = IspSpec(name, spec.prefixes, tuple(edges), spec.timezone,
+                             spec.fill_window.range_text if spec.fill_window is not None else None,
+                             spec.fill_rate_bps,
+                             format_time_of_day(spec.refresh_at) if spec.refresh_at is not None else None)
 
     ports = [("origin.port", origin.port), ("control.port", control.port)]
     ports += [(f"edges[{e.id}].port", e.port) for isp in isps.values() for e in isp.edges]

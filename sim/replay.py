@@ -182,3 +182,25 @@ def _replay_belady(trace: Trace, capacity: int, edges: int, assignment: list[int
         s.bytes_requested += sum(sizes)
         s.hits += sum(hits)
         s.bytes_hit += sum(size for size, hit in zip(sizes, hits) if hit)
+
+
+def refresh_pins(cache: EvictionPolicy, pinned: dict[str, int], wanted: dict[str, int], now: float) -> int:
+    """The pre-position hook of a nightly refresh, on one simulated edge, in the live
+    agent's order: unpin what is no longer wanted (it stays cached, evictable), then
+    fill-and-pin what is (evicting unpinned objects through the policy). `pinned` is
+    updated in place; returns the bytes filled."""
+    for key in [k for k in pinned if k not in wanted]:
+        cache.unpin(key)
+        del pinned[key]
+    filled = 0
+    for key, size in wanted.items():
+        if key in pinned:
+            continue
+        if cache.lookup(key, now):
+            cache.pin(key)
+        else:
+            if not cache.admit(key, size, now, pinned=True).admitted:
+                continue
+            filled += size
+        pinned[key] = size
+    return filled

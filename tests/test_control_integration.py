@@ -111,7 +111,7 @@ async def test_job_resumes_after_control_is_killed(start_service: Callable[..., 
     for e in edges:
         await e.register()
         await e.heartbeat()
-    async with session.post(control.url + "/v1/prepositions", json={"isp": "isp-a", "top": 4},
+    async with session.post(control.url + "/v1/prepositions", json={"isp": "isp-a", "top": 8},
                             headers=bearer()) as resp:
         assert resp.status == 202, await resp.text()
         job_id = (await resp.json())["id"]

@@ -55,6 +55,7 @@ class SimEdge:
     url: str = ""
     capacity_bytes: int = 50 * 10**9
     used_bytes: int = 0
+    pinned_bytes: int = 0
     secret: bytes = FLEET_SECRET
     seq: int = 0
     registration_ts: float = 0.0
@@ -95,6 +96,7 @@ class SimEdge:
         self.seq += 1
         return Heartbeat(edge_id=self.edge_id, isp=self.isp, url=self.url, seq=self.seq, ts=time.time(),
                          state=state, capacity_bytes=self.capacity_bytes, used_bytes=self.used_bytes,
+                         pinned_bytes=self.pinned_bytes,
                          objects=0, req_rate=0.0, byte_rate=0.0, hit_ratio=0.0, titles=sorted(self.titles),
                          fills=list(self.progress.values()), registration_ts=self.registration_ts)
 
