@@ -81,21 +81,16 @@ def _refuse_constant(name: str) -> object:
     raise BadRequest(f"{name[:16]} is not a JSON number")
 
 
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise BadRequest("number out of range")
-    return value
-
-
 def decode_json(raw: bytes) -> object:
-    """The JSON value in `raw`, through the strict layer (rule 4); 400 otherwise."""
+    """The JSON value in `raw`, through the strict layer (rule 4); 400 otherwise. A number
+    too large for a float (`1e400`) parses to infinity and is then refused by
+    `check_decoded`, which names the field that holds it."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("body is not valid UTF-8") from None
     try:
-        value: object = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        value: object = json.loads(text, parse_constant=_refuse_constant)
     except RecursionError:
         raise BadRequest(f"JSON nested deeper than {MAX_DEPTH}") from None
     except ValueError:
@@ -104,33 +99,40 @@ def decode_json(raw: bytes) -> object:
     return value
 
 
+def _child(path: str, key: object) -> str:
+    name = key[:40] if isinstance(key, str) else f"[{key}]"
+    return name if not path else (f"{path}{name}" if name.startswith("[") else f"{path}.{name}")
+
+
 def check_decoded(value: object, what: str = "body") -> None:
-    """Rule 4 over an already decoded JSON or msgpack value (iterative: no recursion)."""
-    stack: list[tuple[object, int]] = [(value, 0)]
+    """Rule 4 over an already decoded JSON or msgpack value (iterative: no recursion). A
+    refusal names where the bad value is (`popularity`, `renditions[1]`), else `what`."""
+    stack: list[tuple[object, int, str]] = [(value, 0, "")]
     while stack:
-        item, depth = stack.pop()
+        item, depth, path = stack.pop()
+        where = path or what
         if isinstance(item, (dict, list)):
             if depth >= MAX_DEPTH:
                 raise BadRequest(f"{what} nested deeper than {MAX_DEPTH}")
             if isinstance(item, dict):
                 for k, v in item.items():
-                    stack.append((k, depth + 1))
-                    stack.append((v, depth + 1))
+                    stack.append((k, depth + 1, path))
+                    stack.append((v, depth + 1, _child(path, k)))
             else:
-                stack.extend((v, depth + 1) for v in item)
+                stack.extend((v, depth + 1, _child(path, i)) for i, v in enumerate(item))
         elif isinstance(item, str):
             if not _valid_text(item):
-                raise BadRequest(f"{what} holds a string that is not valid Unicode")
+                raise BadRequest(f"{where} holds a string that is not valid Unicode")
         elif isinstance(item, bool) or item is None or isinstance(item, bytes):
             continue
         elif isinstance(item, int):
             if not INT_MIN <= item <= INT_MAX:
-                raise BadRequest(f"{what} holds an integer out of range")
+                raise BadRequest(f"{where} holds an integer out of range")
         elif isinstance(item, float):
             if not math.isfinite(item):
-                raise BadRequest(f"{what} holds a number that is not finite")
+                raise BadRequest(f"{where} holds a number that is not finite")
         else:
-            raise BadRequest(f"{what} holds a value of an unsupported type")
+            raise BadRequest(f"{where} holds a value of an unsupported type")
 
 
 def _valid_text(text: str) -> bool:
