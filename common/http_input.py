@@ -82,7 +82,9 @@ def _refuse_constant(name: str) -> object:
 
 
 def decode_json(raw: bytes) -> object:
-    """The JSON value in `raw`, through the strict layer (rule 4); 400 otherwise."""
+    """The JSON value in `raw`, through the strict layer (rule 4); 400 otherwise. A number
+    too large for a float (`1e400`) parses to infinity and is then refused by
+    `check_decoded`, which names the field that holds it."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -93,13 +95,18 @@ def decode_json(raw: bytes) -> object:
         raise BadRequest(f"JSON nested deeper than {MAX_DEPTH}") from None
     except ValueError:
         raise BadRequest("malformed JSON") from None
-    check_decoded(value)  # also refuses 1e400 (parsed as inf), naming its field
+    check_decoded(value)
     return value
 
 
+def _child(path: str, key: object) -> str:
+    name = key[:40] if isinstance(key, str) else f"[{key}]"
+    return name if not path else (f"{path}{name}" if name.startswith("[") else f"{path}.{name}")
+
+
 def check_decoded(value: object, what: str = "body") -> None:
-    """Rule 4 over an already decoded JSON or msgpack value (iterative: no recursion).
-    A refusal names the field it found (`popularity`, `renditions[1]`), else `what`."""
+    """Rule 4 over an already decoded JSON or msgpack value (iterative: no recursion). A
+    refusal names where the bad value is (`popularity`, `renditions[1]`), else `what`."""
     stack: list[tuple[object, int, str]] = [(value, 0, "")]
     while stack:
         item, depth, path = stack.pop()
@@ -109,11 +116,10 @@ def check_decoded(value: object, what: str = "body") -> None:
                 raise BadRequest(f"{what} nested deeper than {MAX_DEPTH}")
             if isinstance(item, dict):
                 for k, v in item.items():
-                    name = k[:40] if isinstance(k, str) and _valid_text(k) else "a key"
                     stack.append((k, depth + 1, path))
-                    stack.append((v, depth + 1, f"{path}.{name}" if path else name))
+                    stack.append((v, depth + 1, _child(path, k)))
             else:
-                stack.extend((v, depth + 1, f"{where}[{i}]") for i, v in enumerate(item))
+                stack.extend((v, depth + 1, _child(path, i)) for i, v in enumerate(item))
         elif isinstance(item, str):
             if not _valid_text(item):
                 raise BadRequest(f"{where} holds a string that is not valid Unicode")
