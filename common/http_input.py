@@ -81,21 +81,16 @@ def _refuse_constant(name: str) -> object:
     raise BadRequest(f"{name[:16]} is not a JSON number")
 
 
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise BadRequest("number out of range")
-    return value
-
-
 def decode_json(raw: bytes) -> object:
-    """The JSON value in `raw`, through the strict layer (rule 4); 400 otherwise."""
+    """The JSON value in `raw`, through the strict layer (rule 4); 400 otherwise.
+
+    `1e400` parses to infinity here and is refused by `check_decoded`, which names the field."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("body is not valid UTF-8") from None
     try:
-        value: object = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        value: object = json.loads(text, parse_constant=_refuse_constant)
     except RecursionError:
         raise BadRequest(f"JSON nested deeper than {MAX_DEPTH}") from None
     except ValueError:
@@ -105,32 +100,42 @@ def decode_json(raw: bytes) -> object:
 
 
 def check_decoded(value: object, what: str = "body") -> None:
-    """Rule 4 over an already decoded JSON or msgpack value (iterative: no recursion)."""
-    stack: list[tuple[object, int]] = [(value, 0)]
+    """Rule 4 over an already decoded JSON or msgpack value (iterative: no recursion).
+    A refusal names where it is (`popularity`, `renditions[1]`), or `what` at the top."""
+    stack: list[tuple[object, int, str]] = [(value, 0, "")]
     while stack:
-        item, depth = stack.pop()
+        item, depth, where = stack.pop()
+        name = where or what
         if isinstance(item, (dict, list)):
             if depth >= MAX_DEPTH:
                 raise BadRequest(f"{what} nested deeper than {MAX_DEPTH}")
             if isinstance(item, dict):
                 for k, v in item.items():
-                    stack.append((k, depth + 1))
-                    stack.append((v, depth + 1))
+                    label = _label(k)
+                    stack.append((k, depth + 1, f"{where}.{label}" if where else label))
+                    stack.append((v, depth + 1, f"{where}.{label}" if where else label))
             else:
-                stack.extend((v, depth + 1) for v in item)
+                stack.extend((v, depth + 1, f"{name}[{i}]") for i, v in enumerate(item))
         elif isinstance(item, str):
             if not _valid_text(item):
-                raise BadRequest(f"{what} holds a string that is not valid Unicode")
+                raise BadRequest(f"{name} holds a string that is not valid Unicode")
         elif isinstance(item, bool) or item is None or isinstance(item, bytes):
             continue
         elif isinstance(item, int):
             if not INT_MIN <= item <= INT_MAX:
-                raise BadRequest(f"{what} holds an integer out of range")
+                raise BadRequest(f"{name}: integer out of range")
         elif isinstance(item, float):
             if not math.isfinite(item):
-                raise BadRequest(f"{what} holds a number that is not finite")
+                raise BadRequest(f"{name} must be a finite number (not NaN or Infinity)")
         else:
-            raise BadRequest(f"{what} holds a value of an unsupported type")
+            raise BadRequest(f"{name} holds a value of an unsupported type")
+
+
+def _label(key: object) -> str:
+    """A key as it can appear in an error message (never a lone surrogate, never long)."""
+    if isinstance(key, str) and _valid_text(key):
+        return key[:40]
+    return "(a key)"
 
 
 def _valid_text(text: str) -> bool:
