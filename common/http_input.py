@@ -82,9 +82,9 @@ def _refuse_constant(name: str) -> object:
 
 
 def decode_json(raw: bytes) -> object:
-    """The JSON value in `raw`, through the strict layer (rule 4); 400 otherwise. A number
-    too large for a float (`1e400`) parses to infinity and is then refused by
-    `check_decoded`, which names the field that holds it."""
+    """The JSON value in `raw`, through the strict layer (rule 4); 400 otherwise.
+
+    `1e400` parses to infinity here and is refused by `check_decoded`, which names the field."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -99,40 +99,43 @@ def decode_json(raw: bytes) -> object:
     return value
 
 
-def _child(path: str, key: object) -> str:
-    name = key[:40] if isinstance(key, str) else f"[{key}]"
-    return name if not path else (f"{path}{name}" if name.startswith("[") else f"{path}.{name}")
-
-
 def check_decoded(value: object, what: str = "body") -> None:
-    """Rule 4 over an already decoded JSON or msgpack value (iterative: no recursion). A
-    refusal names where the bad value is (`popularity`, `renditions[1]`), else `what`."""
+    """Rule 4 over an already decoded JSON or msgpack value (iterative: no recursion).
+    A refusal names where it is (`popularity`, `renditions[1]`), or `what` at the top."""
     stack: list[tuple[object, int, str]] = [(value, 0, "")]
     while stack:
-        item, depth, path = stack.pop()
-        where = path or what
+        item, depth, where = stack.pop()
+        name = where or what
         if isinstance(item, (dict, list)):
             if depth >= MAX_DEPTH:
                 raise BadRequest(f"{what} nested deeper than {MAX_DEPTH}")
             if isinstance(item, dict):
                 for k, v in item.items():
-                    stack.append((k, depth + 1, path))
-                    stack.append((v, depth + 1, _child(path, k)))
+                    label = _label(k)
+                    stack.append((k, depth + 1, f"{where}.{label}" if where else label))
+                    stack.append((v, depth + 1, f"{where}.{label}" if where else label))
             else:
-                stack.extend((v, depth + 1, _child(path, i)) for i, v in enumerate(item))
+                stack.extend((v, depth + 1, f"{name}[{i}]") for i, v in enumerate(item))
         elif isinstance(item, str):
             if not _valid_text(item):
-                raise BadRequest(f"{where} holds a string that is not valid Unicode")
+                raise BadRequest(f"{name} holds a string that is not valid Unicode")
         elif isinstance(item, bool) or item is None or isinstance(item, bytes):
             continue
         elif isinstance(item, int):
             if not INT_MIN <= item <= INT_MAX:
-                raise BadRequest(f"{where} holds an integer out of range")
+                raise BadRequest(f"{name}: integer out of range")
         elif isinstance(item, float):
             if not math.isfinite(item):
-                raise BadRequest(f"{where} holds a number that is not finite")
+                raise BadRequest(f"{name} must be a finite number (not NaN or Infinity)")
         else:
-            raise BadRequest(f"{where} holds a value of an unsupported type")
+            raise BadRequest(f"{name} holds a value of an unsupported type")
+
+
+def _label(key: object) -> str:
+    """A key as it can appear in an error message (never a lone surrogate, never long)."""
+    if isinstance(key, str) and _valid_text(key):
+        return key[:40]
+    return "(a key)"
 
 
 def _valid_text(text: str) -> bool:

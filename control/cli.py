@@ -35,8 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topology", help="TOML file with [isps.NAME] prefixes = [...]")
     p.add_argument("--origin", help="origin URL; the catalog is loaded from its /v1/catalog at start")
     p.add_argument("--catalog", help="catalog JSON/TOML file (merged into the stored catalog)")
-    p.add_argument("--operator-token", help="bearer token for operator endpoints (default: generated)")
-    p.add_argument("--fleet-secret", help="hex secret the per-edge keys derive from (default: generated)")
+    p.add_argument("--operator-token", help="bearer token for operator endpoints (default: generated); "
+                   "prefer --config or OCSIM_CONTROL_OPERATOR_TOKEN, argv shows in ps")
+    p.add_argument("--fleet-secret", help="hex secret the per-edge keys derive from (default: generated); "
+                   "prefer --config or OCSIM_CONTROL_FLEET_SECRET, argv shows in ps")
     p.add_argument("--token-key", help="URL token keys kid:hex[,kid:hex]; the first signs (default: generated)")
     p.add_argument("--token-ttl", type=int, default=3600, help="seconds a play URL stays valid")
     p.add_argument("--steer-to-origin", action="store_true",

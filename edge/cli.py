@@ -34,8 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="peer edge to try (only-if-cached) before the upstream; repeat or comma-separate")
     p.add_argument("--policy", default=DEFAULT_POLICY, choices=POLICIES, help="eviction policy")
     p.add_argument("--token-key", default="", help="kid:hex[,kid:hex]; when set, content needs /t/{token}/")
-    p.add_argument("--edge-key", default="", help="hex key shared with the control plane (needed with --control)")
-    p.add_argument("--operator-token", default="", help="bearer token for /admin (default: generated into --state-dir)")
+    p.add_argument("--edge-key", default="", help="hex key shared with the control plane (needed with --control); a secret: "
+                   "prefer edge_key in --config or OCSIM_EDGE_EDGE_KEY, argv shows in ps")
+    p.add_argument("--operator-token", default="", help="bearer token for /admin (default: generated into --state-dir); "
+                   "prefer --config or OCSIM_EDGE_OPERATOR_TOKEN, argv shows in ps")
     p.add_argument("--state-dir", default="", help="secrets live here (default: <cache-dir>.state)")
     p.add_argument("--fill-timeout", type=float, default=10.0,
                    help="seconds allowed to connect, to get headers, and between body reads of a fill")

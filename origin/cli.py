@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start broken: answer 503, or refuse connections")
     p.add_argument("--seed", type=int, default=None, help="seed for injected errors")
     p.add_argument("--admin-token", default=os.environ.get("OCSIM_ORIGIN_ADMIN_TOKEN"),
-                   help="bearer token for /admin (default: generated into --state-dir)")
+                   help="bearer token for /admin (default: generated into --state-dir); "
+                   "prefer --config or OCSIM_ORIGIN_ADMIN_TOKEN, argv shows in ps")
     p.add_argument("--state-dir", default=".ocsim/origin", help="generated secrets live here")
     p.add_argument("--no-access-log", dest="access_log", action="store_false", help="do not log one line per request")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")

@@ -33,6 +33,7 @@ pytestmark = pytest.mark.timeout(120)
 IO_TIMEOUT_S = 5.0  # no answer within this is a hang
 SETTINGS = settings(max_examples=120, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+WARM = "/content/title-001/master.m3u8"
 FUZZ_EDGE = "fz1"  # a made-up edge the test can sign for (it knows the fleet secret)
 
 
@@ -75,6 +76,15 @@ def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topo]:
         for p in procs:  # secrets never on a command line
             cmdline = Path(f"/proc/{p.pid}/cmdline").read_bytes()
             assert not any(t.encode() in cmdline for t in tokens) and fleet.hex().encode() not in cmdline
+        # One cached object, so a refused purge or unpin that changed something would show.
+        # (Edges take the control plane's token keys once registered, so fetch through a play.)
+        deadline = time.monotonic() + 20
+        while get_json(edge.url, "/admin/stats", tokens[2])["objects"] < 1:  # the fill lands after the answer
+            assert time.monotonic() < deadline, "the warmed object never reached the store"
+            play = post_json(control.url, "/v1/play", {"title": WARM.split("/")[2], "isp": "isp-a"})
+            urls = [c["url"] for c in play.get("candidates", []) if c.get("edge") == "e1"]
+            if urls:
+                assert call(edge.url, "GET", urlsplit(urls[0]).path)[0] == 200
         yield Topo(origin.url, control.url, edge.url, tokens[0], tokens[1], tokens[2], fleet, procs)
     finally:
         for p in reversed(procs):
@@ -147,17 +157,37 @@ def get_json(url: str, path: str, token: str) -> Any:
     return json.loads(body)
 
 
+def post_json(url: str, path: str, body: Any) -> Any:
+    data = json.dumps(body).encode()
+    raw = request("POST", path, data, [(b"Content-Type", b"application/json")])
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=IO_TIMEOUT_S) as s:
+        s.sendall(raw)
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+    return json.loads(got.partition(b"\r\n\r\n")[2] or b"{}")
+
+
 # ------------------------------------------------------------------ strategies
 
 json_leaf = (st.none() | st.booleans() | st.integers(-(2 ** 70), 2 ** 70)
              | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12))
-json_value = st.recursive(json_leaf, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c,
-                                                                                          max_size=3), max_leaves=8)
+
+
+def nested(leaf: st.SearchStrategy[Any], keys: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
+    """Leaves, and lists/maps of them two levels deep (depth attacks are hostile literals)."""
+    one = leaf | st.lists(leaf, max_size=3) | st.dictionaries(keys, leaf, max_size=3)
+    return one | st.lists(one, max_size=3) | st.dictionaries(keys, one, max_size=3)
+
+
+json_value = nested(json_leaf, st.text(max_size=6))
 # Spellings json.dumps never makes but a hostile client does.
 hostile_literal = st.sampled_from([b"1e400", b"-1e400", b"NaN", b"Infinity", b"-Infinity", b'"\\ud800"',
                                    b'"\\udfff x"', b'"\xff"', b'"\xed\xa0\x80"', b"1" + b"0" * 30,
                                    b"9" * 5000, b"-0.0", b'"' + b"a" * 70000 + b'"', b"[" * 3000 + b"]" * 3000,
-                                   b'{"a":' * 3000 + b"1" + b"}" * 3000, b"[true]", b'"/content/t1/master.m3u8"'])
+                                   b'{"a":' * 3000 + b"1" + b"}" * 3000, b"[true]", b'"/content/t1/master.m3u8"', b'"/content/title-001/master.m3u8x"',
+                                   b'"title-001 "', b'"/content/title-001/../master.m3u8"'])
 charsets = st.sampled_from(["", "; charset=utf-8", "; charset=UTF-8", "; charset=nope", "; charset=base64",
                             "; charset=rot13", "; charset=" + "x" * 200, "; charset=latin-1", "; charset=\"utf-16\""])
 
@@ -189,7 +219,7 @@ def snapshot(t: Topo) -> tuple[Any, ...]:
     jobs = get_json(t.control, "/v1/prepositions", t.control_token)
     fleet = get_json(t.control, "/v1/fleet", t.control_token)
     edges = sorted((e["id"], e["isp"], e["url"], e.get("admin_down")) for e in fleet["edges"])
-    return link, {k: estats.get(k) for k in ("objects", "pinned_objects", "used_bytes")}, catalog, jobs, edges
+    return link, {k: estats[k] for k in ("objects", "pinned", "used_bytes")}, catalog, jobs, edges
 
 
 # (service attribute, token attribute, other service's token attribute, method, path, fields)
@@ -239,9 +269,7 @@ REGISTER_FIELDS = {"edge_id": FUZZ_EDGE, "isp": "isp-a", "url": "http://127.0.0.
                    "ts": 0.0}
 msgpack_leaf = (st.none() | st.booleans() | st.integers(-(2 ** 63), 2 ** 64 - 1) | st.floats() | st.text(max_size=8)
                 | st.binary(max_size=8))
-msgpack_value = st.recursive(msgpack_leaf, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c,
-                                                                                                max_size=3),
-                             max_leaves=6)
+msgpack_value = nested(msgpack_leaf, st.text(max_size=4))
 deep_list: Any = 1
 for _ in range(200):
     deep_list = [deep_list]
