@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("ocsim.up", "the whole topology as child processes on loopback"),
     "demo": ("ocsim.demo", "up + pre-position + a crowd of players + a failure + a report"),
     "sim": ("sim.cli", "offline trace-driven simulation on the live cores"),
+    "package": ("media.cli", "package real media (a video file or a test source) as an HLS ladder"),
 }
 
 
