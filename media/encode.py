@@ -72,7 +72,7 @@ def find_ffmpeg() -> str:
     if env:
         return env
     try:
-        import imageio_ffmpeg  # type: ignore[import-untyped]
+        import imageio_ffmpeg
         exe: str = imageio_ffmpeg.get_ffmpeg_exe()
         return exe
     except (ImportError, RuntimeError):

@@ -216,9 +216,9 @@ def package(req: PackageRequest, exe: str, on_progress: Callable[[float, float],
             _to_cache(req.cache_dir, key, work, renditions, files)
         digests = DigestList(title, renditions, files, source_desc, key)
         expected = Title(title, digests.duration_s, tuple(r.kbps for r in renditions)).segment_count
-        for r in renditions:
-            if len(r.durations) != expected:  # the catalog derives segment names from the duration
-                raise BadRequest(f"rendition {r.kbps} has {len(r.durations)} segments, but a "
+        for facts in renditions:
+            if len(facts.durations) != expected:  # the catalog derives segment names from the duration
+                raise BadRequest(f"rendition {facts.kbps} has {len(facts.durations)} segments, but a "
                                  f"{digests.duration_s} s title has {expected} of {SEGMENT_SECONDS:g} s")
         (work / DIGESTS_FILE).write_text(digests.dumps())
         _install(work, target)
