@@ -313,6 +313,7 @@ class EdgeSim:
         self.sent = 0
         self.errors: dict[str, int] = {}
         self._stop = asyncio.Event()
+        self.registration_ts: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     def _error(self, kind: str) -> None:
@@ -338,8 +339,9 @@ class EdgeSim:
     async def register_all(self) -> None:
         from common.wire import Register
 
+        self.registration_ts = {e.edge_id: time.time() for e in self.fleet}
         await asyncio.gather(*(self._post("/v1/edges/register", e, Register(
-            edge_id=e.edge_id, isp=e.isp, url=e.url, capacity_bytes=10**12, ts=time.time(),
+            edge_id=e.edge_id, isp=e.isp, url=e.url, capacity_bytes=10**12, ts=self.registration_ts[e.edge_id],
             policy="bench", version="bench")) for e in self.fleet))
 
     async def _beat(self, edge: SimEdge, phase: float) -> None:
@@ -355,7 +357,7 @@ class EdgeSim:
             await self._post(f"/v1/edges/{edge.edge_id}/heartbeat", edge, Heartbeat(
                 edge_id=edge.edge_id, isp=edge.isp, url=edge.url, seq=seq, ts=time.time(), state="up",
                 capacity_bytes=10**12, used_bytes=10**11, objects=10_000, req_rate=20.0, byte_rate=1e8,
-                hit_ratio=0.95, titles=list(edge.titles)))
+                hit_ratio=0.95, titles=list(edge.titles), registration_ts=self.registration_ts[edge.edge_id]))
             try:
                 await asyncio.wait_for(self._stop.wait(), 1.0)
             except asyncio.TimeoutError:

@@ -1,67 +1,141 @@
-"""The default-policy study: byte miss ratio of every policy vs LRU and Belady.
+"""The default-policy study: byte miss ratio of every policy, ocsim beside libCacheSim.
 
-IRM Zipf, 100,000 equal-size objects, 2,000,000 requests, cache = 5% of the catalog,
-alpha 0.6 / 0.8 / 1.0, plus the session-shaped synthetic workload (500,000 requests,
-seed 1, cache 5% of its unique bytes). "% gap" is the share of the LRU-to-Belady
-byte-miss-ratio gap a policy closes; a summary table (one row per workload) ends the
-output. The default policy must close >= 50% on Zipf 0.8 and >= 40% on sessions.
+Workloads (all generated, seeded; none is a production trace):
 
-    .venv/bin/python bench/sim_study.py [--requests 2000000] [--objects 100000]
+* ``zipf A lognormal`` / ``zipf A pareto``: IRM Zipf(A) over ``--objects`` objects whose
+  sizes are heavy-tailed (``sim.workload.SIZE_MODELS``), for each alpha of ``--alphas``;
+* ``video A``: IRM Zipf(A) over a video catalog's objects of every kind (master and
+  media playlists, init segments, the segments of every rung; ``video_objects_trace``);
+* ``sessions``: the session-shaped generator (``session_trace``: sessions, new
+  releases, a daily cycle).
+
+Each is replayed at every cache size of ``--cache-sizes`` (shares of the trace's unique
+bytes). With ``--trace FILE`` (CSV ``timestamp,object_id,size_bytes``) only that trace is
+studied. For every policy the table shows ocsim's byte miss ratio, libCacheSim's on the
+same trace where libCacheSim has the policy (``-`` if not, or if ``libcachesim`` cannot
+be imported), the difference in points, the share of the LRU-to-Belady byte-miss gap
+ocsim's policy closes (Belady = ocsim's), and ocsim's replay speed. A summary of the
+gap closed, one row per workload and cache size, ends the output; it flags the rows
+where the default closes less than 40 % of the gap or does not beat LRU.
+
+    .venv/bin/python bench/sim_study.py [--requests 500000] [--objects 50000]
+        [--alphas 0.6,0.8,1.0] [--cache-sizes 0.01,0.05] [--trace FILE] [--no-libcachesim]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge.policy import DEFAULT_POLICY, POLICIES  # noqa: E402
+from sim.crosscheck import (  # noqa: E402
+    LIBCACHESIM_POLICIES,
+    libcachesim_available,
+    libcachesim_miss_ratios,
+    oracle_general_file,
+)
 from sim.replay import BELADY, replay  # noqa: E402
-from sim.trace import Trace  # noqa: E402
-from sim.workload import SessionWorkload, session_trace, zipf_trace  # noqa: E402
+from sim.trace import Trace, read_trace  # noqa: E402
+from sim.workload import SIZE_MODELS, SessionWorkload, session_trace, video_objects_trace, zipf_trace  # noqa: E402
+
+NAMES: tuple[str, ...] = ("lru", BELADY) + tuple(p for p in POLICIES if p != "lru")
+Row = dict[str, float]
 
 
-def study(label: str, trace: Trace, capacity: int) -> dict[str, float]:
-    ratios = {name: replay(trace, name, capacity).total.to_dict()["byte_miss_ratio"]
-              for name in ("lru", BELADY) + tuple(p for p in POLICIES if p != "lru")}
-    gap = ratios["lru"] - ratios[BELADY]
-    print(f"\n{label}: cache {capacity} B; default policy = {DEFAULT_POLICY}")
-    print(f"{'policy':<18} {'byte miss':>10} {'% gap closed':>13}")
-    for name, ratio in ratios.items():
-        closed = 100 * (ratios["lru"] - ratio) / gap if gap > 0 else float("nan")
-        print(f"{name:<18} {ratio:>10.4f} {closed:>12.1f}%", flush=True)
-    return {name: 100 * (ratios["lru"] - ratio) / gap if gap > 0 else float("nan")
-            for name, ratio in ratios.items()}
+def study(label: str, trace: Trace, fractions: list[float], with_lcs: bool) -> dict[str, Row]:
+    """Per cache size, {policy: % of the gap closed}; prints one table per cache size."""
+    out: dict[str, Row] = {}
+    with oracle_general_file(trace) if with_lcs else _no_file() as path:
+        for fraction in fractions:
+            capacity = int(fraction * trace.unique_bytes)
+            ours: Row = {}
+            theirs: Row = {}
+            speed: Row = {}
+            for name in NAMES:
+                result = replay(trace, name, capacity)
+                ours[name] = result.total.to_dict()["byte_miss_ratio"]
+                speed[name] = result.requests_per_s
+                if path and name in LIBCACHESIM_POLICIES:
+                    theirs[name] = libcachesim_miss_ratios(path, name, capacity)[1]
+            gap = ours["lru"] - ours[BELADY]
+            closed = {name: 100 * (ours["lru"] - ratio) / gap if gap > 0 else float("nan")
+                      for name, ratio in ours.items()}
+            print(f"\n{label}, cache {fraction:.0%} of unique bytes ({capacity} B); "
+                  f"default = {DEFAULT_POLICY}")
+            print(f"{'policy':<18} {'ocsim':>8} {'libCacheSim':>12} {'diff pp':>8} "
+                  f"{'% gap':>7} {'req/s':>10}")
+            for name in NAMES:
+                lcs = theirs.get(name)
+                lcs_text = f"{lcs:>12.4f} {100 * (ours[name] - lcs):>+8.2f}" if lcs is not None \
+                    else f"{'-':>12} {'':>8}"
+                print(f"{name:<18} {ours[name]:>8.4f} {lcs_text} {closed[name]:>6.1f}% "
+                      f"{speed[name]:>10,.0f}", flush=True)
+            out[f"{label} @{fraction:.0%}"] = closed
+    return out
+
+
+class _no_file:
+    def __enter__(self) -> str:
+        return ""
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def workloads(args: argparse.Namespace) -> list[tuple[str, Callable[[], Trace]]]:
+    if args.trace:
+        return [(Path(args.trace).name, lambda: read_trace(args.trace))]
+    made: list[tuple[str, Callable[[], Trace]]] = []
+    for alpha in (float(a) for a in args.alphas.split(",")):
+        for model in SIZE_MODELS:
+            made.append((f"zipf {alpha} {model}",
+                         lambda a=alpha, m=model: zipf_trace(args.objects, args.requests, a,
+                                                             seed=args.seed, sizes=m)))
+        made.append((f"video {alpha}", lambda a=alpha: video_objects_trace(
+            args.titles, args.requests, a, seed=args.seed)))
+    made.append(("sessions", lambda: session_trace(SessionWorkload(requests=args.requests,
+                                                                   seed=args.seed))))
+    return made
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2_000_000)
-    parser.add_argument("--objects", type=int, default=100_000)
+    parser.add_argument("--trace", metavar="FILE", help="study this CSV trace instead of the generated set")
+    parser.add_argument("--requests", type=int, default=500_000)
+    parser.add_argument("--objects", type=int, default=50_000, help="zipf: catalog size (objects)")
+    parser.add_argument("--titles", type=int, default=200, help="video: catalog size (titles)")
     parser.add_argument("--alphas", default="0.6,0.8,1.0")
-    parser.add_argument("--session-requests", type=int, default=500_000)
+    parser.add_argument("--cache-sizes", default="0.01,0.05", help="shares of the unique bytes")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-libcachesim", action="store_true", help="ocsim's policies only")
     args = parser.parse_args(argv)
-    size = 4000
-    rows: dict[str, dict[str, float]] = {}
-    for alpha in (float(a) for a in args.alphas.split(",")):
-        trace = zipf_trace(args.objects, args.requests, alpha, size, seed=args.seed)
-        rows[f"zipf {alpha}"] = study(
-            f"IRM Zipf alpha={alpha}, {args.objects} objects, {args.requests} requests",
-            trace, int(0.05 * args.objects) * size)
-    if args.session_requests:
-        trace = session_trace(SessionWorkload(requests=args.session_requests, seed=args.seed))
-        rows["sessions"] = study(
-            f"sessions (500 titles, alpha 0.9, {args.session_requests} requests, seed {args.seed}), "
-            "cache 5% of unique bytes", trace, int(0.05 * trace.unique_bytes))
-    names = [name for name in next(iter(rows.values())) if name not in ("lru", BELADY)]
-    print(f"\nsummary: % of the LRU-to-Belady byte-miss gap closed (default = {DEFAULT_POLICY})")
-    print(f"{'workload':<12}" + "".join(f" {name:>18}" for name in names))
+    fractions = [float(f) for f in args.cache_sizes.split(",")]
+    with_lcs = not args.no_libcachesim and libcachesim_available()
+    if not with_lcs:
+        print("libCacheSim columns off (--no-libcachesim, or `pip install -e '.[check]'`)")
+    rows: dict[str, Row] = {}
+    for label, make in workloads(args):
+        trace = make()
+        print(f"\n== {label}: {len(trace)} requests, {len(trace.object_sizes())} objects, "
+              f"{trace.unique_bytes} unique bytes")
+        rows.update(study(label, trace, fractions, with_lcs))
+    names = [name for name in NAMES if name not in ("lru", BELADY)]
+    print(f"\nsummary: % of the LRU-to-Belady byte-miss gap closed (default = {DEFAULT_POLICY}; "
+          "! = the default closes < 40 % or does not beat LRU)")
+    print(f"{'workload':<26}" + "".join(f" {name:>17}" for name in names))
+    failing = 0
     for workload, closed in rows.items():
-        print(f"{workload:<12}" + "".join(f" {closed[name]:>17.1f}%" for name in names))
-    return 0
+        bad = not closed[DEFAULT_POLICY] >= 40.0
+        failing += bad
+        print(f"{workload:<26}" + "".join(f" {closed[name]:>16.1f}%" for name in names)
+              + ("  !" if bad else ""))
+    worst = {name: min(closed[name] for closed in rows.values()) for name in names}
+    print(f"{'worst case':<26}" + "".join(f" {worst[name]:>16.1f}%" for name in names))
+    return 1 if failing else 0
 
 
 if __name__ == "__main__":

@@ -7,9 +7,17 @@ import secrets
 from pathlib import Path
 
 
+def printable_ascii(text: str) -> bool:
+    """Only printable ASCII (and spaces/tabs): what a credential header may hold. aiohttp
+    hands other bytes over as surrogate escapes, which must never reach `.encode()`."""
+    return text.isascii() and all(" " <= c <= "~" or c == "\t" for c in text)
+
+
 def bearer_matches(authorization: str | None, token: str) -> bool:
-    """True when an `Authorization: Bearer <token>` header carries exactly `token`."""
-    if not authorization or not token:
+    """True when an `Authorization: Bearer <token>` header carries exactly `token`.
+
+    A header with anything but printable ASCII never matches (and never raises)."""
+    if not authorization or not token or not printable_ascii(authorization):
         return False
     scheme, _, value = authorization.partition(" ")
     if scheme.lower() != "bearer":

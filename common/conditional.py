@@ -1,6 +1,7 @@
 """Conditional requests, RFC 9110 section 13, as pure functions over an entity tag.
 
-Our entity tags are strong (`"..."`). If-None-Match uses the weak comparison (13.1.2);
+Our entity tags are strong (`"..."`). If-Match uses the strong comparison (13.1.1),
+If-None-Match the weak one (13.1.2);
 If-Range uses the strong one (13.1.5) and only applies to a Range request.
 """
 from __future__ import annotations
@@ -34,3 +35,14 @@ def range_applies(if_range: str | None, etag: str, last_modified: str | None = N
     if value.startswith("W/"):
         return False
     return last_modified is not None and value == last_modified
+
+
+def match(if_match: str | None, etag: str) -> bool:
+    """True when the request's If-Match allows the method (13.1.1): absent, `*`, or a
+    strong match of one of its tags (a weak tag never matches)."""
+    if if_match is None:
+        return True
+    tags = _tags(if_match)
+    if tags == ["*"]:
+        return True
+    return any(t == etag and not t.startswith("W/") for t in tags)

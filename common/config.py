@@ -3,7 +3,9 @@
 Every service's argparse parser gets `--config FILE`; `apply_config` reads the file's
 `[section]` table and the environment variables `OCSIM_{SECTION}_{OPTION}` (e.g.
 `OCSIM_EDGE_CAPACITY=10GiB`) and installs them as parser defaults, so explicit flags
-still win. Unknown keys are an error naming the key, before anything starts.
+still win. Unknown keys are an error naming the key, before anything starts. This is
+how secrets reach a service without a command line: a 0600 `--config` file (what
+`ocsim up` writes) or the environment (`OCSIM_CONTROL_OPERATOR_TOKEN`, `OCSIM_EDGE_EDGE_KEY`).
 """
 from __future__ import annotations
 
@@ -58,10 +60,18 @@ def apply_config(parser: argparse.ArgumentParser, section: str, argv: Sequence[s
     pre.add_argument("--config")
     known, _ = pre.parse_known_args(list(argv))
     values = load_config(section, known.config, env)
-    dests = {a.dest for a in parser._actions}  # noqa: SLF001 - argparse has no public list
-    unknown = sorted(set(values) - dests)
+    actions = {a.dest: a for a in parser._actions}  # noqa: SLF001 - argparse has no public list
+    unknown = sorted(set(values) - set(actions))
     if unknown:
         raise ConfigError(f"unknown {section} setting(s): {', '.join(unknown)}")
+    # A string option (a token, a hex secret, a path) keeps the environment's text as is:
+    # OCSIM_CONTROL_OPERATOR_TOKEN=0123 is the string "0123", not the integer 123.
+    prefix = f"OCSIM_{section.upper()}_"
+    for key, raw in (os.environ if env is None else env).items():
+        dest = key[len(prefix):].lower() if key.startswith(prefix) else ""
+        action = actions.get(dest)
+        if action is not None and action.type is None and action.nargs is None and action.const is None:
+            values[dest] = raw
     parser.set_defaults(**values)
 
 

@@ -8,6 +8,7 @@
     |   +-- NotFound           404
     |   +-- Conflict           409
     |   +-- PayloadTooLarge    413
+    |   +-- UnsupportedMediaType 415 a body in a charset or type we do not take
     |   +-- RangeNotSatisfiable 416
     +-- OurError               our fault or our upstream's (5xx)
         +-- UpstreamError      502 the upstream answered badly or refused
@@ -54,6 +55,10 @@ class Conflict(PeerError):
 
 class PayloadTooLarge(PeerError):
     status = 413
+
+
+class UnsupportedMediaType(PeerError):
+    status = 415
 
 
 class RangeNotSatisfiable(PeerError):

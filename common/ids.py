@@ -1,6 +1,8 @@
-"""Content identifiers and content paths, validated.
+"""Identifiers and content paths, validated: one home for every id rule and its error text.
 
-A title id is `[a-z0-9][a-z0-9-]{0,63}`; a rendition is named by its bitrate in kbit/s;
+An ISP name is `[a-z0-9][a-z0-9-]{0,31}` (topology, prefixes, steering, URL tokens); an
+edge id is letters, digits, `.`, `_` or `-`, at most 64, starting with a letter or digit
+(registration, the fleet, `ocsim up` topologies). A title id is `[a-z0-9][a-z0-9-]{0,63}`; a rendition is named by its bitrate in kbit/s;
 segments are numbered from 0. Content paths are the same at the origin and every edge:
 
     /content/{title}/master.m3u8
@@ -17,11 +19,16 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from common.errors import BadRequest
 
-TITLE_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}\Z")
-ISP_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")  # ISP names: topology, steering, tokens
+TITLE_RULE = "[a-z0-9][a-z0-9-]{0,63}"
+TITLE_RE = re.compile(TITLE_RULE + r"\Z")
+ISP_RULE = "[a-z0-9][a-z0-9-]{0,31}"
+ISP_RE = re.compile(ISP_RULE + r"\Z")  # ISP names: topology, prefixes, steering, tokens
+EDGE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+EDGE_ID_RULE = "letters, digits, '.', '_' or '-' (at most 64)"
 _RENDITION_RE = re.compile(r"[1-9][0-9]{0,5}\Z")
 _INDEX_RE = re.compile(r"(?:0|[1-9][0-9]{0,6})\Z")
 MAX_PATH_LEN = 256
@@ -36,6 +43,33 @@ def check_title_id(value: object) -> str:
     if not is_title_id(value):
         raise BadRequest(f"invalid title id {str(value)[:80]!r}")
     assert isinstance(value, str)
+    return value
+
+
+def is_isp(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and ISP_RE.match(value) is not None
+
+
+def isp_rule_text(name: str = "isp") -> str:
+    """The error text for a bad ISP name in field `name`."""
+    return f"{name} must match {ISP_RULE}"
+
+
+def check_isp(value: object, name: str = "isp") -> str:
+    """`value` if it is a valid ISP name, else BadRequest naming the field and the rule."""
+    if not is_isp(value):
+        raise BadRequest(isp_rule_text(name))
+    return value
+
+
+def is_edge_id(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and EDGE_ID_RE.match(value) is not None
+
+
+def check_edge_id(value: object) -> str:
+    """`value` if it is a valid edge id, else BadRequest."""
+    if not is_edge_id(value):
+        raise BadRequest("invalid edge id")
     return value
 
 

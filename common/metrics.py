@@ -63,6 +63,19 @@ class Counter(_Metric):
         ]
 
 
+class CallbackCounter(Counter):
+    """A counter whose value is read from a callback at scrape time: for a count kept by
+    another object (e.g. the store's evictions), which only ever grows."""
+
+    def __init__(self, name: str, help: str, callback: Callable[[], float]) -> None:
+        super().__init__(name, help)
+        self.callback = callback
+
+    def render(self) -> list[str]:
+        self.values = {(): float(self.callback())}
+        return super().render()
+
+
 class Gauge(_Metric):
     """A gauge set directly or read from a callback at scrape time."""
 
@@ -148,6 +161,12 @@ class Registry:
     def counter(self, name: str, help: str, labelnames: Sequence[str] = ()) -> Counter:
         m = self._add(Counter(name, help, labelnames))
         assert isinstance(m, Counter)
+        return m
+
+    def counter_reading(self, name: str, help: str, callback: Callable[[], float]) -> CallbackCounter:
+        """A counter read from `callback` at scrape time (`name` should end in _total)."""
+        m = self._add(CallbackCounter(name, help, callback))
+        assert isinstance(m, CallbackCounter)
         return m
 
     def gauge(

@@ -7,6 +7,9 @@ marks itself draining (`/healthz` answers 503), runs its shutdown hooks, lets in
 requests finish (bounded by `shutdown_timeout`) and exits 0. Once listening, it prints
 one JSON line on stdout, `{"event": "listening", "service", "url", "pid"}`, which is how
 supervisors (`ocsim up`, test fixtures) learn the port when started with `--port 0`.
+
+A request aiohttp's parser refuses (a 4xx the client caused) is logged at INFO as one line
+without a traceback (`ClientParseErrors`); only our own faults are logged at ERROR.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 from common.errors import OcsimError
 from common.logs import event, setup_logging, stop_logging
@@ -38,6 +42,29 @@ STARTED_AT = web.AppKey("ocsim_started_at", float)
 REQUESTS = web.AppKey("ocsim_requests", Counter)
 BYTES = web.AppKey("ocsim_bytes", Counter)
 LATENCY = web.AppKey("ocsim_latency", Histogram)
+
+
+class ClientParseErrors(logging.Filter):
+    """On `aiohttp.server`: a parser refusal with a 4xx code is the client's mistake, so
+    its record becomes one INFO line with the reason and no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        code = getattr(exc, "code", 500) if isinstance(exc, HttpProcessingError) else 500
+        if isinstance(code, int) and 400 <= code < 500:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg = "refused a malformed request: %s %s"
+            record.args = (code, str(getattr(exc, "message", "") or type(exc).__name__)[:120])
+            record.exc_info = record.exc_text = None
+            record.stack_info = None
+        return True
+
+
+def quiet_client_parse_errors() -> None:
+    """Install `ClientParseErrors` on aiohttp's server logger (once)."""
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ClientParseErrors) for f in server_log.filters):
+        server_log.addFilter(ClientParseErrors())
 
 
 def json_error(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -102,6 +129,7 @@ async def _metrics(request: web.Request) -> web.Response:
 def create_app(service: str, *, client_max_size: int = 1024 * 1024,
                middlewares: list[Any] | None = None) -> web.Application:
     """An aiohttp app with the service basics; add routes, then `run_app` it."""
+    quiet_client_parse_errors()
     registry = Registry()
     app = web.Application(middlewares=[_observe, *(middlewares or [])], client_max_size=client_max_size)
     app[SERVICE_NAME] = service

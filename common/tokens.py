@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from common.ids import ISP_RE, content_prefix
 
 _KID_RE = re.compile(r"[a-z0-9]{1,16}\Z")
-_TOKEN_RE = re.compile(r"([a-z0-9]{1,16})\.([0-9]{1,12})\.(-|[a-z0-9][a-z0-9-]{0,31})\.([A-Za-z0-9_-]{43})\Z")
+# One spelling per token: the expiry has no leading zeros (else "0123" and "123" would both verify).
+_TOKEN_RE = re.compile(r"([a-z0-9]{1,16})\.(0|[1-9][0-9]{0,11})\.(-|[a-z0-9][a-z0-9-]{0,31})\.([A-Za-z0-9_-]{43})\Z")
 NO_ISP = "-"
 
 
@@ -79,24 +80,77 @@ class Keyring:
 
     def check(self, token: str | None, content_path: str, now: float) -> TokenVerdict:
         """Is `token` valid for `content_path` at `now`? Constant-time in the signature."""
+        return self.verify(token, content_path, now).verdict
+
+    def verify(self, token: str | None, content_path: str, now: float) -> TokenCheck:
+        """`check`, with the expiry the token carries when its signature is good (the one
+        place the token format is parsed)."""
         if not token:
-            return TokenVerdict.MISSING
+            return TokenCheck(TokenVerdict.MISSING)
         m = _TOKEN_RE.match(token)
         if not m:
-            return TokenVerdict.MALFORMED
+            return TokenCheck(TokenVerdict.MALFORMED)
         kid, expiry_s, isp, sig = m.groups()
         key = self.keys.get(kid)
         if key is None:
-            return TokenVerdict.UNKNOWN_KEY
-        parts = content_path.split("/", 3)
-        if len(parts) < 4 or parts[1] != "content":
-            return TokenVerdict.BAD_SIGNATURE
-        expected = _mac(key, kid, int(expiry_s), isp, content_prefix(parts[2]))
+            return TokenCheck(TokenVerdict.UNKNOWN_KEY)
+        title = _title_of(content_path)
+        if title is None:
+            return TokenCheck(TokenVerdict.BAD_SIGNATURE)
+        expiry = int(expiry_s)
+        expected = _mac(key, kid, expiry, isp, content_prefix(title))
         if not hmac.compare_digest(expected.encode(), sig.encode()):
-            return TokenVerdict.BAD_SIGNATURE
-        if int(expiry_s) < now:
-            return TokenVerdict.EXPIRED
-        return TokenVerdict.OK
+            return TokenCheck(TokenVerdict.BAD_SIGNATURE)
+        if expiry < now:
+            return TokenCheck(TokenVerdict.EXPIRED, expiry)
+        return TokenCheck(TokenVerdict.OK, expiry)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCheck:
+    verdict: TokenVerdict
+    expiry: int = 0  # set when the signature is good (OK or EXPIRED)
+
+
+def _title_of(content_path: str) -> str | None:
+    """The title segment a token is bound to, or None if `content_path` has none."""
+    parts = content_path.split("/", 3)
+    if len(parts) < 4 or parts[1] != "content" or not parts[2]:
+        return None
+    return parts[2]
+
+
+class TokenVerdicts:
+    """A bounded memo of verified tokens, so a player's many requests with one token cost
+    a dict lookup: (token, title) -> the expiry `Keyring.verify` read from it.
+
+    Rules: only a good signature is remembered (a bad token is HMAC-checked once per
+    request, never twice); the memo never parses a token itself, it keeps what `verify`
+    returned; a different keyring object forgets everything remembered."""
+
+    def __init__(self, max_entries: int = 65536) -> None:
+        self.max_entries = max_entries
+        self._expiry: dict[tuple[str, str], int] = {}
+        self._ring: Keyring | None = None
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    def check(self, ring: Keyring, token: str | None, content_path: str, now: float) -> TokenVerdict:
+        if self._ring is not ring:
+            self._expiry.clear()
+            self._ring = ring
+        title = _title_of(content_path) if token else None
+        if token and title is not None:
+            expiry = self._expiry.get((token, title))
+            if expiry is not None:
+                return TokenVerdict.OK if expiry >= now else TokenVerdict.EXPIRED
+        result = ring.verify(token, content_path, now)
+        if result.verdict is TokenVerdict.OK and token and title is not None:
+            if len(self._expiry) >= self.max_entries:
+                self._expiry.clear()
+            self._expiry[(token, title)] = result.expiry
+        return result.verdict
 
 
 def _mac(key: bytes, kid: str, expiry: int, isp: str, prefix: str) -> str:

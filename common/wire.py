@@ -11,13 +11,19 @@ and one leaked edge key speaks for one edge only. Replies from the control plane
 signed with the same edge key, so an edge can trust the fill plans it gets. Messages
 carry `ts` (and heartbeats a `seq`) so a receiver can refuse stale or replayed ones.
 
-Decoding is strict: unknown fields, missing fields and wrong types raise BadMessage.
+Decoding is strict: unknown fields, missing fields and wrong types raise BadMessage, and
+the decoded map passes `common.http_input.check_decoded` (depth, finite floats, 64-bit
+integers, valid strings) first, so a `ts` of NaN or infinity never reaches a freshness check.
+A heartbeat names the registration it belongs to (`registration_ts`, the `ts` of the
+edge's accepted Register), so one captured before a re-registration is refused after it.
 """
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 import hmac
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,13 +31,38 @@ from typing import Any, TypeVar, get_type_hints
 
 import msgpack
 
+from common.auth import printable_ascii
 from common.errors import BadRequest, Forbidden
+from common.http_input import check_decoded
 
 EDGE_HEADER = "X-Ocsim-Edge"
 SIGNATURE_HEADER = "X-Ocsim-Signature"
 CONTENT_TYPE = "application/msgpack"
 MAX_MESSAGE_BYTES = 1024 * 1024
 EDGE_STATES = ("up", "draining")
+
+
+class FillPlanState(enum.StrEnum):
+    """A fill plan's state, the same words on both sides of the wire.
+
+    Control keeps a plan `pending` until a reply has carried it to its edge; the edge
+    runs it (`running`) and reports `done` or `failed` in its heartbeats' `FillProgress`.
+    Control's transitions are `control.jobs.PLAN_TRANSITIONS`; the edge only ever moves
+    `running` to a terminal state."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        """Final: no transition leaves it."""
+        return self in (FillPlanState.DONE, FillPlanState.FAILED)
+
+
+# What an edge may put in `FillProgress.state`; anything else is ignored by control.
+REPORTED_PLAN_STATES = frozenset({FillPlanState.RUNNING, FillPlanState.DONE, FillPlanState.FAILED})
 
 
 class BadMessage(BadRequest):
@@ -53,6 +84,8 @@ def sign(key: bytes, body: bytes) -> str:
 def verify_signature(key: bytes, body: bytes, signature: str | None) -> None:
     if not signature:
         raise BadSignature("missing signature")
+    if not printable_ascii(signature):
+        raise BadMessage("malformed signature header")
     if not hmac.compare_digest(sign(key, body).encode(), signature.strip().encode()):
         raise BadSignature("bad signature")
 
@@ -102,6 +135,10 @@ class Message:
             obj = msgpack.unpackb(body, raw=False, strict_map_key=True)
         except Exception:  # msgpack raises a zoo of exception types on garbage
             raise BadMessage("malformed msgpack") from None
+        try:
+            check_decoded(obj, "message")  # the same strict layer as JSON bodies
+        except BadRequest as exc:
+            raise BadMessage(exc.reason) from None
         return cls.from_wire(obj)
 
     @classmethod
@@ -126,9 +163,9 @@ def _check(where: str, hint: Any, value: Any) -> Any:
     if hint is Any:
         return value
     if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
-        raise BadMessage(f"{where}: expected a number")
+        raise BadMessage(f"{where}: expected a finite number")
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -184,7 +221,7 @@ class FillProgress(Message):
     """Edge -> control, inside heartbeats: how far one fill plan has got."""
 
     plan_id: str
-    state: str  # "running" | "done" | "failed"
+    state: str  # a REPORTED_PLAN_STATES value (a str on the wire, so an unknown word is ignored, not refused)
     done_objects: int
     total_objects: int
     done_bytes: int
@@ -209,6 +246,7 @@ class Heartbeat(Message):
     hit_ratio: float
     titles: list[str] = field(default_factory=list)  # titles this edge holds objects of
     fills: list[FillProgress] = field(default_factory=list)
+    registration_ts: float = 0.0  # the `ts` of this edge's accepted Register; control refuses any other
 
     def __post_init__(self) -> None:
         if self.state not in EDGE_STATES:

@@ -14,6 +14,7 @@ from pathlib import Path
 from aiohttp import web
 
 from common.auth import load_or_create_secret
+from common.cli_args import HelpFormatter, port
 from common.config import parse_service_args
 from common.content import Catalog, load_catalog
 from common.errors import OcsimError
@@ -24,10 +25,11 @@ from control.topology import Topology, TopologyError, load_topology
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ocsim control", description="Run the ocsim control plane.")
+    p = argparse.ArgumentParser(prog="ocsim control", description="Run the ocsim control plane.",
+                                formatter_class=HelpFormatter)
     p.add_argument("--config", help="TOML file; its [control] table sets defaults for these flags")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8090, help="0 = ephemeral")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
+    p.add_argument("--port", type=port, default=8090, help="0 = ephemeral")
     p.add_argument("--state-dir", default=".ocsim/control", help="generated secrets and the default database")
     p.add_argument("--db", help="SQLite file (default: <state-dir>/control.db)")
     p.add_argument("--topology", help="TOML file with [isps.NAME] prefixes = [...]")
@@ -45,9 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan-timeout", type=float, default=120.0,
                    help="fail a fill plan whose edge has been gone this many seconds")
     p.add_argument("--origin-wait", type=float, default=10.0, help="seconds to retry the origin's catalog")
-    p.add_argument("--max-candidates", type=int, default=4)
-    p.add_argument("--no-access-log", dest="access_log", action="store_false")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--max-candidates", type=int, default=4, help="edges ranked in one play answer")
+    p.add_argument("--no-access-log", dest="access_log", action="store_false", help="do not log one line per request")
+    p.add_argument("--events", default="", metavar="nats://HOST:PORT",
+                   help="publish steer.play and job.progress events to NATS JetStream")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return p
 
 
@@ -70,7 +74,7 @@ def make_config(args: argparse.Namespace) -> ControlConfig:
         token_ttl_s=args.token_ttl, topology=topology, origin_url=args.origin, catalog=catalog,
         steer_to_origin=args.steer_to_origin, heartbeat_interval_s=args.heartbeat_interval,
         plan_timeout_s=args.plan_timeout, fill_bandwidth_bps=max(0, args.fill_bandwidth_bps),
-        origin_wait_s=args.origin_wait, max_candidates=args.max_candidates,
+        origin_wait_s=args.origin_wait, max_candidates=args.max_candidates, events=args.events,
     )
 
 

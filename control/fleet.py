@@ -1,7 +1,9 @@
 """The fleet registry: which edges exist, what they last told us, and whether to trust a message.
 
 Each registration starts a fresh heartbeat sequence. A heartbeat is accepted only if it
-names a registered edge (else 404, and the edge registers again), its `seq` is greater
+names a registered edge (else 404, and the edge registers again), carries the `ts` of that
+registration (`registration_ts`: a heartbeat captured before a re-registration is
+refused after it, 409), its `seq` is greater
 than the last accepted one of this registration, and its `ts` is within
 MAX_CLOCK_SKEW_S of our clock (else 409): a captured message cannot be replayed later,
 and a replayed registration (an older `ts` than the current one) cannot reset the
@@ -18,11 +20,10 @@ from typing import Any
 
 from common.errors import BadRequest, Conflict, NotFound
 from common.wire import Heartbeat, Register
-from control.health import HEALTH_STATES, EdgeHealth
+from control.health import DOWN, HEALTH_STATES, UP, EdgeHealth, HealthState
 from control.steering import EdgeView
-from common.ids import ISP_RE
+from common.ids import check_edge_id, is_isp
 
-EDGE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 URL_RE = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(?::[0-9]{1,5})?(?:/[\x21-\x7e]*)?\Z")
 MAX_CLOCK_SKEW_S = 30.0
 MAX_TITLES = 100_000
@@ -30,12 +31,6 @@ MAX_TITLES = 100_000
 
 class StaleMessage(Conflict):
     """A replayed, reordered or badly clocked message (409)."""
-
-
-def check_edge_id(edge_id: str) -> str:
-    if not EDGE_ID_RE.match(edge_id):
-        raise BadRequest("invalid edge id")
-    return edge_id
 
 
 @dataclass(slots=True)
@@ -87,7 +82,7 @@ class Fleet:
 
     def _check_common(self, edge_id: str, isp: str, url: str, ts: float, now: float) -> None:
         check_edge_id(edge_id)
-        if not ISP_RE.match(isp):
+        if not is_isp(isp):
             raise BadRequest("invalid isp name")
         if not URL_RE.match(url):
             raise BadRequest("invalid edge url")
@@ -103,7 +98,7 @@ class Fleet:
             raise StaleMessage("registration is not newer than the current one")
         health = EdgeHealth(self.interval)
         health.on_admin(self.admin_down.get(msg.edge_id, False))
-        health.on_heartbeat(now, "up")  # registering is a sign of life
+        health.on_heartbeat(now, UP)  # registering is a sign of life
         rec = EdgeRecord(msg.edge_id, msg.isp, msg.url, msg.capacity_bytes, now, msg.ts, health,
                          msg.policy[:64], msg.version[:64])
         if old is not None:  # keep what we knew about its content until the first heartbeat
@@ -117,6 +112,8 @@ class Fleet:
         if rec is None:
             raise NotFound("unknown edge; register first")
         self._check_common(msg.edge_id, msg.isp, msg.url, msg.ts, now)
+        if msg.registration_ts != rec.register_ts:  # a heartbeat of an earlier registration (replay)
+            raise StaleMessage("heartbeat belongs to another registration")
         if msg.seq <= rec.last_seq:
             raise StaleMessage(f"heartbeat seq {msg.seq} <= last seen {rec.last_seq}")
         if len(msg.titles) > MAX_TITLES:
@@ -148,9 +145,9 @@ class Fleet:
         self.admin_down[edge_id] = down
         return rec
 
-    def state(self, edge_id: str, now: float) -> str:
+    def state(self, edge_id: str, now: float) -> HealthState:
         rec = self.edges.get(edge_id)
-        return rec.health.state_at(now) if rec is not None else "down"
+        return rec.health.state_at(now) if rec is not None else DOWN
 
     def views(self, now: float) -> tuple[EdgeView, ...]:
         """What steering sees at `now`; the very same tuple while nothing changed, so the
@@ -166,7 +163,7 @@ class Fleet:
     def isps(self) -> set[str]:
         return {r.isp for r in self.edges.values()}
 
-    def counts_by_state(self, now: float) -> dict[str, int]:
+    def counts_by_state(self, now: float) -> dict[HealthState, int]:
         out = {s: 0 for s in HEALTH_STATES}
         for r in self.edges.values():
             out[r.health.state_at(now)] += 1

@@ -39,11 +39,13 @@ and tests; the tests check that the two tables agree.
 """
 from __future__ import annotations
 
+import enum
 import math
 from typing import Final
 
 __all__ = [
     "EdgeHealth",
+    "HealthState",
     "HEALTH_STATES",
     "STEERABLE_STATES",
     "REPORTED_STATES",
@@ -53,13 +55,26 @@ __all__ = [
     "liveness",
 ]
 
-UP: Final = "up"
-SUSPECT: Final = "suspect"
-DOWN: Final = "down"
-DRAINING: Final = "draining"
-ADMIN_DOWN: Final = "admin_down"
 
-HEALTH_STATES: Final = (UP, SUSPECT, DOWN, DRAINING, ADMIN_DOWN)
+
+class HealthState(enum.StrEnum):
+    """An edge's health as steering sees it (a str, so JSON, metric labels and the
+    simulator's plain strings compare equal to it)."""
+
+    UP = "up"
+    SUSPECT = "suspect"
+    DOWN = "down"
+    DRAINING = "draining"
+    ADMIN_DOWN = "admin_down"
+
+
+UP: Final = HealthState.UP
+SUSPECT: Final = HealthState.SUSPECT
+DOWN: Final = HealthState.DOWN
+DRAINING: Final = HealthState.DRAINING
+ADMIN_DOWN: Final = HealthState.ADMIN_DOWN
+
+HEALTH_STATES: Final = tuple(HealthState)
 STEERABLE_STATES: Final = frozenset({UP, SUSPECT})  # suspect only after every up edge
 REPORTED_STATES: Final = (UP, DRAINING)  # what an edge may say (common.wire.EDGE_STATES)
 
@@ -73,7 +88,7 @@ LIVENESS_BY_MISSED: Final[tuple[str, ...]] = (FRESH, LATE, LATE)  # index = miss
 _LOST_INDEX: Final = len(LIVENESS_BY_MISSED)  # == DOWN_AFTER_MISSED
 
 # (operator says down, last reported state or None, liveness) -> health state
-HEALTH_TABLE: Final[dict[tuple[bool, str | None, str], str]] = {
+HEALTH_TABLE: Final[dict[tuple[bool, str | None, str], HealthState]] = {
     (False, UP, FRESH): UP,
     (False, UP, LATE): SUSPECT,
     (False, UP, LOST): DOWN,
@@ -88,7 +103,7 @@ HEALTH_TABLE: Final[dict[tuple[bool, str | None, str], str]] = {
 # The same machine as transitions, for readers and for the tests (which check agreement).
 # Events: "hb:up" / "hb:draining" (an on-time heartbeat saying that), "miss:1" (the first
 # missed interval), "miss:3" (the third), "admin:down", "admin:up".
-EVENT_TABLE: Final[dict[tuple[str, str], str]] = {
+EVENT_TABLE: Final[dict[tuple[HealthState, str], HealthState]] = {
     (UP, "hb:up"): UP,
     (UP, "hb:draining"): DRAINING,
     (UP, "miss:1"): SUSPECT,
@@ -139,7 +154,7 @@ class EdgeHealth:
         self._admin_down = False
         self._row = self._table_row()
 
-    def _table_row(self) -> tuple[str, ...]:
+    def _table_row(self) -> tuple[HealthState, ...]:
         """HEALTH_TABLE's row for the current flags, indexed by min(missed, _LOST_INDEX):
         state_at runs per edge per play request, so the table is read once per event, not
         once per query."""
@@ -177,7 +192,7 @@ class EdgeHealth:
             return 0
         return int(late // self.interval)
 
-    def state_at(self, now: float) -> str:
+    def state_at(self, now: float) -> HealthState:
         """The health state at `now`: one of HEALTH_STATES. Pure; changes nothing."""
         last = self._last
         if last is None:

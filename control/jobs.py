@@ -25,27 +25,28 @@ from typing import Any
 
 from common.content import Title
 from common.ids import master_path
-from common.wire import FillPlan, FillProgress
+from common.wire import REPORTED_PLAN_STATES, FillPlan, FillPlanState, FillProgress
 from control.placement import EdgeSpace
 
-PLAN_STATES = ("pending", "running", "done", "failed")
-TERMINAL = frozenset({"done", "failed"})
-JOB_STATES = ("pending", "running", "done", "failed")
+PENDING, RUNNING, DONE, FAILED = FillPlanState.PENDING, FillPlanState.RUNNING, FillPlanState.DONE, FillPlanState.FAILED
+PLAN_STATES = tuple(FillPlanState)
+TERMINAL = frozenset(s for s in FillPlanState if s.terminal)
+JOB_STATES = PLAN_STATES  # a job's state is summed up from its plans' (Job.state)
 MAX_PATHS_PER_PLAN = 8000  # ~300 KB of msgpack: several plans fit under wire.MAX_MESSAGE_BYTES
 
 # (state, event) -> next state. Events: "delivered" (sent to the edge in a reply), the
-# edge's reported states "running" | "done" | "failed", and "timeout" (edge gone too long).
-PLAN_TRANSITIONS: dict[tuple[str, str], str] = {
-    ("pending", "delivered"): "running",
-    ("pending", "running"): "running",
-    ("pending", "done"): "done",
-    ("pending", "failed"): "failed",
-    ("pending", "timeout"): "failed",
-    ("running", "delivered"): "running",
-    ("running", "running"): "running",
-    ("running", "done"): "done",
-    ("running", "failed"): "failed",
-    ("running", "timeout"): "failed",
+# edge's reported states (common.wire.REPORTED_PLAN_STATES), and "timeout" (edge gone too long).
+PLAN_TRANSITIONS: dict[tuple[FillPlanState, str], FillPlanState] = {
+    (PENDING, "delivered"): RUNNING,
+    (PENDING, RUNNING): RUNNING,
+    (PENDING, DONE): DONE,
+    (PENDING, FAILED): FAILED,
+    (PENDING, "timeout"): FAILED,
+    (RUNNING, "delivered"): RUNNING,
+    (RUNNING, RUNNING): RUNNING,
+    (RUNNING, DONE): DONE,
+    (RUNNING, FAILED): FAILED,
+    (RUNNING, "timeout"): FAILED,
 }
 
 
@@ -83,7 +84,7 @@ class PlanRecord:
     paths: tuple[str, ...]
     bandwidth_bps: int
     issued_at: float
-    state: str = "pending"
+    state: FillPlanState = PENDING
     done_objects: int = 0
     done_bytes: int = 0
     failed_objects: int = 0
@@ -110,7 +111,7 @@ class PlanRecord:
         if nxt is None or nxt == self.state:
             return False
         self.state = nxt
-        if nxt == "done":
+        if nxt is DONE:
             self.done_objects = self.total_objects
         return True
 
@@ -141,22 +142,22 @@ class Job:
     updated_at: float = 0.0
 
     @property
-    def state(self) -> str:
+    def state(self) -> FillPlanState:
         if not self.plans:  # nothing to fill: every title already placed, or none fitted
-            return "failed" if self.unplaced else "done"
+            return FAILED if self.unplaced else DONE
         states = {p.state for p in self.plans}
         if states <= TERMINAL:
-            return "failed" if "failed" in states else "done"
-        if states == {"pending"}:
-            return "pending"
-        return "running"
+            return FAILED if FAILED in states else DONE
+        if states == {PENDING}:
+            return PENDING
+        return RUNNING
 
     @property
     def progress(self) -> float:
         total = sum(p.total_objects for p in self.plans)
         if not total:
-            return 1.0 if self.state == "done" else 0.0
-        done = sum(p.total_objects if p.state == "done" else min(p.done_objects, p.total_objects)
+            return 1.0 if self.state is DONE else 0.0
+        done = sum(p.total_objects if p.state is DONE else min(p.done_objects, p.total_objects)
                    for p in self.plans)
         return round(done / total, 4)
 
@@ -252,14 +253,14 @@ class JobBook:
             plan = self.plans.get(fp.plan_id)
             if plan is None or plan.edge_id != edge_id or plan.terminal:
                 continue
-            moved = plan.apply(fp.state) if fp.state in ("running", "done", "failed") else False
+            moved = plan.apply(fp.state) if fp.state in REPORTED_PLAN_STATES else False
             counts = (max(0, min(fp.done_objects, plan.total_objects)), max(0, fp.done_bytes),
                       max(0, fp.failed_objects))
-            if plan.state == "done":
+            if plan.state is DONE:
                 counts = (plan.total_objects, counts[1], counts[2])
             if moved or counts != (plan.done_objects, plan.done_bytes, plan.failed_objects):
                 plan.done_objects, plan.done_bytes, plan.failed_objects = counts
-                if plan.state == "failed" and not plan.error:
+                if plan.state is FAILED and not plan.error:
                     plan.error = "edge reported failure"
                 self.mark_dirty(plan, now)
                 changed.append(plan)
@@ -302,7 +303,7 @@ class JobBook:
 
     def placed_titles(self, edge_id: str) -> frozenset[str]:
         """Titles whose plans on this edge are done."""
-        return frozenset(t for p in self.plans.values() if p.edge_id == edge_id and p.state == "done"
+        return frozenset(t for p in self.plans.values() if p.edge_id == edge_id and p.state is DONE
                          for t in p.titles)
 
     def take_dirty(self) -> tuple[list[PlanRecord], list[Job]]:
@@ -312,7 +313,7 @@ class JobBook:
         self._dirty_jobs.clear()
         return plans, jobs
 
-    def counts_by_state(self) -> dict[str, int]:
+    def counts_by_state(self) -> dict[FillPlanState, int]:
         out = {s: 0 for s in JOB_STATES}
         for j in self.jobs.values():
             out[j.state] += 1

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from common.ids import ISP_RE
+from common.ids import ISP_RULE, is_isp
 
 __all__ = ["PrefixTable"]
 
@@ -47,8 +47,8 @@ class PrefixTable:
 
     def add(self, prefix: str, isp: str) -> None:
         """Announce `prefix` (CIDR, IPv4 or IPv6) for `isp`. ValueError on bad input."""
-        if not isinstance(isp, str) or not ISP_RE.match(isp):
-            raise ValueError(f"invalid ISP name {isp!r}: must match [a-z0-9][a-z0-9-]{{0,31}}")
+        if not is_isp(isp):
+            raise ValueError(f"invalid ISP name {isp!r}: must match {ISP_RULE}")
         if not isinstance(prefix, str):
             raise ValueError(f"prefix must be a CIDR string, not {type(prefix).__name__}")
         net = ipaddress.ip_network(prefix.strip(), strict=True)  # raises ValueError

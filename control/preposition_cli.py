@@ -14,33 +14,13 @@ import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from common.cli_args import HelpFormatter
+from common.json_client import ApiError, call_json
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
-
-
-class ApiError(RuntimeError):
-    pass
-
-
-def request(method: str, url: str, token: str, body: Any = None, timeout: float = 10.0) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - operator-given URL
-            return json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        try:
-            reason = json.loads(exc.read()).get("error", "")
-        except (ValueError, AttributeError):
-            reason = ""
-        raise ApiError(f"{method} {url}: {exc.code} {reason}".rstrip()) from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise ApiError(f"{method} {url}: {getattr(exc, 'reason', exc)}") from None
 
 
 def render_bar(job: dict[str, Any], width: int = 30) -> str:
@@ -56,11 +36,12 @@ def render_bar(job: dict[str, Any], width: int = 30) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ocsim preposition",
-                                description="Place titles on an ISP's edges (a pre-position job).")
+                                description="Place titles on an ISP's edges (a pre-position job).",
+                                formatter_class=HelpFormatter)
     p.add_argument("--control", help="control plane URL (default: from --state-file)")
     p.add_argument("--token", help="operator token (default: $OCSIM_OPERATOR_TOKEN, then --state-file)")
     p.add_argument("--state-file", help="the JSON state file of `ocsim up`")
-    p.add_argument("--isp", required=True)
+    p.add_argument("--isp", required=True, help="the ISP whose edges get the titles")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--titles", help="comma-separated title ids")
     what.add_argument("--top", type=int, help="the N most popular titles in that ISP")
@@ -96,7 +77,7 @@ def wait_for(control: str, token: str, job_id: str, timeout: float, interval: fl
     deadline = time.monotonic() + timeout
     last_line = ""
     while True:
-        job: dict[str, Any] = request("GET", f"{control}/v1/prepositions/{job_id}", token)
+        job: dict[str, Any] = call_json("GET", f"{control}/v1/prepositions/{job_id}", token=token)
         line = render_bar(job)
         if tty:
             out.write("\r" + line)
@@ -132,7 +113,7 @@ def main(argv: Sequence[str]) -> int:
         body["replicas"] = args.replicas
     try:
         control, token = _resolve(args)
-        created = request("POST", f"{control}/v1/prepositions", token, body)
+        created = call_json("POST", f"{control}/v1/prepositions", token=token, body=body)
         job_id = created["id"]
         print(f"job {job_id}: {len(created.get('titles', []))} titles on {args.isp}"
               + (f", unplaced: {', '.join(created['unplaced'])}" if created.get("unplaced") else ""),

@@ -57,6 +57,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from common.tokens import NO_ISP
+from control.health import ADMIN_DOWN, DOWN, DRAINING, SUSPECT, UP
 
 __all__ = [
     "EdgeView",
@@ -81,8 +82,8 @@ REASON_FALLBACK = "fallback-other-isp"
 REASON_ORIGIN = "origin"
 REJECT_OVER_LOAD = "over-load-bound"
 REJECT_OTHER_ISP = "other-isp"
-REJECT_SUSPECT = "suspect"
-_KNOWN_EXCLUDED = frozenset({"down", "draining", "admin_down"})
+REJECT_SUSPECT: str = SUSPECT
+_KNOWN_EXCLUDED: frozenset[str] = frozenset({DOWN, DRAINING, ADMIN_DOWN})
 
 _MASK64 = (1 << 64) - 1
 _HASH_CACHE_MAX = 1 << 16
@@ -95,7 +96,7 @@ class EdgeView:
     edge_id: str
     isp: str
     url: str
-    state: str  # a control.health state
+    state: str  # a control.health.HealthState (the simulator passes the same words as plain str)
     titles: frozenset[str] = frozenset()  # titles the edge reports holding
     weight: float = 1.0  # capacity weight for the fair share of the load bound
 
@@ -181,7 +182,7 @@ class _Entry:
         self.eid = edge.edge_id
         self.isp = edge.isp
         self.h = _edge_hash(edge.edge_id)
-        self.up = edge.state == "up"
+        self.up = edge.state == UP
         self.titles = edge.titles
         w = edge.weight
         self.w = float(w) if isinstance(w, (int, float)) and math.isfinite(w) and w > 0 else 0.0
@@ -230,16 +231,16 @@ class _Fleet:
             if edge.edge_id in seen:
                 continue  # the first view of an id wins
             seen.add(edge.edge_id)
-            if edge.state != "up":
+            if edge.state != UP:
                 unhealthy.add(edge.isp)
-            if edge.state == "up" or edge.state == "suspect":
+            if edge.state == UP or edge.state == SUSPECT:
                 entry = _Entry(edge)
                 self.by_isp.setdefault(edge.isp, []).append(entry)
                 steerable.append(entry)
                 if not entry.up:
                     suspect.append((edge.edge_id, REJECT_SUSPECT))
             else:
-                excluded.append((edge.edge_id, edge.state if edge.state in _KNOWN_EXCLUDED else "down"))
+                excluded.append((edge.edge_id, edge.state if edge.state in _KNOWN_EXCLUDED else DOWN))
         self.wsum = {isp: sum(e.w for e in group) for isp, group in self.by_isp.items()}
         self.home = {isp: self._section(group) for isp, group in self.by_isp.items()}
         self.everyone = self._section(steerable)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from common.content import Catalog, Title
+from common.wire import FillPlanState
 from control.jobs import Job, PlanRecord
 
 SCHEMA = """
@@ -200,7 +201,7 @@ class Store:
                 "done_bytes, failed_objects, total_bytes, error FROM plans ORDER BY rowid"):
             (pid, jid, eid, titles, paths, bw, issued, state, dobj, dbytes, fobj, tbytes, err) = row
             plans.setdefault(jid, []).append(PlanRecord(
-                pid, jid, eid, tuple(json.loads(titles)), tuple(json.loads(paths)), bw, issued, state,
+                pid, jid, eid, tuple(json.loads(titles)), tuple(json.loads(paths)), bw, issued, FillPlanState(state),
                 dobj, dbytes, fobj, tbytes, now, err))
         jobs = []
         for row in self.db.execute(

@@ -23,14 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.ids import ISP_RE
+from common.ids import is_isp, isp_rule_text
 
 ISP_KEYS = frozenset({"prefixes", "edges"})
 MAX_EDGES_PER_ISP = 64
 
 
 class TopologyError(ValueError):
-    """A topology file that does not validate; the message names the field."""
+    """A topology file that does not validate; the message names the file or the field.
+
+    The one topology error: `ocsim.topology` (the whole-deployment file, whose [isps]
+    part is read by `parse_topology` here) raises this same class."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +60,8 @@ def parse_topology(data: Mapping[str, Any], where: str = "topology") -> Topology
     seen: dict[str, str] = {}
     for name, table in raw.items():
         here = f"{where}: isps.{name}"
-        if not ISP_RE.match(name):
-            raise TopologyError(f"{here}: ISP name must match [a-z0-9][a-z0-9-]{{0,31}}")
+        if not is_isp(name):
+            raise TopologyError(f"{here}: {isp_rule_text('ISP name')}")
         if not isinstance(table, dict):
             raise TopologyError(f"{here}: must be a table")
         unknown = sorted(set(table) - ISP_KEYS)

@@ -41,6 +41,7 @@ from common.wire import (
     BadSignature,
     ControlReply,
     FillPlan,
+    FillPlanState,
     FillProgress,
     Heartbeat,
     Register,
@@ -148,21 +149,13 @@ def next_tick(anchor: float, interval: float, k: int, now: float) -> tuple[int, 
     return k, due
 
 
-# Plan states; "running" is the only state with a way out.
-PLAN_TRANSITIONS: dict[str, frozenset[str]] = {
-    "running": frozenset({"done", "failed"}),
-    "done": frozenset(),
-    "failed": frozenset(),
-}
-
-
 @dataclass(slots=True)
 class PlanState:
     """One fill plan's progress on this edge."""
 
     plan: FillPlan
     started_at: float
-    state: str = "running"
+    state: FillPlanState = FillPlanState.RUNNING  # on the edge a plan starts running; only that has a way out
     done_objects: int = 0
     done_bytes: int = 0
     failed_objects: int = 0
@@ -176,11 +169,11 @@ class PlanState:
 
     @property
     def finished(self) -> bool:
-        return not PLAN_TRANSITIONS[self.state]
+        return self.state.terminal
 
     def finish(self, now: float) -> None:
-        new = "failed" if self.failed_objects else "done"
-        if new not in PLAN_TRANSITIONS[self.state]:
+        new = FillPlanState.FAILED if self.failed_objects else FillPlanState.DONE
+        if self.state.terminal:
             raise RuntimeError(f"plan {self.plan.plan_id}: {self.state} -> {new}")
         self.state, self.finished_at = new, now
 
@@ -246,6 +239,7 @@ class EdgeAgent:
         self._registered = False
         self._registered_event = asyncio.Event()
         self._seq = 0
+        self._registration_ts = 0.0
         self._heartbeats_sent = 0
         self._heartbeat_failures = 0
         self._bad_replies = 0
@@ -417,6 +411,7 @@ class EdgeAgent:
                        capacity_bytes=int(stats.capacity_bytes), ts=self._clock(),
                        policy=self._policy, version=self._version)
         reply = await self._post("/v1/edges/register", msg.seal(self._key), REGISTER_TIMEOUT_S)
+        self._registration_ts = msg.ts  # heartbeats name the registration they belong to
         self._registrations += 1
         self._set_registered(True)
         self._last_error = None
@@ -427,13 +422,13 @@ class EdgeAgent:
         stats = self._stats()
         sent = [p for p in self._plans.values() if not p.reported]
         fills = [p.progress() for p in sent]
-        final = [p for p, f in zip(sent, fills) if f.state != "running"]  # as of this heartbeat
+        final = [p for p, f in zip(sent, fills) if f.state != FillPlanState.RUNNING]  # as of this heartbeat
         self._seq += 1
         msg = Heartbeat(edge_id=self.edge_id, isp=self.isp, url=self.public_url, seq=self._seq, ts=self._clock(),
                         state=state, capacity_bytes=int(stats.capacity_bytes), used_bytes=int(stats.used_bytes),
                         objects=int(stats.objects), req_rate=float(stats.req_rate),
                         byte_rate=float(stats.byte_rate), hit_ratio=float(stats.hit_ratio),
-                        titles=list(stats.titles), fills=fills)
+                        titles=list(stats.titles), fills=fills, registration_ts=self._registration_ts)
         reply = await self._post(f"/v1/edges/{quote(self.edge_id, safe='')}/heartbeat",
                                  msg.seal(self._key), timeout)
         self._heartbeats_sent += 1

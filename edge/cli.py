@@ -9,6 +9,7 @@ from pathlib import Path
 from aiohttp import web
 
 from common.auth import load_or_create_secret
+from common.cli_args import HelpFormatter, port
 from common.config import parse_service_args
 from common.service import ON_LISTENING, run_app
 from common.sizes import parse_size
@@ -18,14 +19,15 @@ from edge.policy import DEFAULT_POLICY, POLICIES
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ocsim edge", description="Run an ocsim edge cache node.")
+    p = argparse.ArgumentParser(prog="ocsim edge", description="Run an ocsim edge cache node.",
+                                formatter_class=HelpFormatter)
     p.add_argument("--config", help="TOML file; its [edge] table sets defaults for these flags")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8100, help="0 = ephemeral")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
+    p.add_argument("--port", type=port, default=8100, help="0 = ephemeral")
     p.add_argument("--id", dest="id", default="edge-1", help="edge id (also names it in Cache-Status)")
-    p.add_argument("--isp", default="-", help="the ISP this edge serves")
+    p.add_argument("--isp", default="-", help="the ISP this edge serves (a name of the topology)")
     p.add_argument("--upstream", default="http://127.0.0.1:8000", help="origin (or parent cache) base URL")
-    p.add_argument("--cache-dir", default=".ocsim/edge-1/cache")
+    p.add_argument("--cache-dir", default=".ocsim/edge-1/cache", help="directory of the disk cache")
     p.add_argument("--capacity", default="1GiB", help="byte budget of the disk cache (SIZE)")
     p.add_argument("--control", default="", help="control plane base URL (register + heartbeat)")
     p.add_argument("--peer", action="append", default=[], metavar="URL",
@@ -39,10 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds allowed to connect, to get headers, and between body reads of a fill")
     p.add_argument("--hot-bytes", default="64MiB", help="RAM tier for small objects (SIZE, 0 = off)")
     p.add_argument("--public-url", default="", help="URL the control plane should hand out (default: the bound URL)")
-    p.add_argument("--heartbeat-interval", type=float, default=1.0)
-    p.add_argument("--shutdown-timeout", type=float, default=10.0)
-    p.add_argument("--no-access-log", dest="access_log", action="store_false")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--heartbeat-interval", type=float, default=1.0, help="seconds between heartbeats")
+    p.add_argument("--shutdown-timeout", type=float, default=10.0,
+                   help="seconds to drain in-flight requests on SIGTERM")
+    p.add_argument("--no-fast-lane", dest="fast_lane", action="store_false",
+                   help="answer every request through aiohttp (no fast lane for plain GETs of RAM objects)")
+    p.add_argument("--events", default="", metavar="nats://HOST:PORT",
+                   help="publish edge.request/fill/evict events to NATS JetStream (comma-separate a cluster)")
+    p.add_argument("--no-access-log", dest="access_log", action="store_false", help="do not log one line per request")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return p
 
 
@@ -73,7 +80,7 @@ def main(argv: Sequence[str]) -> int:
         edge_id=args.id, isp=args.isp, upstream=args.upstream, cache_dir=args.cache_dir, capacity=capacity,
         operator_token=token, policy=args.policy, peers=_peers(args.peer), fill_timeout=args.fill_timeout,
         hot_bytes=hot_bytes, control=args.control, edge_key=edge_key, public_url=args.public_url,
-        heartbeat_interval=args.heartbeat_interval)
+        heartbeat_interval=args.heartbeat_interval, fast_lane=args.fast_lane, events=args.events)
     if not args.operator_token:
         print(f"edge {args.id}: operator token in {state_dir}/operator_token", file=sys.stderr)
     async def make() -> web.Application:

@@ -22,6 +22,11 @@ A fill ends in one of these states (a table, not an if-chain, in `_UPSTREAM_OUTC
 Timeouts: connecting, the response headers, and every read of the body each get
 `fill_timeout` seconds (an idle timeout, so a slow but moving origin can finish a big
 object). Failures are `UpstreamError` (502) or `UpstreamTimeout` (504).
+
+Rules of this module: sources are reached only through `edge.upstream.Upstream` (so
+tests drive the coalescer with a fake, no sockets); the store's side of a fill is the
+`Reservation` it hands out, used as `async with` so every way out of the streaming that
+did not commit aborts (`edge.store.FILL_TABLE`).
 """
 from __future__ import annotations
 
@@ -34,13 +39,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiohttp
-
 from common.errors import NotFound, OcsimError, Unavailable, UpstreamError, UpstreamTimeout
 from common.ids import parse_content_path
 from common.metrics import Counter
 from common.tokens import NO_ISP, Keyring
 from edge.store import DiskStore, ObjectMeta, Reservation
+from edge.upstream import Upstream, UpstreamResponse
 
 log = logging.getLogger("ocsim.edge.fill")
 
@@ -64,8 +68,8 @@ class UpstreamOutcome(enum.Enum):
     FAIL = "fail"
 
 
-def classify_status(status: int) -> UpstreamOutcome:
-    """What a fill does with an upstream status (200 only is a body we can cache)."""
+def upstream_status_outcome(status: int) -> UpstreamOutcome:
+    """What a fill does with the status its source answered (200 only is a body we can cache)."""
     if status == 200:
         return UpstreamOutcome.FILL
     return _UPSTREAM_OUTCOME.get(status // 100, UpstreamOutcome.FAIL)
@@ -159,19 +163,21 @@ class FillMetrics:
 class FillCoalescer:
     """Exactly one fetch per key in flight; peers first, then the upstream."""
 
-    def __init__(self, store: DiskStore, session: aiohttp.ClientSession, upstream: str, *,
+    def __init__(self, store: DiskStore, upstream: Upstream, origin: str, *,
                  peers: list[str] | None = None, keyring: Callable[[], Keyring | None] = lambda: None,
                  isp: str = NO_ISP, fill_timeout: float = 10.0, metrics: FillMetrics | None = None,
-                 on_stored: Callable[[str, Fill], None] | None = None) -> None:
+                 on_stored: Callable[[str, Fill], None] | None = None,
+                 on_done: Callable[[Fill, str], None] | None = None) -> None:
         self.store = store
-        self.session = session
-        self.upstream = upstream.rstrip("/")
+        self.upstream = upstream
+        self.origin = origin.rstrip("/")
         self.peers = [p.rstrip("/") for p in (peers or [])]
         self.keyring = keyring
         self.isp = isp
         self.fill_timeout = fill_timeout
         self.metrics = metrics
         self.on_stored = on_stored
+        self.on_done = on_done  # (fill, result) once per fill: the event pipeline's edge.fill
         self.inflight: dict[str, Fill] = {}
         self._closing = False
 
@@ -225,21 +231,18 @@ class FillCoalescer:
     # -- the fill task -----------------------------------------------------------------
 
     async def _run(self, fill: Fill) -> None:
-        res: Reservation | None = None
         try:
             try:
                 resp = await self._open_source(fill)
                 try:
-                    res = await self._stream(fill, resp)
+                    await self._stream(fill, resp)
                 finally:
                     resp.release()
             except OcsimError as exc:
                 self._fail(fill, exc)
             except TimeoutError:
                 self._fail(fill, UpstreamTimeout(f"upstream timed out after {self.fill_timeout:g}s"))
-            except aiohttp.ClientPayloadError:
-                self._fail(fill, UpstreamError("upstream body was cut short"))
-            except (aiohttp.ClientError, OSError) as exc:
+            except OSError as exc:  # an Upstream that let a connection error through
                 self._fail(fill, UpstreamError(f"upstream error: {type(exc).__name__}"))
             except asyncio.CancelledError:
                 self._fail(fill, Unavailable("edge is shutting down"))
@@ -247,22 +250,10 @@ class FillCoalescer:
             except Exception as exc:  # a bug: still never leave waiters hanging
                 log.exception("fill of %s crashed", fill.key)
                 self._fail(fill, UpstreamError(f"fill failed: {type(exc).__name__}"))
-            if fill.state is FillState.FAILED and res is not None:
-                await self.store.abort(res)
-                res = None
-            elif res is not None:
-                assert fill.meta is not None
-                entry = await self.store.commit(res, fill.meta)
-                res = None
-                fill.stored = entry is not None
-                if entry is not None and self.on_stored:
-                    self.on_stored(fill.key, fill)
             if fill.state is FillState.STREAMING:
                 fill.state = FillState.DONE
                 self._count_fill(fill, "stored" if fill.stored else "uncached")
         finally:
-            if res is not None:  # cancelled mid-way
-                await asyncio.shield(self.store.abort(res))
             if self.inflight.get(fill.key) is fill:
                 del self.inflight[fill.key]
             fill._notify()
@@ -281,23 +272,20 @@ class FillCoalescer:
     def _count_fill(self, fill: Fill, result: str) -> None:
         if self.metrics:
             self.metrics.fills.inc((fill.source or "origin", result))
+        if self.on_done is not None:
+            self.on_done(fill, result)
 
-    def _timeout(self, connect: float) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect,
-                                     sock_read=self.fill_timeout)
-
-    async def _open_source(self, fill: Fill) -> aiohttp.ClientResponse:
+    async def _open_source(self, fill: Fill) -> UpstreamResponse:
         """A 200 from a peer that holds the object, else the upstream's answer."""
         ring = self.keyring()
         for peer in self.peers:
             url = peer + self._peer_path(fill.key, ring)
             try:
-                resp = await self.session.get(
-                    url, headers={"Cache-Control": "only-if-cached"}, allow_redirects=False,
-                    timeout=self._timeout(min(PEER_CONNECT_TIMEOUT, self.fill_timeout)))
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                resp = await self.upstream.get(url, only_if_cached=True,
+                                               connect_timeout=min(PEER_CONNECT_TIMEOUT, self.fill_timeout))
+            except (UpstreamError, OSError, TimeoutError) as exc:
                 log.info("peer unavailable", extra={"fields": {"key": fill.key, "peer": peer,
-                                                               "error": type(exc).__name__}})
+                                                               "error": _why(exc)}})
                 continue
             if resp.status == 200 and resp.content_length is not None:
                 fill.source = "peer"
@@ -306,8 +294,8 @@ class FillCoalescer:
                 log.info("peer refused", extra={"fields": {"key": fill.key, "peer": peer, "status": resp.status}})
             resp.release()
         fill.source = "origin"
-        return await self.session.get(self.upstream + fill.key, allow_redirects=False,
-                                      timeout=self._timeout(self.fill_timeout))
+        return await self.upstream.get(self.origin + fill.key, only_if_cached=False,
+                                       connect_timeout=self.fill_timeout)
 
     def _peer_path(self, key: str, ring: Keyring | None) -> str:
         if ring is None:
@@ -320,14 +308,14 @@ class FillCoalescer:
             token = ring.sign(title, int(time.time()) + PEER_TOKEN_TTL, NO_ISP)
         return f"/t/{token}{key}"
 
-    async def _stream(self, fill: Fill, resp: aiohttp.ClientResponse) -> Reservation | None:
-        outcome = classify_status(resp.status)
+    async def _stream(self, fill: Fill, resp: UpstreamResponse) -> None:
+        outcome = upstream_status_outcome(resp.status)
         if outcome is UpstreamOutcome.PASS:
-            body = await resp.content.read(PASSTHROUGH_BODY_MAX)
+            body = await resp.read(PASSTHROUGH_BODY_MAX)
             fill.passthrough = Passthrough(resp.status, body, resp.headers.get("Content-Type", "text/plain"))
             fill.state = FillState.PASSED
             self._count_fill(fill, "passed")
-            return None
+            return
         if outcome is UpstreamOutcome.FAIL:
             raise UpstreamError(f"upstream answered {resp.status}")
         length = resp.content_length
@@ -341,31 +329,42 @@ class FillCoalescer:
             last_modified=resp.headers.get("Last-Modified", ""),
             stored_at=time.time())
         res = self.store.reserve(fill.key, length, time.time(), force=fill.force)
-        # The temp file is created in the executor while the first bytes already go out:
-        # readers wake on STREAMING right after the upstream's headers, not one thread hop
-        # later. The fd is only needed for the first batched write (or the commit).
-        creating = asyncio.ensure_future(self.store.begin(res)) if res is not None else None
+        if res is None:
+            await self._receive(fill, resp, length, None)
+            return
+        async with res:  # any way out that did not commit aborts (edge.store.FILL_TABLE)
+            # The temp file is created in the executor while the first bytes already go
+            # out: readers wake on STREAMING right after the upstream's headers, not one
+            # thread hop later. The fd is only needed for the first batched write.
+            self.store.begin(res)
+            kept = await self._receive(fill, resp, length, res)
+            if kept is not None:
+                entry = await self.store.commit(kept, fill.meta)
+                fill.stored = entry is not None
+                if entry is not None and self.on_stored:
+                    self.on_stored(fill.key, fill)
+
+    async def _receive(self, fill: Fill, resp: UpstreamResponse, length: int,
+                       res: Reservation | None) -> Reservation | None:
+        """Stream the body to the readers and (while `res` lasts) to the temp file; the
+        reservation to commit, or None when nothing is to be cached."""
         fill.stored = res is not None
         fill.state = FillState.STREAMING
         fill._notify()
+        created = False
+        pending: list[bytes] = []
+        pending_bytes = 0
         try:
-            pending: list[bytes] = []
-            pending_bytes = 0
-            async for data in resp.content.iter_any():
+            async for data in resp.chunks():
                 if fill.received + len(data) > length:
                     raise UpstreamError("upstream sent more than its Content-Length")
-                fill.offsets.append(fill.received)
-                fill.chunks.append(data)
-                fill.received += len(data)
-                fill._notify()
-                if self.metrics:
-                    self.metrics.filled_bytes.inc((fill.source,), len(data))
+                self._arrived(fill, data)
                 if res is not None:
                     pending.append(data)
                     pending_bytes += len(data)
                     if pending_bytes >= WRITE_BATCH:
-                        if creating is not None:
-                            res, creating = await self._created(fill, res, creating), None
+                        if not created:
+                            res, created = await self._created(fill, res), True
                             if res is None:
                                 pending.clear()
                                 continue
@@ -374,32 +373,35 @@ class FillCoalescer:
                         pending_bytes = 0
             if fill.received != length:
                 raise UpstreamError(f"upstream body was cut short ({fill.received} of {length} bytes)")
-            if res is not None and creating is not None:
-                res, creating = await self._created(fill, res, creating), None
+            if res is not None and not created:
+                res = await self._created(fill, res)
             if res is not None and pending:
                 await self.store.write(res, b"".join(pending))
         except OSError as exc:
-            if isinstance(exc, (ConnectionError, aiohttp.ClientError)):
+            if isinstance(exc, ConnectionError):
                 raise
             # our disk failed: keep serving the waiters, just do not cache
             log.error("fill write failed", extra={"fields": {"key": fill.key, "error": str(exc)}})
             if res is not None:
-                await _settled(creating)
                 await self.store.abort(res)
                 res = None
                 fill.stored = False
             await self._drain_rest(fill, resp, length)
-        except BaseException:
-            if res is not None:
-                await asyncio.shield(_settled(creating))
-                await asyncio.shield(self.store.abort(res))
-            raise
         return res
 
-    async def _created(self, fill: Fill, res: Reservation, creating: asyncio.Future[None]) -> Reservation | None:
+    def _arrived(self, fill: Fill, data: bytes, *, counted: bool = True) -> None:
+        fill.offsets.append(fill.received)
+        fill.chunks.append(data)
+        fill.received += len(data)
+        fill._notify()
+        if counted and self.metrics:
+            self.metrics.filled_bytes.inc((fill.source,), len(data))
+
+    async def _created(self, fill: Fill, res: Reservation) -> Reservation | None:
         """Wait for the temp file of `res`; None (bytes released, not cached) if it failed."""
         try:
-            await creating
+            if res.creating is not None:
+                await res.creating
         except OSError as exc:
             log.error("cannot create temp file", extra={"fields": {"key": fill.key, "error": str(exc)}})
             await self.store.abort(res)
@@ -407,25 +409,15 @@ class FillCoalescer:
             return None
         return res
 
-    async def _drain_rest(self, fill: Fill, resp: aiohttp.ClientResponse, length: int) -> None:
-        async for data in resp.content.iter_any():
-            fill.offsets.append(fill.received)
-            fill.chunks.append(data)
-            fill.received += len(data)
-            fill._notify()
+    async def _drain_rest(self, fill: Fill, resp: UpstreamResponse, length: int) -> None:
+        async for data in resp.chunks():
+            self._arrived(fill, data, counted=False)
         if fill.received != length:
             raise UpstreamError(f"upstream body was cut short ({fill.received} of {length} bytes)")
 
 
-async def _settled(creating: asyncio.Future[None] | None) -> None:
-    """Wait out a temp-file creation before aborting its reservation (an abort under a
-    create still running would leak the fd and the file); its error is abort's to clean."""
-    if creating is None:
-        return
-    if not creating.done():
-        await asyncio.wait([creating])
-    if not creating.cancelled():
-        creating.exception()  # mark retrieved
+def _why(exc: BaseException) -> str:
+    return exc.reason if isinstance(exc, OcsimError) else type(exc).__name__
 
 
 def _synthetic_etag(key: str, length: int) -> str:

@@ -48,6 +48,8 @@ hit's CPU). It is the connection's protocol and wraps aiohttp's `RequestHandler`
   it is exactly `GET <path> HTTP/1.1` with visible-ASCII, token-named headers, none of
   which is about a body, ranges, conditionals or the connection (`simple_get_target`),
   and the server's callback says it is a RAM hit it can answer (else None);
+* a buffered head with a bare LF or CR line end goes to aiohttp at once (it would never
+  end in CRLF CRLF, so waiting for more would hang the client);
 * anything else - and every byte after it on that connection - goes to the wrapped
   aiohttp handler unchanged, which then owns the connection for good (responses stay in
   order: the fast lane's are already in the transport's buffer, in request order);
@@ -66,13 +68,16 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
+from email.utils import formatdate
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http import SERVER_SOFTWARE
 
 log = logging.getLogger("ocsim.edge.hitpath")
 
-__all__ = ["FastLane", "HitSender", "HotTier", "install_fast_lane", "send_bytes", "simple_get_target"]
+__all__ = ["FastHead", "FastLane", "HitSender", "HotTier", "abort_response", "fast_head", "install_fast_lane",
+           "send_bytes", "simple_get_target"]
 
 _DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 _FALLBACK_CHUNK = 1024 * 1024
@@ -377,6 +382,44 @@ class HotTier:
 
 # `GET <origin-form path without query or %-escapes> HTTP/1.1`, then header fields whose
 # names are tokens and whose values are visible ASCII, space or tab (RFC 9110 5.1, 5.5).
+_PLAIN_VALUE = re.compile(r"[\t -~]*\Z")  # header values the fast lane may write as they are
+
+
+def fast_head(headers: dict[str, str], length: int) -> bytes | None:
+    """A fast-lane 200's status line and headers, up to (not including) Age and Date, or
+    None when a value cannot be written as it is. `FastHead.finish` completes it."""
+    if not all(_PLAIN_VALUE.match(v) for v in headers.values()):
+        return None
+    lines = ["HTTP/1.1 200 OK", *(f"{k}: {v}" for k, v in headers.items()),
+             f"Content-Length: {length}", f"Server: {SERVER_SOFTWARE}", ""]
+    return "\r\n".join(lines).encode("ascii")
+
+
+class FastHead:
+    """Completes `fast_head`'s bytes with Age and Date; the Date text is built once a second."""
+
+    __slots__ = ("_at", "_date")
+
+    def __init__(self) -> None:
+        self._at = -1
+        self._date = b""
+
+    def finish(self, head: bytes, age: int, now: float) -> bytes:
+        sec = int(now)
+        if sec != self._at:
+            self._at = sec
+            self._date = formatdate(sec, usegmt=True).encode("ascii")
+        return b"%sAge: %d\r\nDate: %s\r\n\r\n" % (head, age, self._date)
+
+
+def abort_response(request: web.BaseRequest, resp: web.StreamResponse) -> None:
+    """Cut the connection so the client sees a truncated body, never a short 200."""
+    resp.force_close()
+    transport = request.transport
+    if transport is not None and not transport.is_closing():
+        transport.abort()
+
+
 _SIMPLE_GET_RE = re.compile(
     rb"GET (/[A-Za-z0-9._~!$&'()*+,;=:@/-]*) HTTP/1\.1"
     rb"(?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t -~]*)*\Z")
@@ -384,6 +427,9 @@ _SIMPLE_GET_RE = re.compile(
 _SLOW_FIELD_RE = re.compile(
     rb"\r\n(?:content-length|transfer-encoding|range|if-[a-z-]*|connection|expect|upgrade|te|trailer)[\t ]*:",
     re.IGNORECASE)
+# A line end that is not CRLF: an LF without its CR, or a CR followed by anything but LF
+# (a CR as the last byte buffered may still get its LF in the next read).
+_BARE_LINE_END_RE = re.compile(rb"(?<!\r)\n|\r(?=[^\n])")
 _MAX_HEAD = 8190  # a header block longer than aiohttp's line limit is aiohttp's to refuse
 
 
@@ -474,7 +520,9 @@ class FastLane(asyncio.Protocol):
             end = data.find(b"\r\n\r\n", pos)
             if end < 0:
                 rest = data[pos:] if pos else data
-                if len(rest) > _MAX_HEAD:
+                if len(rest) > _MAX_HEAD or _BARE_LINE_END_RE.search(rest) is not None:
+                    # A bare LF or CR: this head never ends in CRLF CRLF, so waiting for one
+                    # would hang the client; aiohttp's parser answers it (or refuses it, 400).
                     self._to_slow(rest)
                 else:
                     self._buf = rest

@@ -5,11 +5,16 @@ A content request goes: token check (when a keyring is configured) -> path parse
 the store's index. A hit is answered from disk (`edge.hitpath.HitSender`, sendfile) or
 from the RAM tier for small objects (a plain keep-alive GET of a RAM object is answered
 below aiohttp by the fast lane, `edge.hitpath.FastLane` + `EdgeNode._fast_get`, with the
-same headers and counters; `OCSIM_FASTLANE=0` turns it off); a miss joins the one fill
-in flight for the key (`edge.fill.FillCoalescer`) and streams from it. Range (RFC 9110
-14), If-None-Match (13.1.2) and If-Range (13.1.5) are evaluated the same way on both
-paths, against the length and ETag the origin announced. Every content response
-carries `X-Cache` and an RFC 9211 `Cache-Status`.
+same headers and counters; `EdgeConfig.fast_lane`, `--no-fast-lane`, turns it off); a miss
+joins the one fill in flight for the key (`edge.fill.FillCoalescer`) and streams from it.
+Range and conditionals are decided by `common.selection.select_response` (the origin's
+too) on both paths, against the length and ETag the origin announced. Every content
+response carries `X-Cache` and an RFC 9211 `Cache-Status`.
+
+Rules of this module: it wires the parts and holds the handlers. Counters live in
+`edge.metrics`, token verdicts are remembered by `common.tokens.TokenVerdicts`, and
+every use of aiohttp's internals (the fast lane, sendfile accounting, the raw response
+head) is in `edge.hitpath`.
 
 Operator endpoints need `Authorization: Bearer <operator token>` (401 without, 403 when
 wrong): `POST /admin/purge {"path"} | {"title"}`, `POST /admin/pin {"path"}`,
@@ -21,38 +26,51 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import re
 import time
-from dataclasses import dataclass, field
-from email.utils import formatdate
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
-from aiohttp.http import SERVER_SOFTWARE
 
-from common.auth import bearer_matches
-from common.conditional import none_match, range_applies
-from common.errors import BadRequest, Forbidden, NotFound, OcsimError, Unauthorized
+from common.errors import BadRequest, Forbidden, NotFound, OcsimError
+from common.events import EdgeEvict, EdgeFill, EdgeRequest
+from common.eventsink import make_sink
+from common.http_input import read_json_object, require_bearer
 from common.ids import check_title_id, content_prefix, parse_content_path
-from common.metrics import Counter
-from common.ranges import RangeKind, full, parse_range
+from common.selection import FIELDS as _CONDITIONAL
+from common.selection import Outcome, Selection, from_headers, select_response
 from common.service import BYTES, HEALTH, LATENCY, REGISTRY, REQUESTS, create_app, json_error
-from common.tokens import Keyring, TokenVerdict, split_token_path
-from edge.fill import Fill, FillCoalescer, FillMetrics
-from edge.hitpath import FastAnswer, HitSender, HotTier, install_fast_lane
+from common.tokens import Keyring, TokenVerdict, TokenVerdicts, split_token_path
+from edge.fill import Fill, FillCoalescer
+from edge.hitpath import FastAnswer, FastHead, HitSender, HotTier, abort_response, fast_head, install_fast_lane
+from edge.metrics import CACHE, FILL, EdgeMetrics, Gauges
+from edge.upstream import AiohttpUpstream
 from edge.policy import make_policy
 from edge.store import DiskStore, Entry, ObjectMeta
 
+if TYPE_CHECKING:
+    from edge.agent import EdgeAgent, EdgeStats
+
 log = logging.getLogger("ocsim.edge")
 
+ADMIN_BODY_BYTES = 16 * 1024  # an admin body is one path or title
+PURGE_FIELDS = frozenset({"path", "title"})
+PIN_FIELDS = frozenset({"path"})
 HOT_MAX_OBJECT = 64 * 1024  # playlists and other small objects live in RAM too
+SESSION_HEADER = "X-Ocsim-Session"  # a player's play id: joins edge.request to steer.play
+# what the content handler learns on the way, for its edge.request event
+_KEY = web.RequestKey("ocsim_key", str)
+_OUTCOME = web.RequestKey("ocsim_outcome", str)
+_SIZE = web.RequestKey("ocsim_size", int)
+_TTFB = web.RequestKey("ocsim_ttfb", float)
+_T0 = web.RequestKey("ocsim_t0", float)
+
+
+def _title_of(key: str) -> str | None:
+    parts = key.split("/", 3)
+    return parts[2] if len(parts) > 2 and parts[1] == "content" else None
 _DISCONNECTS = (ConnectionResetError, BrokenPipeError, aiohttp.ClientConnectionResetError)
-_CACHE = ("cache",)
-_PLAIN_VALUE = re.compile(r"[\t -~]*\Z")  # header values the fast lane may write as they are
-_MEMO_MAX = 65536  # bound of the small memo dicts (verified tokens, valid paths)
-_CONDITIONAL = ("Range", "If-None-Match", "If-Range")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,27 +91,13 @@ class EdgeConfig:
     heartbeat_interval: float = 1.0
     max_open_files: int = 512
     fast_lane: bool = True  # plain GETs of RAM objects answered below aiohttp (edge.hitpath.FastLane)
-
-
-@dataclass(slots=True)
-class _RateSample:
-    at: float = field(default_factory=time.monotonic)
-    requests: float = 0.0
-    bytes: float = 0.0
+    events: str = ""  # nats://... : publish edge.request / edge.fill / edge.evict (common.eventsink)
 
 
 def _only_if_cached(cache_control: str | None) -> bool:
     if not cache_control:
         return False
     return any(d.strip().lower() == "only-if-cached" for d in cache_control.split(","))
-
-
-def _abort(request: web.BaseRequest, resp: web.StreamResponse) -> None:
-    """Cut the connection so the client sees a truncated body, never a short 200."""
-    resp.force_close()
-    transport = request.transport
-    if transport is not None and not transport.is_closing():
-        transport.abort()
 
 
 class EdgeNode:
@@ -105,42 +109,31 @@ class EdgeNode:
         self.cache_status = f"ocsim-{config.edge_id}"
         self.hot = HotTier(config.hot_bytes, max_object_bytes=HOT_MAX_OBJECT) if config.hot_bytes > 0 else None
         self.store = DiskStore(config.cache_dir, make_policy(config.policy, config.capacity),
-                               max_open_files=config.max_open_files, on_evict=self._forget_hot)
+                               max_open_files=config.max_open_files, on_evict=self._dropped)
         self.sender = HitSender()
         self.app = create_app("edge")
-        reg = self.app[REGISTRY]
-        self.hits = reg.counter("ocsim_edge_hits_total", "Content requests answered from the cache")
-        self.misses = reg.counter("ocsim_edge_misses_total",
-                                  "Content requests not in the cache, by class (cold, evicted, coalesced)",
-                                  ("class",))
-        self.served = reg.counter("ocsim_edge_served_bytes_total", "Body bytes sent, by source (cache, fill)",
-                                  ("source",))
-        self.fill_metrics = FillMetrics(
-            fills=reg.counter("ocsim_edge_fills_total", "Fills by source (peer, origin) and result",
-                              ("source", "result")),
-            errors=reg.counter("ocsim_edge_fill_errors_total", "Failed fills by reason", ("reason",)),
-            filled_bytes=reg.counter("ocsim_edge_filled_bytes_total", "Bytes received by fills, by source",
-                                     ("source",)))
-        reg.gauge("ocsim_edge_disk_used_bytes", "Bytes held on disk (fills in flight included)",
-                  callback=lambda: float(self.store.used))
-        reg.gauge("ocsim_edge_capacity_bytes", "Byte budget of the cache", callback=lambda: float(self.store.capacity))
-        reg.gauge("ocsim_edge_objects", "Cached objects", callback=lambda: float(len(self.store.index)))
-        reg.gauge("ocsim_edge_pinned_objects", "Pinned objects", callback=lambda: float(self.store.pinned_count()))
-        reg.gauge("ocsim_edge_fills_inflight", "Fills in flight", callback=lambda: float(len(self.coalescer.inflight)))
-        reg.gauge("ocsim_edge_evictions", "Objects evicted since start", callback=lambda: float(self.store.evictions))
-        self.session: aiohttp.ClientSession | None = None
-        self.coalescer: FillCoalescer = None  # type: ignore[assignment]  # set in start()
-        self.agent: Any = None
+        self.metrics = EdgeMetrics(self.app[REGISTRY], Gauges(
+            used=lambda: float(self.store.used), capacity=lambda: float(self.store.capacity),
+            objects=lambda: float(len(self.store.index)), pinned=lambda: float(self.store.pinned_count()),
+            inflight=lambda: float(len(self.coalescer.inflight)), evictions=lambda: float(self.store.evictions)))
+        self.upstream = AiohttpUpstream(read_timeout=config.fill_timeout)
+        self.coalescer = FillCoalescer(
+            self.store, self.upstream, config.upstream, peers=list(config.peers),
+            keyring=lambda: self.keyring, isp=config.isp, fill_timeout=config.fill_timeout,
+            metrics=self.metrics.fill, on_stored=self._stored,
+            on_done=self._fill_done if config.events else None)
+        # Events (DESIGN "Events"): emit is a deque append; without --events a NullSink.
+        self.events = make_sink(config.events, config.edge_id, self.app[REGISTRY])
+        self._event_refs: dict[str, tuple[str, str | None, int | None, int | None]] = {}
+        self._event_edge, self._event_isp = config.edge_id, config.isp
+        self.agent: EdgeAgent | None = None
         self._agent_task: asyncio.Task[None] | None = None
-        self._rate = _RateSample()
         self.public_url = config.public_url
         self._hit_status = f"{self.cache_status}; hit"
-        self._tokens: dict[tuple[str, str], int] = {}  # (token, title) -> expiry, verified once
-        self._tokens_ring: Keyring | None = None
+        self._verdicts = TokenVerdicts()
         self._warming: dict[str, asyncio.Task[None]] = {}  # RAM-tier loads in flight, strongly held
-        self._date_at = -1
-        self._date = b""
-        self.fast_lane = config.fast_lane and os.environ.get("OCSIM_FASTLANE", "1") != "0"
+        self._fast_head = FastHead()
+        self.fast_lane = config.fast_lane
         app = self.app
         self._http_requests, self._http_bytes, self._http_latency = app[REQUESTS], app[BYTES], app[LATENCY]
         self._fast_labels: tuple[str, str, str] = ("", "GET", "200")
@@ -149,16 +142,9 @@ class EdgeNode:
     # -- life cycle ----------------------------------------------------------------------
 
     async def start(self) -> web.Application:
+        await self.events.start()
         await self.store.open()
-        # read_bufsize: the fill's reader pauses the upstream socket once 128 KiB wait
-        # unread (aiohttp's default, 256 KiB, lets uvloop read ~1 MB in one go), so the fill
-        # task, and the first write to the client, are not held behind a burst of reads.
-        self.session = aiohttp.ClientSession(auto_decompress=False, read_bufsize=64 * 1024,
-                                             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300))
-        self.coalescer = FillCoalescer(
-            self.store, self.session, self.config.upstream, peers=list(self.config.peers),
-            keyring=lambda: self.keyring, isp=self.config.isp, fill_timeout=self.config.fill_timeout,
-            metrics=self.fill_metrics, on_stored=self._stored)
+        self.upstream.start()
         app = self.app
         app[HEALTH].append(self._health)
         app.router.add_post("/admin/purge", self.purge)
@@ -204,22 +190,18 @@ class EdgeNode:
             await self.agent.stop()
         await self.coalescer.close()
         await self.store.close()
-        if self.session is not None:
-            await self.session.close()
+        await self.upstream.close()
+        await self.events.close()
 
     # -- callables for the agent ---------------------------------------------------------
 
-    def edge_stats(self) -> Any:
+    def edge_stats(self) -> EdgeStats:
         from edge.agent import EdgeStats
 
-        now = time.monotonic()
-        requests = self.hits.total() + self.misses.total()
-        sent = self.served.total()
-        prev, self._rate = self._rate, _RateSample(now, requests, sent)
-        dt = max(now - prev.at, 1e-6)
+        rates = self.metrics.rates(time.monotonic())
         return EdgeStats(capacity_bytes=self.store.capacity, used_bytes=self.store.used,
-                         objects=len(self.store.index), req_rate=(requests - prev.requests) / dt,
-                         byte_rate=(sent - prev.bytes) / dt, hit_ratio=self.hit_ratio(),
+                         objects=len(self.store.index), req_rate=rates.req_rate,
+                         byte_rate=rates.byte_rate, hit_ratio=self.metrics.hit_ratio(),
                          titles=self.store.titles())
 
     def _pin_now(self, path: str) -> bool:
@@ -235,17 +217,21 @@ class EdgeNode:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def hit_ratio(self) -> float:
-        hits, misses = self.hits.total(), self.misses.total()
-        return hits / (hits + misses) if hits + misses else 0.0
-
     def _health(self) -> dict[str, Any]:
         return {"id": self.config.edge_id, "isp": self.config.isp, "used_bytes": self.store.used,
                 "capacity_bytes": self.store.capacity, "objects": len(self.store.index)}
 
-    def _forget_hot(self, key: str) -> None:
+    def _dropped(self, key: str, entry: Entry, reason: str) -> None:
         if self.hot is not None:
             self.hot.discard(key)
+        if self.events.enabled:
+            cfg = self.config
+            self.events.emit(EdgeEvict(cfg.edge_id, cfg.isp, key, _title_of(key), entry.meta.length, reason))
+
+    def _fill_done(self, fill: Fill, result: str) -> None:
+        cfg = self.config
+        self.events.emit(EdgeFill(cfg.edge_id, cfg.isp, fill.key, _title_of(fill.key), fill.source or "origin",
+                                  fill.received, time.monotonic() - fill.started, result))
 
     def _stored(self, key: str, fill: Fill) -> None:
         if self.hot is not None and fill.received <= HOT_MAX_OBJECT:
@@ -266,42 +252,17 @@ class EdgeNode:
             h["Last-Modified"] = meta.last_modified
         return h
 
-    def _token_ok(self, ring: Keyring, token: str | None, path: str, now: float) -> bool:
-        """Is `token` good for `path` now? A token verified once (HMAC, constant time) is
-        remembered with its expiry for its title, so a player's many requests with one
-        token cost a dict lookup; a new keyring forgets every remembered token."""
-        if not token:
-            return False
-        if self._tokens_ring is not ring:
-            self._tokens.clear()
-            self._tokens_ring = ring
-        parts = path.split("/", 3)
-        title = parts[2] if len(parts) > 3 and parts[1] == "content" else ""
-        expiry = self._tokens.get((token, title))
-        if expiry is not None:
-            return expiry >= now
-        if not title or ring.check(token, path, now) is not TokenVerdict.OK:
-            return False
-        if len(self._tokens) >= _MEMO_MAX:
-            self._tokens.clear()
-        self._tokens[(token, title)] = int(token.split(".", 2)[1])
-        return True
-
     def _hit_view(self, entry: Entry) -> tuple[ObjectMeta, dict[str, str], bytes | None]:
         """A hit's headers for `entry`, built once per metadata version: (meta, headers
         without Age, the fast lane's response head up to Age or None if it cannot have one)."""
         view = entry.view
         meta = entry.meta
         if view is not None and view[0] is meta:
-            return view  # type: ignore[no-any-return]
+            return view
         h = self._object_headers(meta)
         h["X-Cache"] = "HIT"
         h["Cache-Status"] = self._hit_status
-        head = None
-        if meta.length <= HOT_MAX_OBJECT and all(_PLAIN_VALUE.match(v) for v in h.values()):
-            lines = ["HTTP/1.1 200 OK", *(f"{k}: {v}" for k, v in h.items()),
-                     f"Content-Length: {meta.length}", f"Server: {SERVER_SOFTWARE}", ""]
-            head = "\r\n".join(lines).encode("ascii")
+        head = fast_head(h, meta.length) if meta.length <= HOT_MAX_OBJECT else None
         view = entry.view = (meta, h, head)
         return view
 
@@ -320,7 +281,7 @@ class EdgeNode:
         if data is None:
             return None
         ring = self.keyring
-        if ring is not None and not self._token_ok(ring, token, path, now):
+        if ring is not None and self._verdicts.check(ring, token, path, now) is not TokenVerdict.OK:
             return None
         entry = self.store.index.get(path)
         if entry is None:
@@ -330,37 +291,69 @@ class EdgeNode:
             return None
         self.store.policy.lookup(path, now)  # what store.lookup records for every request
         n = len(data)
-        self.hits.inc()
-        self.served.inc(_CACHE, n)
-        sec = int(now)
-        if sec != self._date_at:
-            self._date_at = sec
-            self._date = formatdate(sec, usegmt=True).encode("ascii")
-        head = b"%sAge: %d\r\nDate: %s\r\n\r\n" % (head, max(0, int(now - meta.stored_at)), self._date)
+        metrics = self.metrics
+        metrics.hits.inc()
+        metrics.served.inc(CACHE, n)
+        head = self._fast_head.finish(head, max(0, int(now - meta.stored_at)), now)
         labels = self._fast_labels
         self._http_requests.inc(labels)
         self._http_bytes.inc(labels, n)
-        self._http_latency.observe(time.perf_counter() - t0, self._fast_route)
+        took = time.perf_counter() - t0
+        self._http_latency.observe(took, self._fast_route)
+        if self.events.enabled:
+            self._emit_request(path, 200, n, meta.length, "hit", took, took, None)
         return head, data
+
+    def _emit_request(self, key: str, status: int, nbytes: int, size: int | None, cache: str, ttfb: float,
+                      duration: float, session: str | None) -> None:
+        """One edge.request, cheaply: the parsed path is remembered, no dataclass is built."""
+        ref = self._event_refs.get(key)
+        if ref is None:
+            try:
+                r = parse_content_path(key)
+                ref = (r.path, r.title, r.rendition, r.index)
+            except OcsimError:
+                ref = (key[:256], None, None, None)
+            if len(self._event_refs) < 100_000:
+                self._event_refs[key] = ref
+        self.events.emit_fields(EdgeRequest, (self._event_edge, self._event_isp, *ref, status, nbytes, size, cache,
+                                              ttfb, duration, session))
 
     # -- content ------------------------------------------------------------------------------
 
     async def content(self, request: web.Request) -> web.StreamResponse:
+        if not self.events.enabled:
+            return await self._content(request)
+        t0 = request[_T0] = time.perf_counter()
+        resp = await self._content(request)
+        took = time.perf_counter() - t0
+        sent = resp.body_length if resp.prepared else (resp.content_length or 0)
+        outcome = request.get(_OUTCOME, "none")  # what the counters counted, whatever the status
+        ttfb = request.get(_TTFB, took)
+        session = request.headers.get(SESSION_HEADER)
+        self._emit_request(request.get(_KEY, request.path), resp.status, sent, request.get(_SIZE), outcome,
+                           ttfb, took, session[:128] if session else None)
+        return resp
+
+    async def _content(self, request: web.Request) -> web.StreamResponse:
         try:
             if "%" in request.raw_path.partition("?")[0]:
                 raise BadRequest("encoded characters are not allowed in content paths")
             token, path = split_token_path(request.path)
             ring = self.keyring
-            if ring is not None and not self._token_ok(ring, token, path, time.time()):
-                verdict = ring.check(token, path, time.time())
+            if ring is not None:
+                verdict = self._verdicts.check(ring, token, path, time.time())
                 if verdict is not TokenVerdict.OK:
                     raise Forbidden(verdict.value)
             key = parse_content_path(path).path
         except OcsimError as exc:
             return self._error(exc.status, exc.reason)
+        request[_KEY] = key
         entry = self.store.lookup(key, time.time())
         refetch = False
         if entry is not None:
+            request[_OUTCOME] = "hit"
+            request[_SIZE] = entry.meta.length
             resp = await self._serve_hit(request, key, entry)
             if resp is not None:
                 return resp
@@ -374,43 +367,46 @@ class EdgeNode:
                 return self._error(504, "not cached", "fwd=uri-miss; detail=only-if-cached")
         fill, joined = self.coalescer.join(key)
         klass = "coalesced" if joined else ("evicted" if refetch or self.store.was_evicted(key) else "cold")
-        self.misses.inc((klass,))
+        self.metrics.misses.inc((klass,))
+        request[_OUTCOME] = klass
         return await self._serve_fill(request, fill, joined)
 
-    def _select(self, request: web.Request, meta: ObjectMeta,
-                headers: dict[str, str]) -> tuple[web.Response | None, int, int, int]:
-        """Conditionals and Range for one representation: an early answer (304/416) or
-        (None, status, start, end)."""
-        if none_match(request.headers.get("If-None-Match"), meta.etag):
+    def _early(self, sel: Selection, meta: ObjectMeta, headers: dict[str, str]) -> web.Response | None:
+        """The whole answer for a 304, 412 or 416 selection; None when a body follows (the
+        Content-Range of a 206 is then added to `headers`)."""
+        outcome = sel.outcome
+        if outcome is Outcome.FULL:
+            return None
+        if outcome is Outcome.PARTIAL:
+            headers["Content-Range"] = f"bytes {sel.start}-{sel.end - 1}/{meta.length}"
+            return None
+        if outcome is Outcome.NOT_MODIFIED:
             keep = {k: v for k, v in headers.items() if k not in ("Content-Type", "Accept-Ranges")}
-            return web.Response(status=304, headers=keep), 304, 0, 0
-        rng = parse_range(request.headers.get("Range"), meta.length)
-        if rng.kind is not RangeKind.FULL and not range_applies(request.headers.get("If-Range"), meta.etag):
-            rng = full(meta.length)
-        if rng.kind is RangeKind.UNSATISFIABLE:
-            h = dict(headers, **{"Content-Range": rng.content_range(meta.length)})
-            h.pop("Content-Type", None)
-            return json_error(416, "range not satisfiable", h), 416, 0, 0
-        if rng.kind is RangeKind.PARTIAL:
-            headers["Content-Range"] = rng.content_range(meta.length)
-            return None, 206, rng.start, rng.end
-        return None, 200, 0, meta.length
+            return web.Response(status=304, headers=keep)
+        h = {k: v for k, v in headers.items() if k != "Content-Type"}
+        if outcome is Outcome.UNSATISFIABLE:
+            h["Content-Range"] = f"bytes */{meta.length}"
+            return json_error(416, "range not satisfiable", h)
+        return json_error(412, "precondition failed", h)
 
     async def _serve_hit(self, request: web.Request, key: str, entry: Entry) -> web.StreamResponse | None:
         meta = entry.meta
         headers = dict(self._hit_view(entry)[1])
         headers["Age"] = str(max(0, int(time.time() - meta.stored_at)))
         rh = request.headers
+        metrics = self.metrics
         if any(h in rh for h in _CONDITIONAL):
-            early, status, start, end = self._select(request, meta, headers)
+            sel = select_response(request.method, meta.length, meta.etag, from_headers(rh))
+            early = self._early(sel, meta, headers)
             if early is not None:
-                self.hits.inc()
+                metrics.hits.inc()
                 return early
+            status, start, end = sel.status, sel.start, sel.end
         else:
-            status, start, end = 200, 0, meta.length  # what _select answers without those fields
+            status, start, end = 200, 0, meta.length  # what select_response answers without those fields
         count = end - start
         if request.method == "HEAD":
-            self.hits.inc()
+            metrics.hits.inc()
             resp = web.StreamResponse(status=status, headers=headers)
             resp.content_length = count
             await resp.prepare(request)
@@ -419,24 +415,24 @@ class EdgeNode:
         if self.hot is not None and meta.length <= HOT_MAX_OBJECT:
             data = self.hot.get(key)
             if data is not None:
-                self.hits.inc()
-                self.served.inc(_CACHE, count)
+                metrics.hits.inc()
+                metrics.served.inc(CACHE, count)
                 return HotTier.response(data, status=status, headers=headers, offset=start, count=count)
             self._warm(key, entry)  # this hit goes out by sendfile; later ones from RAM
         of = await self.store.acquire(entry)
         if of is None:
             return None
-        self.hits.inc()
+        metrics.hits.inc()
         try:
             resp = web.StreamResponse(status=status, headers=headers)
             resp.content_length = count
             await send_file(self.sender, request, resp, of.fd, start, count)
         finally:
             self.store.release(of)
-        self.served.inc(("cache",), count)
+        metrics.served.inc(CACHE, count)
         return resp
 
-    def _warm(self, key: str, entry: Any) -> None:
+    def _warm(self, key: str, entry: Entry) -> None:
         """Load a small object into the RAM tier in the background (one read per object)."""
         if key in self._warming or self.hot is None:
             return
@@ -465,12 +461,17 @@ class EdgeNode:
         detail = "fwd=uri-miss; fwd-status=200" + ("; collapsed" if joined else "") + ("; stored" if fill.stored else "")
         headers = self._object_headers(meta)
         headers.update({"X-Cache": "MISS", "Cache-Status": f"{self.cache_status}; {detail}"})
-        early, status, start, end = self._select(request, meta, headers)
+        sel = select_response(request.method, meta.length, meta.etag, from_headers(request.headers))
+        early = self._early(sel, meta, headers)
         if early is not None:
             return early
-        resp = web.StreamResponse(status=status, headers=headers)
+        start, end = sel.start, sel.end
+        resp = web.StreamResponse(status=sel.status, headers=headers)
         resp.content_length = end - start
+        request[_SIZE] = meta.length
         await resp.prepare(request)
+        if _T0 in request:
+            request[_TTFB] = time.perf_counter() - request[_T0]
         if request.method == "HEAD":
             await resp.write_eof()
             return resp
@@ -489,14 +490,14 @@ class EdgeNode:
                 await resp.write(view[:n])
                 pos += n
         except OcsimError:
-            _abort(request, resp)
+            abort_response(request, resp)
             return resp
         except _DISCONNECTS:
             return resp  # the client went away; the fill goes on without it
         finally:
-            self.served.inc(("fill",), pos - start)
+            self.metrics.served.inc(FILL, pos - start)
         if pos < end:
-            _abort(request, resp)
+            abort_response(request, resp)
             return resp
         await resp.write_eof()
         return resp
@@ -504,21 +505,11 @@ class EdgeNode:
     # -- operator endpoints ------------------------------------------------------------------
 
     def _authorize(self, request: web.Request) -> None:
-        header = request.headers.get("Authorization")
-        if not header:
-            raise Unauthorized("operator token required")
-        if not bearer_matches(header, self.config.operator_token):
-            raise Forbidden("bad operator token")
+        require_bearer(request, self.config.operator_token, "ocsim-edge")
 
     @staticmethod
-    async def _json(request: web.Request) -> dict[str, Any]:
-        try:
-            body = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest("body must be JSON") from None
-        if not isinstance(body, dict):
-            raise BadRequest("body must be a JSON object")
-        return body
+    async def _json(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:
+        return await read_json_object(request, allowed, ADMIN_BODY_BYTES)  # the strict input layer
 
     @staticmethod
     def _key_of(body: dict[str, Any]) -> str:
@@ -529,7 +520,7 @@ class EdgeNode:
 
     async def purge(self, request: web.Request) -> web.Response:
         self._authorize(request)
-        body = await self._json(request)
+        body = await self._json(request, PURGE_FIELDS)
         if "title" in body:
             title = check_title_id(body["title"])
             prefix = content_prefix(title)
@@ -538,14 +529,15 @@ class EdgeNode:
         else:
             keys = {self._key_of(body)}
         purged = [k for k in sorted(keys) if await self.store.remove(k)]
-        for k in keys:
-            self._forget_hot(k)
+        if self.hot is not None:
+            for k in keys:
+                self.hot.discard(k)
         log.info("purge", extra={"fields": {"keys": len(purged)}})
         return web.json_response({"purged": len(purged), "paths": purged[:1000]})
 
     async def _set_pin(self, request: web.Request, pinned: bool) -> web.Response:
         self._authorize(request)
-        key = self._key_of(await self._json(request))
+        key = self._key_of(await self._json(request, PIN_FIELDS))
         if not self.store.set_pinned(key, pinned):
             raise NotFound(f"{key} is not cached")
         await self.store.flush()
@@ -558,23 +550,10 @@ class EdgeNode:
         return await self._set_pin(request, False)
 
     def stats_dict(self) -> dict[str, Any]:
-        fills = self.fill_metrics.fills
-        by_source = {"peer": 0.0, "origin": 0.0}
-        for (source, _result), n in fills.values.items():
-            by_source[source] = by_source.get(source, 0.0) + n
         return {
             "id": self.config.edge_id, "isp": self.config.isp, "policy": self.config.policy,
             **self.store.snapshot(),
-            "hits": int(self.hits.total()),
-            "misses": {"cold": int(self.misses.get(("cold",))), "evicted": int(self.misses.get(("evicted",))),
-                       "coalesced": int(self.misses.get(("coalesced",))),
-                       "peer": int(by_source["peer"]), "origin": int(by_source["origin"])},
-            "hit_ratio": round(self.hit_ratio(), 4),
-            "bytes_from_cache": int(self.served.get(("cache",))),
-            "bytes_filled": int(self.served.get(("fill",))),
-            "bytes_fetched": int(self.fill_metrics.filled_bytes.total()),
-            "fill_errors": int(self.fill_metrics.errors.total()),
-            "fills": {f"{s}/{r}": int(n) for (s, r), n in sorted(fills.values.items())},
+            **self.metrics.counts(),
             "fills_inflight": len(self.coalescer.inflight),
             "hot_objects": len(self.hot) if self.hot is not None else 0,
             "sender": dict(self.sender.stats),

@@ -6,12 +6,23 @@ Layout under the cache directory (names come from sha256(key), never from the pa
     objects/ab/cd/<sha256hex>.meta   its metadata (msgpack map, see ObjectMeta)
     tmp/                             fills in progress; emptied at start
 
-An object's life is a table (STYLE: state machines as tables):
+An object's life: absent -> (a fill) -> cached -> (evict/purge/corrupt: index entry,
+open fd and files go) -> absent. A fill's own life is one table, `FILL_TABLE`, over the
+`FillPhase` of its `Reservation` (STYLE: state machines as tables):
 
-    absent   --reserve-->  filling   (policy holds its bytes, pinned so it cannot be a victim)
-    filling  --commit--->  cached    (data renamed into place, then the sidecar)
-    filling  --abort---->  absent    (temp file removed, bytes released)
-    cached   --evict/purge/corrupt--> absent (index entry, open fd and files go)
+    (absent)  --reserve-->  RESERVED   policy holds its bytes, pinned so it cannot be a
+                                       victim (a forced fill is pinned instead of held)
+    RESERVED  --begin---->  WRITING    temp file created; writes append to it
+    WRITING   --commit--->  COMMITTED  data renamed into place, then the sidecar; the
+                                       hold is released, the pin kept if one was asked
+    RESERVED, WRITING  --abort-->  ABORTED    temp file removed, bytes released
+    RESERVED, WRITING  --purge-->  CANCELLED  purged mid-fill: bytes already released
+    CANCELLED --commit, abort-->   ABORTED    nothing is cached; temp file removed
+    WRITING   --commit fails-->    ABORTED    short temp file, rename error
+    COMMITTED, ABORTED --abort-->  unchanged  (so abort is always safe)
+
+A `Reservation` is an async context manager whose exit is abort: `async with res:`
+around the streaming leaves the bytes cached only if `commit` ran inside it.
 
 Crash safety: a fill writes a temp file and renames it into place only when it has
 exactly the announced length; the sidecar is written (temp + rename) after the data.
@@ -31,6 +42,7 @@ lets a hit check `fstat(fd).st_size` and send.
 from __future__ import annotations
 
 import asyncio
+import enum
 import hashlib
 import logging
 import os
@@ -96,13 +108,17 @@ class ObjectMeta:
         return meta if ok else None
 
 
+# (the metadata it was built from, a hit's headers without Age, the fast lane's head or None)
+HitView = tuple["ObjectMeta", dict[str, str], bytes | None]
+
+
 @dataclass(slots=True, eq=False)
 class Entry:
     """A cached object in the index. Identity matters: a refetch makes a new Entry."""
 
     meta: ObjectMeta
     path: Path
-    view: Any = None  # the server's response headers for `meta`, built on first use
+    view: HitView | None = None  # the server's response headers for `meta`, built on first use
 
     @property
     def key(self) -> str:
@@ -123,16 +139,69 @@ class OpenFile:
     doomed: bool = False  # close when the last user releases it
 
 
+class FillPhase(enum.Enum):
+    RESERVED = "reserved"
+    WRITING = "writing"
+    COMMITTED = "committed"
+    CANCELLED = "cancelled"
+    ABORTED = "aborted"
+
+
+class FillStep(enum.Enum):
+    BEGIN = "begin"
+    COMMIT = "commit"   # a commit that succeeded
+    ABORT = "abort"     # abort, a failed commit, the commit of a cancelled fill
+    PURGE = "purge"
+
+
+_P, _S = FillPhase, FillStep
+FILL_TABLE: dict[tuple[FillPhase, FillStep], FillPhase] = {
+    (_P.RESERVED, _S.BEGIN): _P.WRITING,
+    (_P.RESERVED, _S.ABORT): _P.ABORTED,
+    (_P.RESERVED, _S.PURGE): _P.CANCELLED,
+    (_P.WRITING, _S.COMMIT): _P.COMMITTED,
+    (_P.WRITING, _S.ABORT): _P.ABORTED,
+    (_P.WRITING, _S.PURGE): _P.CANCELLED,
+    (_P.CANCELLED, _S.BEGIN): _P.CANCELLED,  # a create already under way finishes; commit aborts
+    (_P.CANCELLED, _S.ABORT): _P.ABORTED,
+    (_P.CANCELLED, _S.PURGE): _P.CANCELLED,
+    (_P.COMMITTED, _S.ABORT): _P.COMMITTED,
+    (_P.ABORTED, _S.ABORT): _P.ABORTED,
+}
+LIVE = frozenset({FillPhase.RESERVED, FillPhase.WRITING})  # the phases that hold bytes
+
+
 @dataclass(slots=True, eq=False)
 class Reservation:
-    """Bytes held in the policy for a fill in flight."""
+    """One fill's hold on the store: its bytes in the policy, its temp file, its phase."""
 
+    store: DiskStore
     key: str
     length: int
-    cancelled: bool = False  # purged while filling: do not commit
+    phase: FillPhase = FillPhase.RESERVED
     want_pin: bool = False
     tmp_path: Path | None = None
     fd: int = -1
+    creating: asyncio.Future[None] | None = None  # the temp file's creation, once begun
+
+    def step(self, step: FillStep) -> FillPhase:
+        """Move along `FILL_TABLE`; a step the table lacks is a bug in the caller."""
+        nxt = FILL_TABLE.get((self.phase, step))
+        if nxt is None:
+            raise AssertionError(f"fill of {self.key}: {step.value} in phase {self.phase.value}")
+        self.phase = nxt
+        return nxt
+
+    @property
+    def cancelled(self) -> bool:
+        return self.phase is FillPhase.CANCELLED
+
+    async def __aenter__(self) -> Reservation:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self.phase is not FillPhase.COMMITTED:
+            await asyncio.shield(self.store.abort(self))
 
 
 def key_digest(key: str) -> str:
@@ -148,7 +217,7 @@ class DiskStore:
     """Cached objects under `root`, budgeted by `policy`. Create, then `await open()`."""
 
     def __init__(self, root: str | Path, policy: EvictionPolicy, *, max_open_files: int = 512,
-                 on_evict: Callable[[str], None] | None = None) -> None:
+                 on_evict: Callable[[str, Entry, str], None] | None = None) -> None:
         self.root = Path(root)
         self.objects_dir = self.root / "objects"
         self.tmp_dir = self.root / "tmp"
@@ -224,7 +293,8 @@ class DiskStore:
         self._ghosts.pop(entry.key, None)
         self._close_fd(entry.key)
 
-    def _drop_index(self, key: str) -> Entry | None:
+    def _drop_index(self, key: str, reason: str = "capacity") -> Entry | None:
+        """Forget `key`; `on_evict(key, entry, reason)` hears of it (capacity, replaced, purge)."""
         entry = self.index.pop(key, None)
         if entry is not None:
             t = title_of(key)
@@ -233,7 +303,7 @@ class DiskStore:
                 del self._titles[t]
             self._close_fd(key)
             if self.on_evict:
-                self.on_evict(key)
+                self.on_evict(key, entry, reason)
         return entry
 
     def lookup(self, key: str, now: float) -> Entry | None:
@@ -346,17 +416,25 @@ class DiskStore:
             self.policy.pin(key)
         # a stale entry for the key (refetch) no longer matches what the policy holds
         if key in self.index:
-            self._drop_index(key)
+            self._drop_index(key, "replaced")
             self._schedule_delete(key)
-        res = Reservation(key, length)
+        res = Reservation(self, key, length)
         self._reservations[key] = res
         return res
 
-    async def begin(self, res: Reservation) -> None:
-        """Create the temp file of a reserved fill."""
+    def begin(self, res: Reservation) -> asyncio.Future[None]:
+        """Start creating the temp file of a reserved fill (in the executor); the future
+        is kept by `res`, so an abort waits for it. Raises OSError when awaited if the
+        file cannot be made."""
+        res.step(FillStep.BEGIN)
         path = self.tmp_dir / f"{key_digest(res.key)}.{secrets.token_hex(4)}.part"
-        res.fd = await asyncio.get_running_loop().run_in_executor(None, _create, path)
-        res.tmp_path = path
+
+        async def create() -> None:
+            res.fd = await asyncio.get_running_loop().run_in_executor(None, _create, path)
+            res.tmp_path = path
+
+        res.creating = asyncio.ensure_future(create())
+        return res.creating
 
     async def write(self, res: Reservation, data: bytes) -> None:
         """Append `data` to the temp file (one hop per call; callers batch)."""
@@ -371,10 +449,12 @@ class DiskStore:
         if res.cancelled or self._reservations.get(res.key) is not res:
             await self.abort(res)
             return None
-        meta = replace(meta, pinned=res.want_pin)
         dest = self.data_path(res.key)
-        assert res.tmp_path is not None
+        meta = replace(meta, pinned=res.want_pin)
         try:
+            if res.creating is not None:
+                await res.creating
+            assert res.tmp_path is not None, "commit before begin"
             await loop.run_in_executor(None, _install, res.fd, res.tmp_path, dest, meta)
         except OSError as exc:
             res.fd = -1
@@ -384,9 +464,11 @@ class DiskStore:
         res.fd = -1
         if res.cancelled or self._reservations.get(res.key) is not res:
             # purged while the rename ran (remove() already released the bytes): delete again
+            res.step(FillStep.ABORT)
             await loop.run_in_executor(None, self._delete_many, [res.key])
             return None
         del self._reservations[res.key]
+        res.step(FillStep.COMMIT)
         if not res.want_pin and not self.policy.release(res.key):
             self.policy.unpin(res.key)  # a forced fill was pinned, not held
         entry = Entry(meta, dest)
@@ -394,10 +476,14 @@ class DiskStore:
         return entry
 
     async def abort(self, res: Reservation) -> None:
-        """Forget a fill: release its bytes, remove its temp file."""
+        """Forget a fill: release its bytes, remove its temp file (safe in any phase)."""
+        if res.phase is FillPhase.COMMITTED:
+            return
         if self._reservations.get(res.key) is res:
             del self._reservations[res.key]
             self.policy.remove(res.key)
+        res.step(FillStep.ABORT)
+        await _settled(res.creating)  # an abort under a create still running would leak its fd
         fd, path = res.fd, res.tmp_path
         res.fd, res.tmp_path = -1, None
         if fd >= 0 or path is not None:
@@ -442,9 +528,9 @@ class DiskStore:
         found = False
         res = self._reservations.pop(key, None)
         if res is not None:
-            res.cancelled = True
+            res.step(FillStep.PURGE)
             found = True
-        if self._drop_index(key) is not None:
+        if self._drop_index(key, "purge") is not None:
             found = True
         if self.policy.remove(key):
             found = True
@@ -508,6 +594,16 @@ class DiskStore:
         return {"objects": len(self.index), "used_bytes": self.policy.used, "capacity_bytes": self.capacity,
                 "pinned": self.pinned_count(), "filling": len(self._reservations), "evictions": self.evictions,
                 "open_fds": len(self._open)}
+
+
+async def _settled(creating: asyncio.Future[None] | None) -> None:
+    """Wait out a temp-file creation; its error (if any) is the abort's to clean up."""
+    if creating is None:
+        return
+    if not creating.done():
+        await asyncio.wait([creating])
+    if not creating.cancelled():
+        creating.exception()  # mark retrieved
 
 
 # -- blocking helpers (run in the executor) -------------------------------------------------

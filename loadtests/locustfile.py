@@ -47,19 +47,12 @@ from locust import FastHttpUser, between, task
 from locust.exception import StopUser
 
 from player.abr import FailoverPolicy, FailureReason, make_abr
-from player.driver import (
-    Candidate,
-    MasterPlaylist,
-    MediaPlaylist,
-    PlaylistError,
-    SteeringError,
-    classify_status,
-    parse_master,
-    parse_media,
-    parse_play_answer,
-    verify_segment,
-)
+# Pure modules only: Locust's gevent process must never import aiohttp (player.driver).
+from player.errors import PlaylistError, SteeringError
+from player.play_answer import Candidate, parse_play_answer
+from player.playlists import MasterPlaylist, MediaPlaylist, parse_master, parse_media
 from player.session import PlaybackSession, PlaybackState, StartupFailover
+from player.verify import failure_reason_for_status, verify_segment
 
 
 def _env_float(name: str, default: float) -> float:
@@ -178,7 +171,7 @@ class Viewer(FastHttpUser):
                           else FailureReason.CONNECT)
                 resp.failure(f"{reason.value}: {err!r}"[:200])
                 return reason
-            why = classify_status(resp.status_code)
+            why = failure_reason_for_status(resp.status_code)
             if why is not None:
                 resp.failure(f"HTTP {resp.status_code}")
                 return why

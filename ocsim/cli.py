@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("ocsim.up", "the whole topology as child processes on loopback"),
     "demo": ("ocsim.demo", "up + pre-position + a crowd of players + a failure + a report"),
     "sim": ("sim.cli", "offline trace-driven simulation on the live cores"),
+    "pipeline": ("pipeline.cli", "the event collector (JetStream -> DuckDB + Parquet) and its read API"),
+    "query": ("pipeline.query_cli", "query the event store (read-only): SQL or a named view"),
     "package": ("media.cli", "package real media (a video file or a test source) as an HLS ladder"),
 }
 
@@ -27,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def usage() -> str:
     lines = ["usage: ocsim <command> [options]", "", "commands:"]
     lines += [f"  {name:<12} {desc}" for name, (_, desc) in COMMANDS.items()]
-    lines += ["", "`ocsim <command> --help` describes each command."]
+    lines += ["", "`ocsim <command> --help` describes each command; `ocsim --version` prints the version."]
     return "\n".join(lines)
 
 
@@ -48,6 +50,10 @@ def _die_with_supervisor() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in ("-V", "--version", "version"):
+        from common.cli_args import ocsim_version
+        print(f"ocsim {ocsim_version()}")
+        sys.exit(0)
     if not args or args[0] in ("-h", "--help", "help"):
         print(usage())
         sys.exit(0 if args else 2)

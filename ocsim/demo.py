@@ -37,14 +37,17 @@ from typing import Any
 
 import aiohttp
 
+from common.cli_args import HelpFormatter
 from common.content import DEFAULT_LADDER, Catalog, Title
+from common.eventsink import EventSink, make_sink
+from common.json_client import ApiError, call_json_async, request_json_async
 from common.service import run_main
 from ocsim.report import build_report, render_html, render_text
 from ocsim.topology import DEFAULT_TOPOLOGY, Topology, TopologyError, load_topology
 
 __all__ = ["DemoOptions", "build_parser", "demo_catalog", "main", "run_demo"]
 
-HTTP_TIMEOUT = aiohttp.ClientTimeout(total=5)
+HTTP_TIMEOUT_S = 5.0
 
 
 _T0 = time.monotonic()
@@ -69,6 +72,7 @@ class DemoOptions:
     state_dir: Path | None = None
     verify: bool = False
     max_segments: int | None = None
+    events: bool = False  # `ocsim up --events`: NATS + the collector; players publish player.session
     settle_s: float = 30.0
     preposition_timeout_s: float = 60.0
     preposition_bandwidth_bps: int = 400_000_000  # per plan; the origin's uplink caps the sum anyway
@@ -88,7 +92,8 @@ def demo_catalog(n: int, seed: int, alpha: float = 0.9) -> Catalog:
 class UpProcess:
     """`ocsim up` as a child process; `state` is its state file once everything is healthy."""
 
-    def __init__(self, topology_file: Path, state_dir: Path) -> None:
+    def __init__(self, topology_file: Path, state_dir: Path, extra: Sequence[str] = ()) -> None:
+        self.extra = list(extra)
         self.topology_file = topology_file
         self.state_dir = state_dir
         self.state_file = state_dir / "state.json"
@@ -104,7 +109,7 @@ class UpProcess:
         with open(self.log_path, "ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "ocsim", "up", "--topology", str(self.topology_file),
-                "--state-dir", str(self.state_dir), "--state-file", str(self.state_file),
+                "--state-dir", str(self.state_dir), "--state-file", str(self.state_file), *self.extra,
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + timeout
@@ -138,17 +143,11 @@ class UpProcess:
 
 # --- HTTP helpers ----------------------------------------------------------------------------
 
-async def get_json(http: aiohttp.ClientSession, url: str, token: str | None = None) -> Any:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with http.get(url, headers=headers, timeout=HTTP_TIMEOUT) as resp:
-        resp.raise_for_status()
-        return await resp.json()
-
-
 async def try_json(http: aiohttp.ClientSession, url: str, token: str | None = None) -> Any:
+    """The JSON of a successful GET, or None (a poll: the next one may succeed)."""
     try:
-        return await get_json(http, url, token)
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+        return await call_json_async(http, "GET", url, token=token, timeout=HTTP_TIMEOUT_S)
+    except ApiError:
         return None
 
 
@@ -160,18 +159,18 @@ def progress_bar(fraction: float, width: int = 30) -> str:
 async def preposition(http: aiohttp.ClientSession, state: dict[str, Any], opts: DemoOptions) -> list[dict[str, Any]]:
     """One job per ISP for its top titles; returns the jobs as they ended, with their duration."""
     control, token = state["control"], state["operator_token"]
-    headers = {"Authorization": f"Bearer {token}"}
     jobs: dict[str, dict[str, Any]] = {}
     t0 = time.monotonic()
     for isp in state["isps"]:
         body: dict[str, Any] = {"isp": isp, "top": opts.top, "bandwidth_bps": opts.preposition_bandwidth_bps}
         if opts.preposition_renditions:
             body["renditions"] = list(opts.preposition_renditions)
-        async with http.post(f"{control}/v1/prepositions", json=body, headers=headers, timeout=HTTP_TIMEOUT) as resp:
-            answer = await resp.json(content_type=None)
-            if resp.status != 202:
-                say(f"pre-positioning {isp} refused ({resp.status}): {answer}")
-                continue
+        reply = await request_json_async(http, "POST", f"{control}/v1/prepositions", token=token, body=body,
+                                         timeout=HTTP_TIMEOUT_S)
+        answer = reply.body
+        if reply.status != 202 or not isinstance(answer, dict):
+            say(f"pre-positioning {isp} refused ({reply.status}): {answer}")
+            continue
         jobs[answer["id"]] = {**answer, "isp": isp}
     tty = sys.stderr.isatty()
     last_line = ""
@@ -209,7 +208,7 @@ async def preposition(http: aiohttp.ClientSession, state: dict[str, Any], opts: 
 
 
 async def edge_stats(http: aiohttp.ClientSession, state: dict[str, Any]) -> dict[str, Any]:
-    token = state["operator_token"]
+    token = state.get("edge_operator_token") or state["operator_token"]  # the edges' own operator token
     got = await asyncio.gather(*(try_json(http, f"{e['url']}/admin/stats", token) for e in state["edges"]))
     return {e["id"]: g for e, g in zip(state["edges"], got) if isinstance(g, dict)}
 
@@ -237,8 +236,31 @@ def client_ip(prefix: str, rng: random.Random) -> str:
     return str(net.network_address + rng.randint(1, max(1, net.num_addresses - 2)))
 
 
+async def pipeline_figures(http: aiohttp.ClientSession, state: dict[str, Any], sessions: int,
+                           timeout: float = 20.0) -> dict[str, Any]:
+    """The pipeline's views once every session's end event is stored (bounded wait)."""
+    base = state["pipeline"]
+    deadline = time.monotonic() + timeout
+    out: dict[str, Any] = {}
+    while True:
+        got = await try_json(http, f"{base}/v1/views/events")
+        stored = {r[0]: r[1] for r in got.get("rows", [])} if isinstance(got, dict) else {}
+        ended = await try_json(http, f"{base}/v1/views/qoe?since=24h")
+        n = sum(r[1] for r in ended.get("rows", [])) if isinstance(ended, dict) else 0
+        if n >= sessions or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)  # polling the collector with a deadline
+    out["events"] = stored
+    for view in ("qoe", "offload", "misses", "miss_causes", "steering_misses", "ingest_latency"):
+        v = await try_json(http, f"{base}/v1/views/{view}?since=24h")
+        if isinstance(v, dict):
+            out[view] = [dict(zip(v["columns"], r)) for r in v["rows"]]
+    return out
+
+
 async def run_crowd(http: aiohttp.ClientSession, state: dict[str, Any], catalog: Catalog, opts: DemoOptions,
-                    snapshots: dict[str, Any]) -> tuple[Crowd, list[dict[str, Any]], dict[str, Any] | None]:
+                    snapshots: dict[str, Any], events: EventSink | None = None,
+                    ) -> tuple[Crowd, list[dict[str, Any]], dict[str, Any] | None]:
     from player.driver import play_session  # the player is only needed here
 
     rng = random.Random(opts.seed)
@@ -264,7 +286,8 @@ async def run_crowd(http: aiohttp.ClientSession, state: dict[str, Any], catalog:
             try:
                 rep = await play_session(state["control"], title.id, client_ip=client_ip(prefixes[0], vr),
                                          speed=opts.speed, verify=opts.verify, session=http,
-                                         max_segments=opts.max_segments, on_event=crowd.on_event)
+                                         max_segments=opts.max_segments, on_event=crowd.on_event,
+                                         events=events)
                 d = rep.to_dict()
             except Exception as exc:  # noqa: BLE001 - a crashed player is a failed session, not a crashed demo
                 d = {"title": title.id, "state": "failed", "errors": 1, "error": f"player crashed: {exc!r}",
@@ -291,7 +314,8 @@ async def run_crowd(http: aiohttp.ClientSession, state: dict[str, Any], catalog:
         if len(alive) < 2:
             return
         victim = max(alive, key=lambda e: crowd.edge_bytes.get(e["id"], 0))
-        last = await try_json(http, f"{victim['url']}/admin/stats", state["operator_token"])
+        last = await try_json(http, f"{victim['url']}/admin/stats",
+                              state.get("edge_operator_token") or state["operator_token"])
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(victim["pid"]), signal.SIGKILL)
         snapshots["killed"][victim["id"]] = last
@@ -353,7 +377,8 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
     topo = topo.with_extra_args("--no-access-log")
     topology_file = state_dir / "demo-topology.toml"
     topology_file.write_text(topo.to_toml())
-    up = UpProcess(topology_file, state_dir)
+    up = UpProcess(topology_file, state_dir, ["--events"] if opts.events else [])
+    pipeline: dict[str, Any] | None = None
     try:
         say(f"starting the topology ({topo.describe()})")
         state = await up.start()
@@ -366,8 +391,14 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
             snapshots["origin_before"] = await try_json(http, f"{state['origin']}/admin/stats",
                                                         state["origin_admin_token"])
             before = await edge_stats(http, state)
-            crowd, timeline, failure = await run_crowd(http, state, catalog, opts, snapshots)
+            sink = make_sink(state.get("events"), "demo-players")
+            await sink.start()
+            try:
+                crowd, timeline, failure = await run_crowd(http, state, catalog, opts, snapshots, sink)
+            finally:
+                await sink.close(timeout=10)
             say(f"crowd done: {len(crowd.reports)} sessions")
+            pipeline = await pipeline_figures(http, state, len(crowd.reports)) if state.get("pipeline") else None
             after = await edge_stats(http, state)
             after.update({k: v for k, v in snapshots["killed"].items() if v is not None})
             origin_after = await try_json(http, f"{state['origin']}/admin/stats", state["origin_admin_token"])
@@ -383,15 +414,18 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
                 "preposition_renditions": list(opts.preposition_renditions),
                 "topology": topo.describe(),
                 "origin": {"latency_ms": topo.origin.latency_ms, "total_bandwidth_bps": topo.origin.total_bandwidth_bps}}
-    return build_report(sessions=crowd.reports, edges=edges, origin_before=snapshots["origin_before"],
+    report = build_report(sessions=crowd.reports, edges=edges, origin_before=snapshots["origin_before"],
                         origin_after=origin_after, settings=settings, preposition=jobs, failure=failure,
                         timeline=timeline, wall_s=time.monotonic() - wall0)
+    if pipeline is not None:
+        report["pipeline"] = pipeline  # the same crowd seen through the event pipeline
+    return report
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = DemoOptions()
     p = argparse.ArgumentParser(prog="ocsim demo", description="up + pre-position + a crowd of players + a failure "
-                                "+ a report")
+                                "+ a report", formatter_class=HelpFormatter)
     p.add_argument("--report-dir", help="write report.json and report.html here")
     p.add_argument("--duration", type=float, default=d.duration_s, help="seconds of crowd (default %(default)s)")
     p.add_argument("--viewers", type=int, default=d.viewers, help="concurrent viewers (default %(default)s)")
@@ -400,7 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=d.top, help="titles pre-positioned per ISP (default %(default)s)")
     p.add_argument("--no-kill", dest="kill", action="store_false", help="do not kill an edge half-way")
     p.add_argument("--verify", action="store_true", help="players verify every byte (costs CPU)")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--events", action="store_true",
+                   help="run the event pipeline too (nats-server + collector); the report gains its views")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the crowd and the catalog")
     p.add_argument("--topology", help="topology TOML (default: built-in; ports are made ephemeral)")
     p.add_argument("--state-dir", help="keep secrets, caches and logs here (default: a temporary directory)")
     return p
@@ -414,7 +450,8 @@ def main(argv: Sequence[str]) -> int:
     opts = DemoOptions(report_dir=Path(args.report_dir) if args.report_dir else None, duration_s=args.duration,
                        viewers=args.viewers, speed=args.speed, titles=args.titles, top=min(args.top, args.titles),
                        kill=args.kill, seed=args.seed, topology=Path(args.topology) if args.topology else None,
-                       state_dir=Path(args.state_dir) if args.state_dir else None, verify=args.verify)
+                       state_dir=Path(args.state_dir) if args.state_dir else None, verify=args.verify,
+                       events=args.events)
     if opts.topology:
         try:
             load_topology(opts.topology)

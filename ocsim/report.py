@@ -24,6 +24,10 @@ from typing import Any
 __all__ = ["build_report", "percentile", "render_html", "render_text"]
 
 MISS_CLASSES = ("cold", "evicted", "coalesced")
+BYTES_NOTE = ("<b>To players</b> is what the players received. <b>Served by edges</b> is what the edges sent, "
+              "counted at each edge: a segment one edge fetched from a peer edge is counted at both, and a "
+              "response a player gave up on (a failover) is counted at the edge but not at the player, so "
+              "the two differ.")
 FILL_SOURCES = ("peer", "origin")
 
 
@@ -248,14 +252,26 @@ def _axes(ymax: float, xmax: float, xlabel: str, ylabel: str, yfmt: str = "{:g}"
     return out
 
 
+def _nice_step(span: float, bins: int) -> float:
+    """The smallest round step (1, 2, 2.5 or 5 x 10^k) with `bins` steps covering `span`."""
+    return _nice_max(span / max(1, bins)) if span > 0 else 1.0
+
+
 def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], *, xlabel: str, ylabel: str,
-               markers: Sequence[tuple[float, str]] = (), yfmt: str = "{:g}") -> str:
-    """An SVG line chart of named (x, y) series, with vertical event markers."""
+               markers: Sequence[tuple[float, str]] = (), yfmt: str = "{:g}",
+               limits: Sequence[tuple[float, str]] = ()) -> str:
+    """An SVG line chart of named (x, y) series, with vertical event markers and horizontal
+    limit lines (e.g. a link's cap). Both axes end on a round number, so the ticks are round."""
     pts = [p for s in series.values() for p in s]
-    xmax = max([p[0] for p in pts] + [m[0] for m in markers] + [1.0])
-    ymax = _nice_max(max([p[1] for p in pts] + [0.0]))
+    xmax = _nice_max(max([p[0] for p in pts] + [m[0] for m in markers] + [1.0]))
+    ymax = _nice_max(max([p[1] for p in pts] + [y for y, _ in limits] + [0.0]) * (1.08 if limits else 1.0))
     pw, ph = W - PAD_L - PAD_R, H - PAD_T - PAD_B
-    out = _axes(ymax, xmax, xlabel, ylabel, yfmt, "{:.0f}")
+    out = _axes(ymax, xmax, xlabel, ylabel, yfmt, "{:g}")
+    for y, label in limits:
+        py = PAD_T + ph - ph * y / ymax
+        out.append(f'<line x1="{PAD_L}" x2="{PAD_L + pw}" y1="{py:.1f}" y2="{py:.1f}" stroke="#718096" '
+                   f'stroke-dasharray="6 3"/><text x="{PAD_L + pw - 4}" y="{py - 4:.1f}" text-anchor="end" '
+                   f'class="marker" style="fill:#4a5568">{_e(label)}</text>')
 
     def xy(x: float, y: float) -> str:
         return f"{PAD_L + pw * x / xmax:.1f},{PAD_T + ph - ph * y / ymax:.1f}"
@@ -274,7 +290,7 @@ def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], *, xlabel: s
 
 
 def bar_chart(bars: Sequence[tuple[str, float]], *, ylabel: str, ymax: float | None = None,
-              yfmt: str = "{:g}", vfmt: str = "{:g}", colors: Sequence[str] | None = None) -> str:
+              yfmt: str = "{:g}", vfmt: str = "{:g}", colors: Sequence[str] | None = None, xlabel: str = "") -> str:
     """An SVG bar chart of labelled values."""
     top = ymax if ymax is not None else _nice_max(max([v for _, v in bars] + [0.0]))
     pw, ph = W - PAD_L - PAD_R, H - PAD_T - PAD_B
@@ -294,22 +310,34 @@ def bar_chart(bars: Sequence[tuple[str, float]], *, ylabel: str, ymax: float | N
                    f'class="tick">{_e(label)}</text>')
     out.append(f'<text x="12" y="{PAD_T + ph / 2}" transform="rotate(-90 12 {PAD_T + ph / 2})" '
                f'text-anchor="middle" class="label">{_e(ylabel)}</text>')
+    if xlabel:
+        out.append(f'<text x="{PAD_L + pw / 2}" y="{H - 4}" text-anchor="middle" class="label">{_e(xlabel)}</text>')
     return _svg(out)
 
 
-def histogram(values: Sequence[float], *, xlabel: str, bins: int = 12, fmt: str = "{:.2g}") -> str:
-    """An SVG histogram (bars labelled by bin start)."""
+def histogram_bins(values: Sequence[float], bins: int = 8) -> tuple[float, float, list[int]]:
+    """(first edge, bin width, counts): round bin edges (a 1/2/2.5/5 x 10^k width) covering
+    the values, at most `bins` + 1 of them; a value on an edge goes to the bin it starts."""
+    lo, hi = min(values), max(values)
+    width = _nice_step(hi - lo, bins)
+    start = math.floor(lo / width) * width
+    def index(v: float) -> int:  # the epsilon keeps 1.4 / 0.2 = 6.9999... in bin 7, [1.4, 1.6)
+        return math.floor((v - start) / width + 1e-9)
+    n = max(1, index(hi) + 1)
+    counts = [0] * n
+    for v in values:
+        counts[min(n - 1, index(v))] += 1
+    return start, width, counts
+
+
+def histogram(values: Sequence[float], *, xlabel: str, bins: int = 8, fmt: str = "{:g}") -> str:
+    """An SVG histogram: sessions per bin; each bar is labelled with its range [from, to)."""
     if not values:
         return '<p class="empty">no data</p>'
-    lo, hi = min(values), max(values)
-    if hi == lo:
-        hi = lo + 1
-    width = (hi - lo) / bins
-    counts = [0] * bins
-    for v in values:
-        counts[min(bins - 1, int((v - lo) / width))] += 1
-    return bar_chart([(fmt.format(lo + i * width), float(c)) for i, c in enumerate(counts)],
-                     ylabel=f"sessions ({xlabel})", vfmt="{:.0f}")
+    start, width, counts = histogram_bins(values, bins)
+    labels = [f"{fmt.format(start + i * width)}–{fmt.format(start + (i + 1) * width)}" for i in range(len(counts))]
+    return bar_chart(list(zip(labels, (float(c) for c in counts))), ylabel="sessions", vfmt="{:.0f}",
+                     xlabel=f"{xlabel} (bins [from, to))")
 
 
 def _svg(parts: Sequence[str]) -> str:
@@ -373,9 +401,11 @@ def render_html(r: Mapping[str, Any]) -> str:
                 if dt > 0:
                     pts.append((b["t"], (b[key] - a[key]) * 8 / dt / 1e6))
             return pts
+        cap_bps = float((s.get("origin") or {}).get("total_bandwidth_bps") or 0)
+        limits = [(cap_bps / 1e6, f"origin uplink cap {cap_bps / 1e6:g} Mbit/s")] if cap_bps > 0 else []
         panels.append("<h3>Throughput (Mbit/s)</h3>" + line_chart(
             {"to players": rate("player_bytes"), "from origin": rate("origin_bytes")},
-            xlabel="seconds into the crowd", ylabel="Mbit/s", markers=markers))
+            xlabel="seconds into the crowd", ylabel="Mbit/s", markers=markers, limits=limits))
         edge_ids = sorted({e for t in tl for e in t.get("edge_bytes", {})})
         per_edge = {}
         for e in edge_ids:
@@ -403,12 +433,12 @@ def render_html(r: Mapping[str, Any]) -> str:
         colors=[PALETTE[1]] * len(r["miss_classes"]) + [PALETTE[2]] * len(r["fill_sources"])))
     sl = [x for x in r.get("session_list", []) if x.get("state") == "ended" and not x.get("errors")]
     panels.append("<h3>Start-up delay</h3>" + histogram(
-        [float(x["startup_s"]) for x in sl if x.get("startup_s") is not None], xlabel="s"))
+        [float(x["startup_s"]) for x in sl if x.get("startup_s") is not None], xlabel="start-up delay, media s"))
     panels.append("<h3>Average bitrate</h3>" + histogram(
-        [float(x["avg_bitrate_kbps"] or 0) for x in sl], xlabel="kbit/s", fmt="{:.0f}"))
-    panels.append("<h3>QoE_lin</h3>" + histogram([float(x["qoe_lin"] or 0) for x in sl], xlabel="QoE_lin",
-                                                 fmt="{:.0f}"))
-    panels.append("<h3>Rebuffer time</h3>" + histogram([float(x["rebuffer_s"] or 0) for x in sl], xlabel="s"))
+        [float(x["avg_bitrate_kbps"] or 0) for x in sl], xlabel="average bitrate, kbit/s"))
+    panels.append("<h3>QoE_lin</h3>" + histogram([float(x["qoe_lin"] or 0) for x in sl], xlabel="QoE_lin"))
+    panels.append("<h3>Rebuffer time</h3>" + histogram([float(x["rebuffer_s"] or 0) for x in sl],
+                                                       xlabel="time rebuffering, media s"))
     body.append("<h2>Charts</h2><div class=\"grid\">" + "".join(f'<div class="panel">{p}</div>' for p in panels)
                 + "</div>")
 
@@ -435,7 +465,8 @@ def render_html(r: Mapping[str, Any]) -> str:
     bytes_ = r["bytes"]
     body.append(f"<h2>Bytes</h2><table><tr><th>to players</th><th>from origin (crowd)</th><th>served by edges</th>"
                 f"</tr><tr><td>{_mb(bytes_['players'])}</td><td>{_mb(bytes_['origin'])}</td>"
-                f"<td>{_mb(bytes_['edges'])}</td></tr></table>")
+                f"<td>{_mb(bytes_['edges'])}</td></tr></table>"
+                f"<p class=\"sub\">{BYTES_NOTE}</p>")
     if r.get("preposition"):
         prow = "".join(f"<tr><td>{_e(j.get('isp'))}</td><td>{_e(j.get('state'))}</td>"
                        f"<td>{_e(', '.join(j.get('titles', [])))}</td><td>{_f(j.get('seconds'), '{:.1f}')}</td></tr>"

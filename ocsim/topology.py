@@ -49,9 +49,9 @@ from pathlib import Path
 from typing import Any
 
 from common.sizes import format_size, parse_size
-from control.topology import TopologyError as ControlTopologyError
+from common.ids import EDGE_ID_RULE, is_edge_id
+from control.topology import TopologyError
 from control.topology import parse_topology as parse_control_topology
-from control.fleet import EDGE_ID_RE
 from edge.policy import DEFAULT_POLICY, POLICIES
 from origin.link import parse_rate
 
@@ -73,10 +73,6 @@ CONTROL_KEYS = frozenset({"port", "args"})
 EDGE_DEFAULT_KEYS = frozenset({"capacity", "policy", "args"})
 EDGE_KEYS = frozenset({"id", "isp", "capacity", "policy", "port", "args"})
 DEFAULT_EDGES_PER_ISP = 1
-
-
-class TopologyError(ValueError):
-    """A topology that does not validate; the message names the field."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,10 +275,8 @@ def parse_topology(data: Mapping[str, Any], *, base_dir: str | Path | None = Non
     default_policy = _policy(d.get("policy", DEFAULT_POLICY), f"{where}: edge.policy")
     default_args = _args(d.get("args", []), f"{where}: edge.args")
 
-    try:  # the control plane's own rules for [isps], so both read the file the same way
-        control_view = parse_control_topology(data, where)
-    except ControlTopologyError as exc:
-        raise TopologyError(str(exc)) from None
+    # the control plane's own rules for [isps], so both read the file the same way
+    control_view = parse_control_topology(data, where)
     if not control_view.isps:
         raise TopologyError(f"{where}: isps: at least one [isps.NAME] table is required")
 
@@ -303,9 +297,8 @@ def parse_topology(data: Mapping[str, Any], *, base_dir: str | Path | None = Non
             raise TopologyError(f"{here}.isp: must name an [isps.NAME] table (one of {', '.join(listed)}), "
                                 f"got {isp!r}")
         edge_id = e.get("id")
-        if not isinstance(edge_id, str) or not EDGE_ID_RE.match(edge_id):
-            raise TopologyError(f"{here}.id: required, letters, digits, '.', '_' or '-' (at most 64), "
-                                f"got {edge_id!r}")
+        if not is_edge_id(edge_id):
+            raise TopologyError(f"{here}.id: required, {EDGE_ID_RULE}, got {edge_id!r}")
         if edge_id in seen_ids:
             raise TopologyError(f"{here}.id: duplicate edge id {edge_id!r}")
         seen_ids.add(edge_id)
@@ -325,6 +318,8 @@ def parse_topology(data: Mapping[str, Any], *, base_dir: str | Path | None = Non
                                 f"{len(edges)} edge(s) of {name}")
         if not edges:
             count = DEFAULT_EDGES_PER_ISP if spec.edges is None else spec.edges
+            if count < 1:  # `ocsim up` would start a topology that can serve nobody in this ISP
+                raise TopologyError(f"{where}: isps.{name}.edges: an ISP needs at least 1 edge, got {count}")
             for n in range(1, count + 1):
                 edge_id = f"{name}-{n}"
                 if edge_id in seen_ids:

@@ -12,8 +12,11 @@ SIGKILL for stragglers, and the process group of each child too, so nothing is l
 behind even by a child that died. The state file is removed at the end.
 
 Secrets are generated once into the state directory (mode 0600) and handed to the
-children explicitly: the operator token, the fleet secret (each edge gets only its own
-`edge_key(fleet_secret, id)`), the token keyring, the origin's admin token.
+children through one `--config` file each (mode 0600, `origin.toml`, `control.toml`,
+`edge-{id}.toml`), never on a command line (`ps` and /proc/*/cmdline show argv to every
+local user): the control plane's operator token, the fleet secret (each edge gets only its
+own `edge_key(fleet_secret, id)`), the token keyring, the origin's admin token, and the
+edges' own operator token (per service: an edge's token does not open the control plane).
 
 `--ephemeral-ports` binds every service to a port of the kernel's choosing (a second `up`
 beside the first, Locust runs); `--init-secrets` only generates the secrets plus one
@@ -34,14 +37,14 @@ import socket
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from common.auth import load_or_create_secret
+from common.cli_args import HelpFormatter
+from common.json_client import ApiError, request_json
 from common.sizes import format_size
 from common.tokens import Keyring
 from common.wire import edge_key
@@ -74,6 +77,7 @@ class Secrets:
     fleet_secret: bytes
     keyring: Keyring
     origin_admin_token: str
+    edge_operator_token: str = ""  # the edges' /admin token: it opens no other service's API
 
     def edge_key_hex(self, edge_id: str) -> str:
         return edge_key(self.fleet_secret, edge_id).hex()
@@ -103,6 +107,7 @@ def load_secrets(state_dir: str | Path) -> Secrets:
         fleet_secret=bytes.fromhex(load_or_create_secret(state, "fleet_secret", 32)),
         keyring=keyring,
         origin_admin_token=load_or_create_secret(state, "origin_admin_token", 24),
+        edge_operator_token=load_or_create_secret(state, "edge_operator_token", 24),
     )
 
 
@@ -122,7 +127,7 @@ def write_service_configs(topo: Topology, secrets: Secrets, state_dir: Path) -> 
     for e in topo.edges:
         files[f"edge-{e.id}.toml"] = toml("edge", {"edge_key": secrets.edge_key_hex(e.id),
                                                    "token_key": secrets.keyring.format(),
-                                                   "operator_token": secrets.operator_token})
+                                                   "operator_token": secrets.edge_operator_token})
     written = []
     for name, text in files.items():
         _write_private(state_dir / name, text)
@@ -137,7 +142,7 @@ def origin_args(topo: Topology, secrets: Secrets, state_dir: Path, port: int, ho
     args = ["origin", "--host", host, "--port", str(port),
             "--latency-ms", f"{o.latency_ms:g}", "--bandwidth", str(o.bandwidth_bps),
             "--total-bandwidth", str(o.total_bandwidth_bps), "--error-rate", f"{o.error_rate:g}",
-            "--admin-token", secrets.origin_admin_token, "--state-dir", str(state_dir / "origin")]
+            "--config", str(state_dir / "origin.toml"), "--state-dir", str(state_dir / "origin")]
     if o.catalog:
         args += ["--catalog", o.catalog]
     return args + list(o.args)
@@ -148,8 +153,7 @@ def control_args(topo: Topology, topology_file: Path, origin_url: str, secrets: 
     return ["control", "--host", host, "--port", str(port),
             "--db", str(state_dir / "control.db"), "--state-dir", str(state_dir / "control"),
             "--topology", str(topology_file), "--origin", origin_url,
-            "--operator-token", secrets.operator_token, "--fleet-secret", secrets.fleet_secret.hex(),
-            "--token-key", secrets.keyring.format(), *topo.control.args]
+            "--config", str(state_dir / "control.toml"), *topo.control.args]
 
 
 def edge_args(edge: EdgeSpec, origin_url: str, control_url: str, secrets: Secrets, state_dir: Path,
@@ -157,8 +161,7 @@ def edge_args(edge: EdgeSpec, origin_url: str, control_url: str, secrets: Secret
     args = ["edge", "--host", host, "--port", str(port), "--id", edge.id, "--isp", edge.isp,
             "--upstream", origin_url, "--control", control_url,
             "--cache-dir", str(state_dir / "cache" / edge.id), "--capacity", str(edge.capacity),
-            "--policy", edge.policy, "--edge-key", secrets.edge_key_hex(edge.id),
-            "--token-key", secrets.keyring.format(), "--operator-token", secrets.operator_token]
+            "--policy", edge.policy, "--config", str(state_dir / f"edge-{edge.id}.toml")]
     for peer in peers:
         args += ["--peer", peer]
     return args + list(edge.args)
@@ -180,19 +183,12 @@ def _replace_port(args: list[str], port: int) -> list[str]:
 # --- HTTP probes -----------------------------------------------------------------------------
 
 def http_json(url: str, token: str | None = None, timeout: float = 2.0) -> tuple[int, Any]:
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    """(status, JSON body or None) of a GET; (0, None) when nothing answered (a probe)."""
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            body = resp.read()
-            status = resp.status
-    except urllib.error.HTTPError as exc:
-        body, status = exc.read(), exc.code
-    except (OSError, ValueError):
+        reply = request_json("GET", url, token=token, timeout=timeout)
+    except ApiError:
         return 0, None
-    try:
-        return status, json.loads(body or b"null")
-    except ValueError:
-        return status, None
+    return reply.status, reply.body
 
 
 def healthy(url: str) -> bool:
@@ -240,6 +236,33 @@ class Child:
         self.args = _replace_port(self.args, int(self.url.rsplit(":", 1)[1]))
 
 
+def start_failure_text(name: str, args: Sequence[str], failure: str, log_path: Path | None) -> str:
+    """Why a child did not start, in words an operator can act on: the cause from the end of
+    its log (an address in use above all, with the way out), else the process' own failure."""
+    tail = ""
+    if log_path is not None:
+        try:
+            with open(log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 4096))
+                tail = f.read().decode("utf-8", "replace")
+        except OSError:
+            tail = ""
+    if "address already in use" in tail.lower() or "errno 98" in tail.lower():
+        port = args[args.index("--port") + 1] if "--port" in args else "?"
+        return (f"{name} could not listen on port {port}: address already in use (another `ocsim up`, or "
+                f"another program, has it). Stop that, or run `ocsim up --ephemeral-ports` to let every "
+                f"service pick a free port (the state file then tells the URLs).")
+    for line in reversed(tail.splitlines()):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("level") in ("error", "critical"):
+            return f"{name} did not start: {record.get('msg', '')}: {record.get('error', '')} (log: {log_path})"
+    return f"{name} did not start: {failure}"
+
+
 def kill_group(pid: int) -> None:
     """SIGKILL what is left of a child's process group (the child is its own session leader)."""
     try:
@@ -253,8 +276,12 @@ class Supervisor:
 
     def __init__(self, topo: Topology, *, topology_file: Path | None, state_dir: Path, state_file: Path,
                  restart: bool = False, host: str = HOST, start_timeout: float = 30.0,
-                 stopping: threading.Event | None = None) -> None:
+                 stopping: threading.Event | None = None, events: str = "") -> None:
         self.topo = topo
+        # "" no pipeline; "local" a nats-server -js child; else nats://... of an existing server
+        self.events = events
+        self.events_url = ""
+        self.nats: Any = None  # pipeline.natsserver.NatsServer when local
         self.state_dir = state_dir.resolve()
         self.state_file = state_file
         self.restart = restart
@@ -279,23 +306,54 @@ class Supervisor:
         try:
             child.start(self.start_timeout)
         except ServiceFailed as exc:
-            raise UpError(f"{child.name} did not start: {exc}") from None
+            log_path = child.proc.log_path if child.proc is not None else None
+            raise UpError(start_failure_text(child.name, child.args, str(exc), log_path)) from None
         return child
 
+    def _start_pipeline(self) -> None:
+        """nats-server (local) and the collector, before anyone publishes: the collector
+        creates the stream, so the first events have somewhere to go."""
+        if self.events == "local":
+            from pipeline.natsserver import NatsServer
+            self.nats = NatsServer(self.state_dir / "nats", log_path=self.log_dir / "nats.log").start()
+            self.events_url = self.nats.url
+        else:
+            self.events_url = self.events
+        db = self.state_dir / "pipeline" / "events.duckdb"
+        col = self._start(Child("pipeline", "pipeline", [
+            "pipeline", "--host", self.host, "--port", "0", "--events", self.events_url, "--db", str(db)],
+            self.log_dir))
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            status, body = http_json(f"{col.url}/healthz")
+            if status == 200 and isinstance(body, dict) and body.get("bound"):
+                return
+            self.stopping.wait(0.05)
+        raise UpError(f"the collector did not bind to the stream at {self.events_url}; "
+                      f"see {self.log_dir / 'pipeline.log'}")
+
+    def _with_events(self, args: list[str]) -> list[str]:
+        return [*args, "--events", self.events_url] if self.events_url else args
+
     def start_all(self) -> None:
+        # Secrets reach the children through their --config files (mode 0600), never argv.
+        write_service_configs(self.topo, self.secrets, self.state_dir)
+        if self.events:
+            self._start_pipeline()
         origin = self._start(Child("origin", "origin",
                                    origin_args(self.topo, self.secrets, self.state_dir, self.topo.origin.port,
                                                self.host), self.log_dir))
         control = self._start(Child("control", "control",
-                                    control_args(self.topo, self.topology_file, origin.url, self.secrets,
-                                                 self.state_dir, self.topo.control.port, self.host),
+                                    self._with_events(control_args(
+                                        self.topo, self.topology_file, origin.url, self.secrets, self.state_dir,
+                                        self.topo.control.port, self.host)),
                                     self.log_dir))
         ports = {e.id: e.port or free_port(self.host) for e in self.topo.edges}
         for edge in self.topo.edges:
             peers = [f"http://{self.host}:{ports[p.id]}" for p in self.topo.isps[edge.isp].edges if p.id != edge.id]
             args = edge_args(edge, origin.url, control.url, self.secrets, self.state_dir, ports[edge.id], peers,
                              self.host)
-            self._start(Child(edge.id, "edge", args, self.log_dir, edge=edge))
+            self._start(Child(edge.id, "edge", self._with_events(args), self.log_dir, edge=edge))
 
     def wait_healthy(self, timeout: float) -> None:
         """Every child answers /healthz 200 and every edge is `up` in the control plane's fleet."""
@@ -357,9 +415,12 @@ class Supervisor:
             "control": control.url,
             "operator_token": self.secrets.operator_token,
             "origin_admin_token": self.secrets.origin_admin_token,
+            "edge_operator_token": self.secrets.edge_operator_token,
             "edges": edges,
             "isps": self.topo.prefixes(),
             "pids": {c.name: c.pid for c in self.children},
+            "events": self.events_url or None,
+            "pipeline": next((c.url for c in self.children if c.kind == "pipeline"), None),
             "services": {c.name: {"kind": c.kind, **entry(c)} for c in self.children},
         }
 
@@ -434,9 +495,11 @@ class Supervisor:
 
     def stop_all(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """Edges, then control, then origin: SIGTERM, wait, SIGKILL; then their process groups."""
+        # the collector last: it takes what the others flush on their way out
         tiers = [[c for c in self.children if c.kind == "edge"],
                  [c for c in self.children if c.kind == "control"],
-                 [c for c in self.children if c.kind == "origin"]]
+                 [c for c in self.children if c.kind == "origin"],
+                 [c for c in self.children if c.kind == "pipeline"]]
         for tier in tiers:
             live = [c for c in tier if c.alive()]
             for c in live:
@@ -455,19 +518,32 @@ class Supervisor:
                 kill_group(pid)
             if c.proc is not None:
                 c.proc.kill()
+        if self.nats is not None:
+            self.nats.stop()
+            self.nats = None
 
 
 # --- command line ----------------------------------------------------------------------------
 
+def ready_text(services: int, seconds: float, state_file: Path, control_url: str, token_file: Path) -> str:
+    """What `ocsim up` says once all is healthy: where the dashboard and the token are."""
+    return (f"{services} services healthy in {seconds:.1f}s; state file {state_file}\n"
+            f"dashboard: {control_url}/dashboard  (paste the operator token from {token_file})\n"
+            f"Ctrl-C stops all")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ocsim up", description="Run the whole topology as child processes on "
-                                "loopback; Ctrl-C or SIGTERM stops it all.")
+                                "loopback; Ctrl-C or SIGTERM stops it all.", formatter_class=HelpFormatter)
     p.add_argument("--topology", help="topology TOML (default: built-in, see topologies/default.toml)")
     p.add_argument("--state-dir", default=".ocsim/up", help="secrets, caches, logs, control db")
     p.add_argument("--state-file", help="JSON state file (default: STATE_DIR/state.json)")
     p.add_argument("--restart", action="store_true", help="restart a child that dies, with backoff")
     p.add_argument("--ephemeral-ports", action="store_true", help="bind every service to an ephemeral port")
     p.add_argument("--health-timeout", type=float, default=60.0, help="seconds to wait for all to be healthy")
+    p.add_argument("--events", nargs="?", const="local", default="", metavar="nats://HOST:PORT",
+                   help="the event pipeline: alone, start a local nats-server -js (store under the state dir) "
+                        "and the collector; with a URL, publish to that NATS server or cluster instead")
     p.add_argument("--init-secrets", action="store_true",
                    help="only generate the secrets and per-service --config files (origin.toml, control.toml, "
                         "edge-ID.toml) into --state-dir, then exit (docker-compose uses this)")
@@ -520,13 +596,13 @@ def main(argv: Sequence[str]) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     sup = Supervisor(topo, topology_file=Path(args.topology) if args.topology else None, state_dir=state_dir,
-                     state_file=state_file, restart=args.restart, stopping=stopping)
+                     state_file=state_file, restart=args.restart, stopping=stopping, events=args.events)
     t0 = time.monotonic()
 
     def ready() -> None:
         print(sup.table())
-        print(f"{len(sup.children)} services healthy in {time.monotonic() - t0:.1f}s; state file {state_file}; "
-              f"operator token in {sup.state_dir / 'operator_token'}; Ctrl-C stops all", flush=True)
+        print(ready_text(len(sup.children), time.monotonic() - t0, state_file, sup.child("control").url,
+                         sup.state_dir / "operator_token"), flush=True)
 
     code = 0
     try:

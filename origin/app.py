@@ -18,20 +18,19 @@ import struct
 import time
 from pathlib import Path
 from collections import Counter as Tally
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
 
-from common.auth import bearer_matches
-from common.conditional import none_match, range_applies
 from common.content import Catalog, Title
 from common.cors import install_cors
-from common.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from common.errors import BadRequest, NotFound
+from common.http_input import read_json_object, require_bearer
 from common.hls import master_playlist, media_playlist
 from common.ids import ContentKind, ContentRef, parse_content_path
-from common.ranges import RangeKind, full, parse_range
 from common.segbytes import SegmentSpec
+from common.selection import Outcome, from_headers, select_response
 from common.service import REGISTRY, create_app
 from origin.link import LinkSettings, Pacer
 from origin.media import MediaLibrary, catalog_with_media
@@ -40,6 +39,7 @@ CACHE_CONTROL = "public, max-age=31536000, immutable"
 CHUNK = 256 * 1024
 PACED_CHUNK = 16 * 1024
 MAX_TRACKED_PATHS = 200_000
+LINK_FIELDS = frozenset({"latency_ms", "bandwidth_bps", "total_bandwidth_bps", "error_rate", "down"})
 
 
 
@@ -50,7 +50,7 @@ class OriginState:
                  media: MediaLibrary | None = None) -> None:
         self.media = media or MediaLibrary(Path("."))
         self.catalog = catalog_with_media(catalog, self.media) if media else catalog
-        self.catalog_body = json.dumps(catalog.to_json()).encode()
+        self.catalog_body = json.dumps(self.catalog.to_json()).encode()
         self.admin_token = admin_token
         self.rng = random.Random(seed)
         self.link = link
@@ -82,11 +82,7 @@ def _etag(*parts: object) -> str:
 
 
 def _require_admin(request: web.Request) -> None:
-    auth = request.headers.get("Authorization")
-    if not auth:
-        raise Unauthorized("operator token required")
-    if not bearer_matches(auth, request.app[ORIGIN].admin_token):
-        raise Forbidden("bad operator token")
+    require_bearer(request, request.app[ORIGIN].admin_token, "ocsim-origin")
 
 
 def _reset_connection(request: web.Request) -> None:
@@ -161,32 +157,32 @@ async def _send_file(request: web.Request, state: OriginState, ref: ContentRef) 
     return await _send(request, state, f.length, f.etag, f.content_type, f.chunks(chunk))
 
 
-async def _each(pieces: Iterable[bytes] | AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _each(pieces: Iterable[bytes | memoryview] | AsyncIterator[bytes]) -> AsyncIterator[bytes | memoryview]:
     if isinstance(pieces, AsyncIterator):
-        async for piece in pieces:
-            yield piece
+        async for read in pieces:
+            yield read
     else:
-        for piece in pieces:
-            yield piece
+        for made in pieces:
+            yield made
 
 
 async def _send(request: web.Request, state: OriginState, length: int, etag: str, content_type: str,
-                chunks: Any) -> web.StreamResponse:
+                chunks: Callable[[int, int], Iterable[bytes | memoryview] | AsyncIterator[bytes]]) -> web.StreamResponse:
     headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL, "Accept-Ranges": "bytes",
                "Content-Type": content_type}
-    if none_match(request.headers.get("If-None-Match"), etag):
+    sel = select_response(request.method, length, etag, from_headers(request.headers))
+    if sel.outcome is Outcome.PRECONDITION_FAILED:
+        return web.Response(status=412, headers={"ETag": etag})
+    if sel.outcome is Outcome.NOT_MODIFIED:
         return web.Response(status=304, headers={k: headers[k] for k in ("ETag", "Cache-Control")})
-    rng = parse_range(request.headers.get("Range"), length)
-    if not range_applies(request.headers.get("If-Range"), etag):
-        rng = full(length)
-    resp = web.StreamResponse(headers=headers)
-    if rng.kind is RangeKind.UNSATISFIABLE:
-        return web.Response(status=416, headers={"Content-Range": rng.content_range(length),
+    if sel.outcome is Outcome.UNSATISFIABLE:
+        return web.Response(status=416, headers={"Content-Range": f"bytes */{length}",
                                                  "Accept-Ranges": "bytes", "ETag": etag})
-    if rng.kind is RangeKind.PARTIAL:
-        resp.set_status(206)
-        resp.headers["Content-Range"] = rng.content_range(length)
-    resp.content_length = rng.size
+    resp = web.StreamResponse(status=sel.status, headers=headers)
+    content_range = sel.content_range(length)
+    if content_range is not None:
+        resp.headers["Content-Range"] = content_range
+    resp.content_length = sel.size
     await resp.prepare(request)
     if request.method == "HEAD":
         await resp.write_eof()
@@ -194,7 +190,7 @@ async def _send(request: web.Request, state: OriginState, length: int, etag: str
     link = state.link
     pacer = Pacer(link.bandwidth_bps) if link.bandwidth_bps else None
     loop = asyncio.get_running_loop()
-    async for piece in _each(chunks(rng.start, rng.end)):
+    async for piece in _each(chunks(sel.start, sel.end)):
         if pacer is not None or link.total_bandwidth_bps:
             now = loop.time()
             wait = max(pacer.delay(len(piece), now) if pacer else 0.0,
@@ -225,10 +221,7 @@ async def _get_link(request: web.Request) -> web.Response:
 async def _put_link(request: web.Request) -> web.Response:
     _require_admin(request)
     state = request.app[ORIGIN]
-    try:
-        patch = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("body must be JSON") from None
+    patch = await read_json_object(request, LINK_FIELDS, 16 * 1024)  # the strict input layer
     state.set_link(state.link.updated(patch))
     return web.json_response(state.link.to_json())
 

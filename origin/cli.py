@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from common.auth import load_or_create_secret
+from common.cli_args import HelpFormatter, port
 from common.config import parse_service_args
 from common.content import Catalog, default_catalog, load_catalog
 from common.errors import OcsimError
@@ -19,24 +20,26 @@ from origin.media import MediaLibrary, catalog_with_media, load_media_library
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ocsim origin", description="Run an ocsim origin server.")
+    p = argparse.ArgumentParser(prog="ocsim origin", description="Run an ocsim origin server.",
+                                formatter_class=HelpFormatter)
     p.add_argument("--config", help="TOML file; its [origin] table sets defaults for these flags")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000, help="0 = ephemeral")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
+    p.add_argument("--port", type=port, default=8000, help="0 = ephemeral")
     p.add_argument("--catalog", help="catalog JSON/TOML file (default: 200 built-in titles)")
     p.add_argument("--media", help="media directory of `ocsim package`: its titles are served beside the catalog")
     p.add_argument("--media-only", action="store_true", help="serve only the packaged titles of --media")
     p.add_argument("--latency-ms", type=float, default=0.0, help="added time to first byte")
-    p.add_argument("--bandwidth", default="0", help="per-response cap, e.g. 200Mbit (0 = none)")
-    p.add_argument("--total-bandwidth", default="0", help="cap over all responses, e.g. 1Gbit")
+    p.add_argument("--bandwidth", default="0", help="per-response cap in bits/s, e.g. 200Mbit or 25MB/s (bytes) (0 = none)")
+    p.add_argument("--total-bandwidth", default="0", help="cap over all responses (the uplink), e.g. 1Gbit (0 = none)")
     p.add_argument("--error-rate", type=float, default=0.0, help="share of content requests answered 503")
-    p.add_argument("--down", choices=("off", "503", "refuse"), default="off")
+    p.add_argument("--down", choices=("off", "503", "refuse"), default="off",
+                   help="start broken: answer 503, or refuse connections")
     p.add_argument("--seed", type=int, default=None, help="seed for injected errors")
     p.add_argument("--admin-token", default=os.environ.get("OCSIM_ORIGIN_ADMIN_TOKEN"),
                    help="bearer token for /admin (default: generated into --state-dir)")
-    p.add_argument("--state-dir", default=".ocsim/origin")
-    p.add_argument("--no-access-log", dest="access_log", action="store_false")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--state-dir", default=".ocsim/origin", help="generated secrets live here")
+    p.add_argument("--no-access-log", dest="access_log", action="store_false", help="do not log one line per request")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return p
 
 

@@ -14,20 +14,43 @@ from typing import Any
 from common.errors import BadRequest
 
 DOWN_MODES = ("off", "503", "refuse")
-_RATE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:bit|bps|b/s)?\s*\Z", re.IGNORECASE)
+_RATE_RE = re.compile(r"\s*(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s*([kKmMgGtT]?)(\S*)\s*\Z")
 _RATE_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+# The unit after the prefix says bits or bytes, and the case of the b matters, as it does
+# everywhere else: Mbit, Mbps, Mb/s are megabits; MB/s, MBps, Mbyte/s are megabytes (x 8).
+# A bare "MB" or "B" is a size, not a rate, and is refused rather than guessed.
+_BITS = ("", "bit", "bits", "bps", "b/s", "bit/s", "bits/s")
+_BYTES = ("B/s", "Bps", "byte/s", "bytes/s")
+RATE_HELP = "bits/s, or 500kbit, 200Mbit, 1Gbit (bits), or 25MB/s (bytes per second)"
+
+
+MAX_RATE_BPS = 10**15  # 1 Pbit/s: more than any link we emulate, and far from float overflow
 
 
 def parse_rate(text: str | int | float) -> int:
-    """'200Mbit', '1Gbit', '500kbps', '1e6' or a number -> bits per second (0 = unlimited)."""
+    """'200Mbit', '1Gbit', '500kbps', '25MB/s' (bytes: x 8), '1e6' or a number -> bits per
+    second (0 = unlimited), at most MAX_RATE_BPS. Ambiguous or unknown units, NaN, negative,
+    infinite or absurd rates are a ValueError naming the text (never an OverflowError)."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
-        if text < 0:
-            raise ValueError("a rate must not be negative")
-        return int(text)
-    m = _RATE_RE.match(str(text))
-    if not m:
-        raise ValueError(f"not a rate: {text!r} (e.g. 200Mbit, 1Gbit, 500kbit)")
-    return int(float(m.group(1)) * _RATE_UNITS[m.group(2).lower()])
+        value = float(text) if isinstance(text, float) else text
+    else:
+        m = _RATE_RE.match(str(text)[:64])
+        if not m:
+            raise ValueError(f"not a rate: {str(text)[:40]!r} (use {RATE_HELP})")
+        number, prefix, unit = float(m.group(1)), m.group(2).lower(), m.group(3)
+        if unit in _BITS or unit.lower() in ("bit", "bits", "bit/s", "bits/s"):
+            factor = 1
+        elif unit in _BYTES:
+            factor = 8
+        elif unit in ("B", "byte", "bytes"):
+            raise ValueError(f"{str(text)[:40]!r} is a size, not a rate: write {m.group(1)}{m.group(2)}B/s for "
+                             f"bytes per second or {m.group(1)}{m.group(2)}bit for bits per second")
+        else:
+            raise ValueError(f"not a rate: {str(text)[:40]!r} ({unit[:20]!r} is not a rate unit; use {RATE_HELP})")
+        value = number * _RATE_UNITS[prefix] * factor
+    if value != value or not 0 <= value <= MAX_RATE_BPS:  # NaN, negative, infinite or absurd
+        raise ValueError(f"a rate must be in [0, {MAX_RATE_BPS}] bit/s")
+    return int(value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -309,18 +309,19 @@ class ThroughputAbr:
         return self._ladder.highest_at_most(estimate)
 
 
-ABR_NAMES: tuple[str, ...] = ("bba", "throughput")
+# Each constructor checks its own keyword parameters (an unknown one is a TypeError).
+_ABR_BY_NAME: dict[str, Callable[..., AbrAlgorithm]] = {"bba": BufferBasedAbr, "throughput": ThroughputAbr}
+
+ABR_NAMES: tuple[str, ...] = tuple(_ABR_BY_NAME)
 
 
 def make_abr(name: str = "bba", ladder_kbps: Sequence[int] = (235, 750, 1750, 3000, 5800),
              **params: float | int | bool) -> AbrAlgorithm:
     """Build an ABR algorithm by name ("bba" or "throughput"); params go to its constructor."""
-    key = name.strip().lower()
-    if key == "bba":
-        return BufferBasedAbr(ladder_kbps, **params)  # type: ignore[arg-type]
-    if key == "throughput":
-        return ThroughputAbr(ladder_kbps, **params)  # type: ignore[arg-type]
-    raise ValueError(f"unknown ABR {name!r}; choose one of {', '.join(ABR_NAMES)}")
+    factory = _ABR_BY_NAME.get(name.strip().lower())
+    if factory is None:
+        raise ValueError(f"unknown ABR {name!r}; choose one of {', '.join(ABR_NAMES)}")
+    return factory(ladder_kbps, **params)
 
 
 # --------------------------------------------------------------------------- failover

@@ -16,7 +16,7 @@ Rules:
 
 1. Every request is bounded (`Timeouts`: connect, first byte / stall, total);
    nothing waits without a bound, so a session always ends.
-2. A failed request becomes a `FailureReason` (`classify_status`, `_fetch`):
+2. A failed request becomes a `FailureReason` (`failure_reason_for_status`, `_fetch`):
    connect error -> CONNECT, timeout -> TIMEOUT, 5xx -> SERVER_ERROR, 403 ->
    FORBIDDEN, 404 and other 4xx -> NOT_FOUND, a truncated body, a playlist
    that does not parse or bytes that fail verification -> CORRUPT. The session
@@ -34,8 +34,11 @@ Rules:
    (`verify_segment`): the header names the segment and its length, the body
    must be exactly that long and equal to the synthetic bytes.
 
-`parse_master`, `parse_media` and `verify_segment` are pure and shared with
-the Locust user (loadtests/locustfile.py).
+Everything here that is not IO lives in pure modules shared with the Locust
+user (loadtests/locustfile.py), which must never import aiohttp: the errors
+(`player.errors`), the playlists (`player.playlists`), the play answer
+(`player.play_answer`), status and byte checks (`player.verify`) and the
+report (`player.report`).
 """
 from __future__ import annotations
 
@@ -44,75 +47,31 @@ import inspect
 import json
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import urljoin
 
 import aiohttp
 
-from common.ids import SegmentId
-from common.segbytes import HEADER_LEN, SegmentSpec, parse_header
+from common.events import PlayerSession
+from common.eventsink import EventSink
 from player.abr import FailoverPolicy, FailureReason, make_abr
-from player.session import PlaybackSession, QoEReport, StartupFailover
+from player.errors import ControlUnavailable, PlaylistError, SteeringError, UnknownTitle
+from player.playlists import MasterPlaylist, MediaPlaylist, parse_master, parse_media
+from player.play_answer import Candidate, parse_play_answer
+from player.report import PlayerEvent, PlayReport
+from player.session import PlaybackSession, StartupFailover
+from player.verify import failure_reason_for_status, verify_segment
 
-__all__ = [
-    "Candidate",
-    "ControlUnavailable",
-    "MasterPlaylist",
-    "MediaPlaylist",
-    "PlayReport",
-    "PlayerError",
-    "PlayerEvent",
-    "PlaylistError",
-    "StartupFailover",
-    "SteeringError",
-    "Timeouts",
-    "UnknownTitle",
-    "classify_status",
-    "parse_master",
-    "parse_media",
-    "parse_play_answer",
-    "play_session",
-    "verify_segment",
-]
+__all__ = ["EventHook", "Timeouts", "play_session"]
 
 MAX_PLAYLIST_BYTES = 1024 * 1024
+SESSION_HEADER = "X-Ocsim-Session"  # the play id, so edge requests join to this session
+PROGRESS_EVERY = 5  # a player.session progress event every this many segments
 MAX_SEGMENT_BYTES = 64 * 1024 * 1024
 MAX_PLAY_ANSWER_BYTES = 256 * 1024
 
 
-# --------------------------------------------------------------------------- errors
-
-
-class PlayerError(Exception):
-    """Root of the player's errors; `kind` is a short machine-readable name."""
-
-    kind = "player"
-
-
-class SteeringError(PlayerError):
-    """The control plane answered, but not with candidates we can use."""
-
-    kind = "steering"
-
-
-class UnknownTitle(SteeringError):
-    """The control plane does not know the title (404 on play)."""
-
-    kind = "unknown_title"
-
-
-class ControlUnavailable(SteeringError):
-    """The control plane could not be reached, timed out, or answered 5xx."""
-
-    kind = "control_unavailable"
-
-
-class PlaylistError(PlayerError):
-    """A playlist that does not parse as the HLS we expect (the peer's fault)."""
-
-    kind = "manifest"
+# --------------------------------------------------------------------------- control flow
 
 
 class _EdgeFailure(Exception):
@@ -133,193 +92,7 @@ class _Fatal(Exception):
         self.message = message
 
 
-# --------------------------------------------------------------------------- playlists
-
-
-@dataclass(frozen=True, slots=True)
-class MasterPlaylist:
-    """Renditions by bitrate (kbit/s) -> absolute media playlist URL."""
-
-    url: str
-    renditions: Mapping[int, str]
-
-    @property
-    def ladder_kbps(self) -> tuple[int, ...]:
-        return tuple(sorted(self.renditions))
-
-
-@dataclass(frozen=True, slots=True)
-class MediaPlaylist:
-    """A VOD media playlist: absolute segment URLs and their durations."""
-
-    url: str
-    segment_urls: tuple[str, ...]
-    durations: tuple[float, ...]
-
-    @property
-    def target_s(self) -> float:
-        return max(self.durations)
-
-
-def _attributes(text: str) -> dict[str, str]:
-    """RFC 8216 4.2 attribute list: NAME=value pairs, quoted strings may hold commas."""
-    attrs: dict[str, str] = {}
-    i, n = 0, len(text)
-    while i < n:
-        eq = text.find("=", i)
-        if eq < 0:
-            break
-        name = text[i:eq].strip()
-        j = eq + 1
-        if j < n and text[j] == '"':
-            end = text.find('"', j + 1)
-            if end < 0:
-                raise PlaylistError("unterminated quoted string in attribute list")
-            value, j = text[j + 1:end], end + 1
-        else:
-            end = text.find(",", j)
-            end = n if end < 0 else end
-            value, j = text[j:end].strip(), end
-        attrs[name] = value
-        comma = text.find(",", j)
-        i = n if comma < 0 else comma + 1
-    return attrs
-
-
-def _lines(text: str) -> list[str]:
-    lines = [ln.strip() for ln in text.splitlines()]
-    lines = [ln for ln in lines if ln]
-    if not lines or lines[0] != "#EXTM3U":
-        raise PlaylistError("not an HLS playlist (no #EXTM3U)")
-    return lines
-
-
-def parse_master(text: str, url: str) -> MasterPlaylist:
-    """A master playlist's variants by bitrate; URIs resolved against `url`.
-
-    The bitrate is AVERAGE-BANDWIDTH (RFC 8216 4.3.4.2) when present, else
-    BANDWIDTH, in kbit/s: ocsim names renditions by exactly that number.
-    """
-    lines = _lines(text)
-    renditions: dict[int, str] = {}
-    pending: int | None = None
-    for line in lines[1:]:
-        if line.startswith("#EXT-X-STREAM-INF:"):
-            attrs = _attributes(line.split(":", 1)[1])
-            raw = attrs.get("AVERAGE-BANDWIDTH") or attrs.get("BANDWIDTH")
-            if raw is None or not raw.isdigit() or int(raw) < 1000:
-                raise PlaylistError(f"variant without a usable bandwidth: {line[:80]}")
-            pending = int(raw) // 1000
-        elif line.startswith("#"):
-            continue
-        else:
-            if pending is None:
-                raise PlaylistError(f"URI without #EXT-X-STREAM-INF: {line[:80]}")
-            if pending in renditions:
-                raise PlaylistError(f"two variants at {pending} kbit/s")
-            renditions[pending] = urljoin(url, line)
-            pending = None
-    if not renditions:
-        raise PlaylistError("master playlist lists no variants")
-    return MasterPlaylist(url, renditions)
-
-
-def parse_media(text: str, url: str) -> MediaPlaylist:
-    """A VOD media playlist (must end with #EXT-X-ENDLIST); URIs resolved against `url`."""
-    lines = _lines(text)
-    urls: list[str] = []
-    durations: list[float] = []
-    pending: float | None = None
-    ended = False
-    for line in lines[1:]:
-        if line.startswith("#EXTINF:"):
-            raw = line.split(":", 1)[1].split(",", 1)[0]
-            try:
-                pending = float(raw)
-            except ValueError:
-                raise PlaylistError(f"bad #EXTINF duration {raw[:40]!r}") from None
-            if not (math.isfinite(pending) and pending > 0):
-                raise PlaylistError(f"bad #EXTINF duration {raw[:40]!r}")
-        elif line == "#EXT-X-ENDLIST":
-            ended = True
-        elif line.startswith("#"):
-            continue
-        else:
-            if pending is None:
-                raise PlaylistError(f"segment URI without #EXTINF: {line[:80]}")
-            urls.append(urljoin(url, line))
-            durations.append(pending)
-            pending = None
-    if not urls:
-        raise PlaylistError("media playlist lists no segments")
-    if not ended:
-        raise PlaylistError("media playlist is not VOD (no #EXT-X-ENDLIST)")
-    return MediaPlaylist(url, tuple(urls), tuple(durations))
-
-
-def verify_segment(title: str, rendition_kbps: int, index: int, body: bytes) -> str | None:
-    """None if `body` is exactly segment (title, rendition, index); else why not."""
-    header = parse_header(bytes(body[:HEADER_LEN]))
-    if header is None:
-        return "no segment header"
-    ident, length = header
-    seg = SegmentId(title, rendition_kbps, index)
-    if ident != str(seg):
-        return f"misrouted: got {ident[:80]}, expected {seg}"
-    if len(body) != length:
-        return f"truncated: {len(body)} of {length} bytes"
-    try:
-        spec = SegmentSpec(seg, length)
-    except ValueError as exc:
-        return str(exc)
-    if not spec.verify(0, body):
-        return "body bytes differ"
-    return None
-
-
-# --------------------------------------------------------------------------- steering
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    edge: str
-    url: str  # the signed master playlist URL
-
-
-def parse_play_answer(obj: Any) -> tuple[str | None, tuple[Candidate, ...]]:
-    """(isp, candidates) from a `POST /v1/play` answer; SteeringError if malformed."""
-    if not isinstance(obj, dict) or not isinstance(obj.get("candidates"), list):
-        raise SteeringError('play answer is not {"candidates": [...]}')
-    seen: set[str] = set()
-    out: list[Candidate] = []
-    for c in obj["candidates"]:
-        if not (isinstance(c, dict) and isinstance(c.get("edge"), str) and isinstance(c.get("url"), str)):
-            raise SteeringError("play answer has a malformed candidate")
-        if not c["url"].startswith(("http://", "https://")):
-            raise SteeringError(f"candidate {c['edge'][:40]} has no absolute URL")
-        if c["edge"] not in seen:
-            seen.add(c["edge"])
-            out.append(Candidate(c["edge"], c["url"]))
-    if not out:
-        raise SteeringError("steering has no edge for this title right now")
-    isp = obj.get("isp")
-    return (isp if isinstance(isp, str) else None), tuple(out)
-
-
-def classify_status(status: int) -> FailureReason | None:
-    """The failover reason for an HTTP status; None for 200."""
-    if status == 200:
-        return None
-    if status == 403:
-        return FailureReason.FORBIDDEN
-    if status >= 500:
-        return FailureReason.SERVER_ERROR
-    if 400 <= status < 500:
-        return FailureReason.NOT_FOUND
-    return FailureReason.CORRUPT  # 1xx/2xx/3xx we did not ask for
-
-
-# --------------------------------------------------------------------------- reports
+# --------------------------------------------------------------------------- bounds
 
 
 @dataclass(frozen=True)
@@ -334,67 +107,6 @@ class Timeouts:
 
     def client(self, total: float) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(total=total, sock_connect=self.connect_s, sock_read=self.read_s)
-
-
-@dataclass(frozen=True)
-class PlayerEvent:
-    """What the driver just did; handed to the optional `on_event` hook."""
-
-    kind: str                    # "steer" | "segment" | "failure" | "resteer" | "end"
-    edge: str | None = None
-    index: int | None = None
-    bitrate_kbps: int | None = None
-    nbytes: int = 0
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
-class PlayReport:
-    """One session's QoE (from the pure session) plus what only the driver knows."""
-
-    title: str
-    isp: str | None
-    qoe: QoEReport | None        # None: the session never got to its first playlist
-    startup_failures: Mapping[str, Any] | None  # failover counts when qoe is None
-    errors: int                  # unrecovered errors (0 or 1): the session could not go on
-    error: str | None
-    error_kind: str | None
-    verify: bool
-    verified_segments: int
-    edges: tuple[str, ...]       # edges that served bytes, in order of first use
-    playlist_bytes: int
-    speed: float
-    wall_s: float
-
-    @property
-    def ok(self) -> bool:
-        return self.errors == 0 and self.qoe is not None and self.qoe.state == "ended"
-
-    @property
-    def verified(self) -> bool:
-        """Every downloaded segment was verified, and the session played to the end."""
-        return (self.verify and self.ok and self.qoe is not None
-                and self.verified_segments == self.qoe.segments > 0)
-
-    def to_dict(self) -> dict[str, Any]:
-        if self.qoe is not None:
-            d = self.qoe.to_dict()
-        else:
-            d = {"state": "failed", "startup_s": None, "rebuffer_count": 0, "rebuffer_s": 0.0,
-                 "avg_bitrate_kbps": 0.0, "switches": 0, "failovers": 0, "retries": 0, "resteers": 0,
-                 "errors": 0, "error_reasons": {}, "bytes": 0, "bytes_per_edge": {}, "segments": 0,
-                 "n_segments": 0, "played_s": 0.0, "qoe_lin": 0.0, "abr": None}
-            d.update(self.startup_failures or {})
-        # The session counts every failed request; the report's `errors` are the unrecovered ones.
-        d["failed_requests"] = d.pop("errors")
-        d["failure_reasons"] = d.pop("error_reasons")
-        d.update(
-            title=self.title, isp=self.isp, errors=self.errors, error=self.error,
-            error_kind=self.error_kind, verify=self.verify, verified=self.verified,
-            verified_segments=self.verified_segments, edges=list(self.edges),
-            playlist_bytes=self.playlist_bytes, speed=self.speed, wall_s=round(self.wall_s, 3),
-        )
-        return d
 
 
 # --------------------------------------------------------------------------- the driver
@@ -416,8 +128,13 @@ class _Player:
     def __init__(self, http: aiohttp.ClientSession, control_url: str, title: str, *,
                  isp: str | None, client_ip: str | None, speed: float, verify: bool, abr: str,
                  timeouts: Timeouts, policy: FailoverPolicy, buffer_cap_s: float,
-                 max_segments: int | None, on_event: EventHook | None) -> None:
+                 max_segments: int | None, on_event: EventHook | None,
+                 events: EventSink | None = None) -> None:
         self.http = http
+        self.events = events if events is not None and events.enabled else None
+        self.play_id: str | None = None  # from the play answer; sent as X-Ocsim-Session
+        self.segments_done = 0
+        self._headers: dict[str, str] = {}
         self.control_url = control_url.rstrip("/")
         self.title = title
         self.isp = isp
@@ -481,17 +198,21 @@ class _Player:
         except ValueError:
             raise SteeringError("play answer is not JSON") from None
         isp, candidates = parse_play_answer(obj)
+        pid = obj.get("play_id") if isinstance(obj, dict) else None
+        if isinstance(pid, str) and 0 < len(pid) <= 64 and pid.isascii() and pid.isalnum():
+            self.play_id = pid
+            self._headers = {SESSION_HEADER: pid}
         self.answered_isp = isp
         self.edges = {c.edge: _EdgeView(c) for c in candidates}
         self.ranked = [c.edge for c in candidates]
-        await self._emit(PlayerEvent("steer", reason=",".join(self.ranked)))
+        await self._emit(PlayerEvent("steer", reason=",".join(self.ranked), isp=isp))
 
     # ----------------------------------------------------------------- fetching
 
     async def _fetch(self, url: str, total_s: float, limit: int) -> bytes:
         try:
-            async with self.http.get(url, timeout=self.timeouts.client(total_s)) as resp:
-                reason = classify_status(resp.status)
+            async with self.http.get(url, timeout=self.timeouts.client(total_s), headers=self._headers) as resp:
+                reason = failure_reason_for_status(resp.status)
                 if reason is not None:
                     raise _EdgeFailure(reason, f"HTTP {resp.status}")
                 return await _read_limited(resp, limit)
@@ -618,6 +339,9 @@ class _Player:
             s.on_segment_downloaded(req.index, req.bitrate_kbps, len(body), started, self.now(), edge=edge)
             if edge not in self.served_by:
                 self.served_by.append(edge)
+            self.segments_done += 1
+            if self.events is not None and self.segments_done % PROGRESS_EVERY == 0:
+                self._session_event("progress")
             await self._emit(PlayerEvent("segment", edge=edge, index=req.index,
                                          bitrate_kbps=req.bitrate_kbps, nbytes=len(body)))
         if s.all_downloaded and not s.finished:
@@ -634,6 +358,8 @@ class _Player:
             except SteeringError as exc:
                 raise _Fatal(exc.kind, str(exc)) from None
             self.current = self.ranked[0]
+            if self.events is not None:
+                self._session_event("start")
             self.session = await self._bootstrap()
             self.session.start(0.0)  # start-up counts from the play request
             await self._play(self.session)
@@ -642,7 +368,7 @@ class _Player:
             if self.session is not None and not self.session.finished:
                 self.session.on_error(exc.kind, fatal=True, now=self.now())
         await self._emit(PlayerEvent("end", reason=None if error is None else error.message))
-        return PlayReport(
+        report = PlayReport(
             title=self.title,
             isp=self.answered_isp if self.answered_isp is not None else self.isp,
             qoe=None if self.session is None else self.session.report(),
@@ -657,6 +383,27 @@ class _Player:
             speed=self.speed,
             wall_s=time.monotonic() - t_real,
         )
+        if self.events is not None and self.play_id is not None:
+            self._session_event("end", report)
+        return report
+
+    def _session_event(self, phase: str, report: PlayReport | None = None) -> None:
+        """player.session: the QoE so far (the fields of `ocsim play --json`)."""
+        if self.events is None or self.play_id is None:
+            return
+        q = self.session.report() if self.session is not None else None
+        verified = report.verified if report is not None and self.verify else None
+        isp = self.answered_isp if self.answered_isp is not None else self.isp
+        errors = (q.errors if q is not None else 0) + (report.errors if report is not None else 0)
+        if q is None:
+            state = "failed" if report is not None else "starting"
+            self.events.emit(PlayerSession(self.play_id, phase, self.title, isp, self.current or None, state, None,
+                                           0, 0.0, 0.0, 0, 0, errors, 0, 0, 0.0, 0.0, verified))
+            return
+        self.events.emit(PlayerSession(
+            self.play_id, phase, self.title, isp, self.current or None, q.state, q.startup_s, q.rebuffer_count,
+            q.rebuffer_s, q.avg_bitrate_kbps, q.switches, q.failovers, errors, q.bytes, q.segments, q.played_s,
+            q.qoe_lin, verified))
 
 
 class _TooLarge(Exception):
@@ -708,6 +455,7 @@ async def play_session(
     buffer_cap_s: float = 60.0,
     max_segments: int | None = None,
     on_event: EventHook | None = None,
+    events: EventSink | None = None,
 ) -> PlayReport:
     """Play `title` once, start to end, and report; never raises for network or peer trouble.
 
@@ -731,7 +479,8 @@ async def play_session(
     try:
         player = _Player(http, control_url, title, isp=isp, client_ip=client_ip, speed=speed,
                          verify=verify, abr=abr, timeouts=timeouts, policy=policy,
-                         buffer_cap_s=buffer_cap_s, max_segments=max_segments, on_event=on_event)
+                         buffer_cap_s=buffer_cap_s, max_segments=max_segments, on_event=on_event,
+                         events=events)
         return await player.run()
     finally:
         if own:

@@ -204,7 +204,8 @@ def test_generated_configs_are_what_each_service_reads(services: dict[str, Any],
         got = parser.parse_args(cmd)
         if sub == "edge":
             assert bytes.fromhex(got.edge_key) == edge_key(secrets.fleet_secret, got.id)
-            assert got.operator_token == secrets.operator_token and got.token_key == secrets.keyring.format()
+            assert got.operator_token == secrets.edge_operator_token and got.token_key == secrets.keyring.format()
+            assert got.operator_token != secrets.operator_token  # the edges' token does not open control
         elif sub == "control":
             assert got.operator_token == secrets.operator_token
             assert bytes.fromhex(got.fleet_secret) == secrets.fleet_secret

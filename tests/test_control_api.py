@@ -21,6 +21,8 @@ from common.tokens import Keyring, TokenVerdict, split_token_path
 from common.wire import CONTENT_TYPE, EDGE_HEADER, SIGNATURE_HEADER, Heartbeat, sign
 from control import openapi
 from control.app import OPERATOR_ROUTES, STATE, ControlConfig, build_app
+from control.handlers import ADMIN_FIELDS, JOB_FIELDS, PLAY_FIELDS
+from control.routes import ROUTES
 from control.topology import parse_topology
 from test_control_support import FLEET_SECRET, OPERATOR_TOKEN, TOKEN_KEY, TOPOLOGY, ControlRefused, SimEdge, \
     aiohttp_poster, bearer
@@ -106,7 +108,31 @@ async def test_openapi_lists_exactly_the_registered_routes(client: Client) -> No
     text = json.dumps(doc)
     for ref in set(re.findall(r'"#/components/schemas/([A-Za-z]+)"', text)):
         assert ref in doc["components"]["schemas"]
-    assert openapi.spec() == doc
+    assert openapi.spec(ROUTES) == doc
+
+
+async def test_openapi_says_who_may_call_and_what_bodies_hold(client: Client) -> None:
+    """The document is derived from the route table; check it against what the app does."""
+    doc = await (await client.get("/openapi.json")).json()
+    for p, item in doc["paths"].items():
+        for m, op in item.items():
+            if m == "parameters":
+                continue
+            # the path parameters are the route's placeholders
+            assert [x["name"] for x in item.get("parameters", [])] == re.findall(r"\{([^}]+)\}", p), p
+            resp = await client.request(m.upper(), _concrete(p), json={})
+            if "security" in op:  # documented as operator-only: the app refuses without the token
+                assert resp.status == 401, (m, p)
+                assert {"401", "403"} <= set(op["responses"]), (m, p)
+            else:  # documented as open: the app does not ask for the token
+                assert resp.status != 401, (m, p)
+                assert "401" not in op["responses"], (m, p)
+            assert str(resp.status) in op["responses"] or "security" in op, (m, p, resp.status)
+    # the JSON bodies the handlers accept are the fields the schemas describe
+    schemas = doc["components"]["schemas"]
+    for name, fields in (("PlayRequest", PLAY_FIELDS), ("JobRequest", JOB_FIELDS), ("AdminRequest", ADMIN_FIELDS)):
+        assert set(schemas[name]["properties"]) == fields, name
+        assert schemas[name]["additionalProperties"] is False, name
 
 
 # ------------------------------------------------------------------ play
@@ -118,7 +144,7 @@ async def test_play_answer_shape_and_tokens_verify(client: Client) -> None:
         await e.heartbeat()
     status, body = await play(client, title="alpha", client_ip="10.1.2.3")
     assert status == 200
-    assert set(body) == {"title", "isp", "candidates", "expires"}
+    assert set(body) == {"title", "isp", "candidates", "expires", "play_id"}  # play_id: X-Ocsim-Session
     assert body["title"] == "alpha" and body["isp"] == "isp-a"
     edges = [c["edge"] for c in body["candidates"]]
     assert set(edges[:2]) == {"a1", "a2"} and edges[2:] == ["b1"]
@@ -305,7 +331,7 @@ async def test_edge_messages_are_authenticated_and_fresh(client: Client) -> None
     with pytest.raises(ControlRefused) as err:
         await e.send("/v1/edges/a1/heartbeat", e.heartbeat_msg(), key=b1.key)
     assert err.value.status == 403
-    # malformed msgpack with a valid signature: 400; header and path must agree: 400
+    # malformed msgpack with a valid signature: 400; header and path must agree: 403
     junk = b"\xc1\xc1\xc1"
     resp = await client.post("/v1/edges/a1/heartbeat", data=junk, headers={
         EDGE_HEADER: "a1", SIGNATURE_HEADER: sign(e.key, junk), "Content-Type": CONTENT_TYPE})
@@ -316,7 +342,7 @@ async def test_edge_messages_are_authenticated_and_fresh(client: Client) -> None
     assert resp.status == 400
     resp = await client.post("/v1/edges/a1/heartbeat", data=body, headers={
         EDGE_HEADER: "b1", SIGNATURE_HEADER: sign(b1.key, body), "Content-Type": CONTENT_TYPE})
-    assert resp.status == 400
+    assert resp.status == 403  # another edge named than the path: not authenticated (issue 15)
     resp = await client.post("/v1/edges/a1/heartbeat", data=b"x" * (2 * 1024 * 1024), headers={
         EDGE_HEADER: "a1", SIGNATURE_HEADER: "00", "Content-Type": CONTENT_TYPE})
     assert resp.status == 413

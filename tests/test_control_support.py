@@ -57,6 +57,7 @@ class SimEdge:
     used_bytes: int = 0
     secret: bytes = FLEET_SECRET
     seq: int = 0
+    registration_ts: float = 0.0
     titles: set[str] = field(default_factory=set)
     plans: dict[str, FillPlan] = field(default_factory=dict)
     progress: dict[str, FillProgress] = field(default_factory=dict)  # reported until acknowledged final
@@ -86,15 +87,16 @@ class SimEdge:
 
     async def register(self) -> ControlReply:
         self.seq = 0
+        self.registration_ts = time.time()
         return await self.send("/v1/edges/register", Register(self.edge_id, self.isp, self.url,
-                                                              self.capacity_bytes, time.time()))
+                                                              self.capacity_bytes, self.registration_ts))
 
     def heartbeat_msg(self, state: str = "up") -> Heartbeat:
         self.seq += 1
         return Heartbeat(edge_id=self.edge_id, isp=self.isp, url=self.url, seq=self.seq, ts=time.time(),
                          state=state, capacity_bytes=self.capacity_bytes, used_bytes=self.used_bytes,
                          objects=0, req_rate=0.0, byte_rate=0.0, hit_ratio=0.0, titles=sorted(self.titles),
-                         fills=list(self.progress.values()))
+                         fills=list(self.progress.values()), registration_ts=self.registration_ts)
 
     async def heartbeat(self, state: str = "up") -> ControlReply:
         if self.auto_fill:

@@ -160,8 +160,9 @@ def _reg(ts: float, edge: str = "e1") -> Register:
     return Register(edge, "isp-a", "http://127.0.0.1:1", 1000, ts)
 
 
-def _hb(seq: int, ts: float, edge: str = "e1", state: str = "up") -> Heartbeat:
-    return Heartbeat(edge, "isp-a", "http://127.0.0.1:1", seq, ts, state, 1000, 10, 1, 0.0, 0.0, 0.0, ["t1"])
+def _hb(seq: int, ts: float, edge: str = "e1", state: str = "up", reg: float = 1_000_000.0) -> Heartbeat:
+    return Heartbeat(edge, "isp-a", "http://127.0.0.1:1", seq, ts, state, 1000, 10, 1, 0.0, 0.0, 0.0, ["t1"],
+                     registration_ts=reg)
 
 
 def test_fleet_refuses_replays_and_skewed_clocks() -> None:
@@ -181,7 +182,7 @@ def test_fleet_refuses_replays_and_skewed_clocks() -> None:
         fleet.register(_reg(now), now + 1)  # a replayed registration cannot reset the sequence
     fleet.heartbeat(_hb(2, now + 1), now + 1)
     fleet.register(_reg(now + 2), now + 2)  # a new registration starts a new sequence
-    fleet.heartbeat(_hb(1, now + 2), now + 2)
+    fleet.heartbeat(_hb(1, now + 2, reg=now + 2), now + 2)
     assert fleet.get("e1").titles == frozenset({"t1"}) and fleet.state("e1", now + 2) == "up"
     assert fleet.state("e1", now + 2 + 3.6) == "down"
     with pytest.raises(BadRequest):
@@ -196,7 +197,7 @@ def test_fleet_views_are_reused_while_nothing_changes() -> None:
     fleet.register(_reg(now), now)
     v1 = fleet.views(now)
     assert fleet.views(now + 0.1) is v1
-    fleet.heartbeat(_hb(1, now), now)  # titles changed
+    fleet.heartbeat(_hb(1, now, reg=now), now)  # titles changed
     v2 = fleet.views(now)
     assert v2 is not v1 and v2[0].titles == frozenset({"t1"})
     assert fleet.views(now + 10)[0].state == "down"

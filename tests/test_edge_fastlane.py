@@ -218,7 +218,7 @@ async def test_sigterm_with_idle_fast_connections(
 
 
 async def test_fast_lane_can_be_turned_off(start_service: StartService, origin: ServiceProcess, tmp_path: Path) -> None:
-    edge = start_edge(start_service, tmp_path, origin.url, env={"OCSIM_FASTLANE": "0"})
+    edge = start_edge(start_service, tmp_path, origin.url, "--no-fast-lane")
     bodies = await warm(edge.url, MASTER)
     c = await Raw.open(edge.url)
     try:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.fill import UpstreamOutcome, classify_status
+from edge.fill import UpstreamOutcome, upstream_status_outcome
 from edge.policy import make_policy
 from edge.store import META_SUFFIX, DiskStore, ObjectMeta, key_digest
 
@@ -193,7 +193,7 @@ def test_meta_rejects_garbage() -> None:
     (503, UpstreamOutcome.FAIL), (100, UpstreamOutcome.FAIL),
 ])
 def test_upstream_status_table(status: int, outcome: UpstreamOutcome) -> None:
-    assert classify_status(status) is outcome
+    assert upstream_status_outcome(status) is outcome
 
 
 async def test_open_errors_keep_the_object_a_missing_file_drops_it(tmp_path: Path,

@@ -35,22 +35,17 @@ from tests.topologies import ONE_ISP_TWO_EDGES, SHORT_CATALOG
 from aiohttp import web
 
 from common.content import Catalog, Title
+from common.errors import OcsimError, UpstreamError
 from common.hls import master_playlist, media_playlist
 from common.ids import ContentKind, parse_content_path
 from common.tokens import split_token_path
 from player.abr import FailoverPolicy, FailureReason
-from player.driver import (
-    PlayerEvent,
-    PlaylistError,
-    SteeringError,
-    Timeouts,
-    classify_status,
-    parse_master,
-    parse_media,
-    parse_play_answer,
-    play_session,
-    verify_segment,
-)
+from player.driver import Timeouts, play_session
+from player.errors import ControlUnavailable, PlayerError, PlaylistError, SteeringError, UnknownTitle
+from player.play_answer import parse_play_answer
+from player.playlists import parse_master, parse_media
+from player.report import PlayerEvent
+from player.verify import failure_reason_for_status, verify_segment
 
 TITLE = Title("short-a", 30.0)  # 8 segments, the last one 2 s
 CATALOG = Catalog.of([TITLE, Title("short-b", 24.0), Title("short-c", 40.0)])
@@ -123,13 +118,22 @@ def test_verify_segment_accepts_the_real_bytes_only() -> None:
     assert verify_segment("short-a", 750, 2, b"x" * 500) == "no segment header"
 
 
+def test_player_errors_hang_under_the_one_tree() -> None:
+    """common/errors.py is the one exception tree: the player's errors are its upstream's fault."""
+    for cls in (PlayerError, SteeringError, UnknownTitle, ControlUnavailable, PlaylistError):
+        assert issubclass(cls, UpstreamError) and issubclass(cls, OcsimError)
+    exc = UnknownTitle("unknown title 'x'")
+    assert (exc.kind, exc.reason, str(exc), exc.status) == ("unknown_title", "unknown title 'x'", "unknown title 'x'", 502)
+    assert issubclass(UnknownTitle, SteeringError) and not issubclass(PlaylistError, SteeringError)
+
+
 @pytest.mark.parametrize(("status", "reason"), [
     (200, None), (403, FailureReason.FORBIDDEN), (404, FailureReason.NOT_FOUND),
     (416, FailureReason.NOT_FOUND), (502, FailureReason.SERVER_ERROR), (504, FailureReason.SERVER_ERROR),
     (206, FailureReason.CORRUPT),
 ])
-def test_classify_status(status: int, reason: FailureReason | None) -> None:
-    assert classify_status(status) is reason
+def test_failure_reason_for_status(status: int, reason: FailureReason | None) -> None:
+    assert failure_reason_for_status(status) is reason
 
 
 @pytest.mark.parametrize("obj", [
@@ -425,9 +429,10 @@ async def test_cli_json_and_exit_codes(cleanup: list[Any]) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ocsim", "play", "nope", "--control", control.url, "--isp", "isp-a",
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 1
-    assert "unknown_title" in out.decode() and "nope" in out.decode()
+    # a session that played nothing: one line on stderr, not a table of zeros (issue 15)
+    assert out == b"" and "unknown_title" in err.decode() and "nope" in err.decode()
 
 
 def test_cli_unreachable_control_exits_1() -> None:

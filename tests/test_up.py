@@ -127,18 +127,32 @@ def test_command_lines_parse_with_each_part_s_own_parser(tmp_path: Path) -> None
     from edge.cli import build_parser as edge_parser
     from origin.cli import build_parser as origin_parser
 
-    secrets = Secrets("op-token", bytes(32), Keyring.generate(), "origin-token")
+    from common.config import apply_config
+    from ocsim.up import write_service_configs
+
+    secrets = Secrets("op-token", bytes(32), Keyring.generate(), "origin-token", "edge-op-token")
     topo = DEFAULT_TOPOLOGY
-    o = origin_parser().parse_args(origin_args(topo, secrets, tmp_path, 0)[1:])
+    write_service_configs(topo, secrets, tmp_path)
+
+    def parse(parser: Any, section: str, argv: list[str]) -> Any:
+        for secret in ("op-token", "origin-token", "edge-op-token", bytes(32).hex(), secrets.keyring.format()):
+            assert secret not in argv  # secrets never on a command line (ps, /proc/*/cmdline)
+        apply_config(parser, section, argv, env={})
+        return parser.parse_args(argv)
+
+    o = parse(origin_parser(), "origin", origin_args(topo, secrets, tmp_path, 0)[1:])
     assert o.latency_ms == topo.origin.latency_ms and o.admin_token == "origin-token"
-    c = control_parser().parse_args(control_args(topo, tmp_path / "t.toml", "http://127.0.0.1:1", secrets,
-                                                 tmp_path, 0)[1:])
+    c = parse(control_parser(), "control", control_args(topo, tmp_path / "t.toml", "http://127.0.0.1:1", secrets,
+                                                        tmp_path, 0)[1:])
     assert c.operator_token == "op-token" and c.fleet_secret == bytes(32).hex() and c.origin == "http://127.0.0.1:1"
     edge = topo.isps["isp-a"].edges[0]
-    e = edge_parser().parse_args(edge_args(edge, "http://127.0.0.1:1", "http://127.0.0.1:2", secrets, tmp_path, 0,
-                                           ["http://127.0.0.1:3"])[1:])
+    e = parse(edge_parser(), "edge", edge_args(edge, "http://127.0.0.1:1", "http://127.0.0.1:2", secrets, tmp_path, 0,
+                                               ["http://127.0.0.1:3"])[1:])
     assert e.id == "isp-a-1" and e.isp == "isp-a" and e.peer == ["http://127.0.0.1:3"]
     assert e.edge_key == secrets.edge_key_hex("isp-a-1") != secrets.edge_key_hex("isp-a-2")
+    assert e.operator_token == "edge-op-token" != c.operator_token  # per-service operator tokens
+    for f in tmp_path.glob("*.toml"):
+        assert f.stat().st_mode & 0o777 == 0o600, f
     assert e.cache_dir == str(tmp_path / "cache" / "isp-a-1")
 
 
@@ -266,8 +280,14 @@ def test_up_writes_the_state_file_and_everything_is_healthy(start_up: Callable[.
     assert status == 200
     assert {e["id"]: e["state"] for e in fleet["edges"]} == {"isp-a-1": "up", "isp-a-2": "up", "b-only": "up"}
     assert http_json(f"{state['origin']}/admin/stats", state["origin_admin_token"])[0] == 200
-    for e in state["edges"]:  # the operator token works on the edges too
-        assert http_json(f"{e['url']}/admin/stats", state["operator_token"])[0] == 200
+    for e in state["edges"]:  # the edges have their own operator token, which opens nothing else
+        assert http_json(f"{e['url']}/admin/stats", state["edge_operator_token"])[0] == 200
+        assert http_json(f"{e['url']}/admin/stats", state["operator_token"])[0] == 403
+    assert http_json(f"{state['control']}/v1/fleet", state["edge_operator_token"])[0] == 403
+    for pid in state["pids"].values():  # and no secret is on any child's command line
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        for secret in (state["operator_token"], state["edge_operator_token"], state["origin_admin_token"]):
+            assert secret not in cmdline, pid
     # The topology reached the control plane: a client of isp-b is steered to isp-b's edge first,
     # and the signed URL plays (token keyring shared by control and edges).
     status, play = http_json(f"{state['control']}/v1/play", method="POST", body={"title": "t0",
@@ -276,7 +296,8 @@ def test_up_writes_the_state_file_and_everything_is_healthy(start_up: Callable[.
     with urllib.request.urlopen(play["candidates"][0]["url"], timeout=5) as resp:
         assert resp.status == 200 and b"#EXTM3U" in resp.read()
     secrets_dir = up.dir / "state"
-    for name in ("operator_token", "fleet_secret", "token_keys", "origin_admin_token"):
+    for name in ("operator_token", "fleet_secret", "token_keys", "origin_admin_token", "edge_operator_token",
+                 "control.toml", "origin.toml", "edge-isp-a-1.toml"):
         assert (secrets_dir / name).stat().st_mode & 0o777 == 0o600, name
     assert (secrets_dir / "operator_token").read_text().strip() == state["operator_token"]
     assert (up.state_file.stat().st_mode & 0o777) == 0o600

@@ -1,0 +1,226 @@
+"""Event pipeline benchmark: ingest rate, event-to-queryable latency, edge hits with events on/off.
+
+    .venv/bin/python bench/pipeline_bench.py [--events 300000] [--crowd-rate 3000] [--crowd-seconds 20]
+                                             [--wrk-duration 8] [--connections 32]
+
+One run, on 127.0.0.1 only, with a local `nats-server -js` and one collector (`ocsim pipeline`):
+
+1. **Sustained events/s into the store.** `--events` edge.request events are published into the
+   stream while no collector runs (so the stream holds a backlog), then the collector starts and
+   the clock runs until every event is committed in DuckDB (polled on its /healthz). That is the
+   rate the store takes events at, decode + dedup-by-id insert + commit + ack. Goal >= 50,000/s.
+2. **Event-to-queryable latency under a crowd.** Events (edge.request + player.session, as a
+   demo crowd makes) are emitted at `--crowd-rate` per second for `--crowd-seconds` through the
+   same BufferedSink the services use; each stored row has `ingested_at` (commit time) and `ts`
+   (emit time): p50 / p99 of the difference. Goal p99 <= 2 s.
+3. **Edge hit throughput, events on vs off, same run.** Two edges on one origin, identical but
+   for `--events`; 16 KiB segments warmed to hits (RAM tier, the per-request-cost worst case);
+   the same wrk command against each, alternating off/on/off/on; the ratio of the medians.
+   Goal >= 0.95x. The collector runs throughout, as it would in `ocsim up --events`.
+Run it under the shared lock: `flock /tmp/ocsim-bench.lock .venv/bin/python bench/pipeline_bench.py`.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import edge_bench  # noqa: E402
+from common.events import EdgeRequest, PlayerSession  # noqa: E402
+from common.eventsink import BufferedSink  # noqa: E402
+from ocsim.procs import ServiceProcess  # noqa: E402
+from pipeline.natsserver import NatsServer  # noqa: E402
+from pipeline.publisher import NatsTransport  # noqa: E402
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def _sql(base: str, sql: str) -> list[list[Any]]:
+    return list(_get(base + "/v1/query?sql=" + urllib.parse.quote(sql))["rows"])
+
+
+def _req(i: int, session: str | None = None) -> EdgeRequest:
+    return EdgeRequest(f"edge-{i % 4}", f"isp-{i % 2}", f"/content/t{i % 50}/1750/{i % 900}.seg", f"t{i % 50}",
+                       1750, i % 900, 200, 875_000, 875_000, "hit" if i % 5 else "cold", 0.002, 0.01, session)
+
+
+def _progress(i: int) -> PlayerSession:
+    return PlayerSession(f"s{i % 200}", "progress", f"t{i % 50}", f"isp-{i % 2}", f"edge-{i % 4}", "playing", 0.4,
+                         0, 0.0, 1750.0, 1, 0, 0, i * 1000, i % 100, 40.0, 10.0, None)
+
+
+async def _connected(sink: BufferedSink, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not sink.transport.connected:
+        if time.monotonic() > deadline:
+            raise RuntimeError("publisher did not connect")
+        await asyncio.sleep(0.01)
+
+
+async def _publish_backlog(url: str, n: int) -> float:
+    sink = BufferedSink("bench", NatsTransport(url), capacity=n + 10, batch_events=4000)
+    await sink.start()
+    await _connected(sink)
+    t0 = time.perf_counter()
+    for i in range(n):
+        sink.emit(_req(i))
+        if i % 20_000 == 0:
+            await asyncio.sleep(0)
+    await sink.close(timeout=120)
+    assert sink.published == n, sink.stats()
+    return time.perf_counter() - t0
+
+
+async def _crowd(url: str, rate: float, seconds: float) -> int:
+    sink = BufferedSink("crowd", NatsTransport(url))
+    await sink.start()
+    await _connected(sink)
+    n = 0
+    t0 = time.monotonic()
+    tick = 0.01
+    while time.monotonic() - t0 < seconds:
+        due = int((time.monotonic() - t0) * rate)
+        while n < due:
+            sink.emit(_req(n, f"s{n % 200}") if n % 10 else _progress(n))
+            n += 1
+        await asyncio.sleep(tick)
+    await sink.close(timeout=30)
+    return n
+
+
+def _wait_stored(col: ServiceProcess, n: int, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = _get(col.url + "/healthz").get("events_stored", 0)
+        if got >= n:
+            return time.monotonic()
+        time.sleep(0.02)
+    raise RuntimeError(f"collector stored {got} of {n} within {timeout}s")
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=300_000)
+    ap.add_argument("--crowd-rate", type=float, default=3000.0, help="events/s of the simulated crowd")
+    ap.add_argument("--crowd-seconds", type=float, default=20.0)
+    ap.add_argument("--wrk-duration", type=float, default=8.0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=2, help="off/on pairs for the edge comparison")
+    ap.add_argument("--skip-edge", action="store_true")
+    args = ap.parse_args(argv)
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="ocsim-pipeline-bench-") as tmpname:
+        tmp = Path(tmpname)
+        nats = NatsServer(tmp / "nats").start()
+        procs: list[ServiceProcess] = []
+
+        def service(name: str, *a: str) -> ServiceProcess:
+            p = ServiceProcess(name, list(a), log_dir=tmp / "logs").start(60)
+            procs.append(p)
+            return p
+
+        try:
+            db = str(tmp / "ev.duckdb")
+            col_args = ("pipeline", "--port", "0", "--events", nats.url, "--db", db, "--no-access-log")
+            # 1. ingest: create the stream (a collector binds), stop it, publish a backlog, drain it
+            first = service("pipeline-0", *col_args)
+            first.stop()
+            pub_s = asyncio.run(_publish_backlog(nats.url, args.events))
+            t0 = time.monotonic()
+            col = service("pipeline", *col_args)
+            t_done = _wait_stored(col, args.events, 300)
+            ingest = args.events / (t_done - t0)
+            results["ingest_events_per_s"] = round(ingest)
+            results["publish_events_per_s"] = round(args.events / pub_s)
+            print(f"ingest: {args.events} events stored in {t_done - t0:.2f} s (collector start included) "
+                  f"= {ingest:,.0f} events/s   [publish side: {args.events / pub_s:,.0f} events/s]", flush=True)
+
+            # 2. latency under a crowd
+            since = time.time()
+            n = asyncio.run(_crowd(nats.url, args.crowd_rate, args.crowd_seconds))
+            _wait_stored(col, args.events + n, 60)
+            (count, p50, p99, mx), = _sql(col.url, f"""
+                WITH l AS (SELECT ingested_at - ts AS d FROM edge_request WHERE ts >= {since}
+                           UNION ALL SELECT ingested_at - ts FROM player_session WHERE ts >= {since})
+                SELECT count(*), quantile_cont(d, 0.5), quantile_cont(d, 0.99), max(d) FROM l""")
+            results.update(latency_events=count, latency_p50_s=round(p50, 4), latency_p99_s=round(p99, 4),
+                           latency_max_s=round(mx, 4))
+            print(f"event-to-queryable: {count} events at {args.crowd_rate:g}/s: p50 {p50 * 1000:.0f} ms, "
+                  f"p99 {p99 * 1000:.0f} ms, max {mx * 1000:.0f} ms", flush=True)
+
+            # 3. edge hits, events off vs on
+            if not args.skip_edge:
+                results.update(_edge_compare(args, tmp, nats.url, service))
+        finally:
+            for p in reversed(procs):
+                p.stop()
+            nats.stop()
+    goals = {"ingest >= 50,000 events/s": results["ingest_events_per_s"] >= 50_000,
+             "event-to-queryable p99 <= 2 s": results["latency_p99_s"] <= 2.0}
+    if "edge_ratio" in results:
+        goals["edge hits with events >= 0.95x without"] = results["edge_ratio"] >= 0.95
+    for goal, ok in goals.items():
+        print(f"  {'met' if ok else 'NOT met'}: {goal}")
+    print("PIPELINEJSON " + json.dumps(results))
+    return 0 if all(goals.values()) else 1
+
+
+def _edge_compare(args: argparse.Namespace, tmp: Path, events_url: str, service: Any) -> dict[str, Any]:
+    catalog = tmp / "catalog.json"
+    catalog.write_text(json.dumps({"titles": [{"id": "small", "duration_s": 4 * edge_bench.N_PATHS,
+                                               "renditions": [edge_bench.SMALL_KBPS], "popularity": 1}]}))
+    origin = service("origin", "origin", "--port", "0", "--catalog", str(catalog), "--no-access-log",
+                     "--admin-token", "bench-origin-admin", "--state-dir", str(tmp / "origin"))
+    edges = {}
+    for name, extra in (("off", []), ("on", ["--events", events_url])):
+        edges[name] = service(f"edge-{name}", "edge", "--port", "0", "--id", f"edge-{name}", "--isp", "bench",
+                              "--upstream", origin.url, "--cache-dir", str(tmp / f"cache-{name}"),
+                              "--capacity", "256MiB", "--operator-token", "bench-operator", "--no-access-log",
+                              *extra)
+    paths = [edge_bench.seg_path("small", edge_bench.SMALL_KBPS, i) for i in range(edge_bench.N_PATHS)]
+    lua = tmp / "paths.lua"
+    lua.write_text(edge_bench.WRK_LUA.format(paths=", ".join(json.dumps(p) for p in paths)))
+    rps: dict[str, list[float]] = {"off": [], "on": []}
+    cpu_us: dict[str, list[float]] = {"off": [], "on": []}  # edge CPU per request: the hot path's own cost
+    for name, e in edges.items():
+        problem = edge_bench.warm(e.url, paths)
+        if problem:
+            raise RuntimeError(problem)
+        edge_bench.wrk(e.url, lua, args, 2.0, [e.pid])  # warm-up run (RAM tier, connections)
+    for _ in range(args.rounds):
+        for name in ("off", "on"):
+            r = edge_bench.wrk(edges[name].url, lua, args, args.wrk_duration, [edges[name].pid])
+            if r.errors or r.non2xx:
+                raise RuntimeError(f"edge {name}: {r.errors} errors, {r.non2xx} non-2xx")
+            rps[name].append(r.rps)
+            cpu_us[name].append(r.server_cpu / r.rps * 1e6)
+            print(f"edge events {name:>3}: {r.rps:,.0f} req/s  p50 {r.p50_ms:.2f} ms  p99 {r.p99_ms:.2f} ms  "
+                  f"edge cpu {r.server_cpu:.2f} cores", flush=True)
+    off, on = statistics.median(rps["off"]), statistics.median(rps["on"])
+    ratio = on / off
+    us_off, us_on = statistics.median(cpu_us["off"]), statistics.median(cpu_us["on"])
+    print(f"edge hit throughput: events on {on:,.0f} req/s vs off {off:,.0f} req/s = {ratio:.3f}x "
+          f"(wrk -t{args.threads} -c{args.connections} -d{args.wrk_duration:g}s, 16 KiB hits); edge CPU per "
+          f"request {us_on:.1f} us on vs {us_off:.1f} us off = {us_off / us_on:.3f}x", flush=True)
+    return {"edge_rps_off": round(off), "edge_rps_on": round(on), "edge_ratio": round(ratio, 3),
+            "edge_cpu_us_per_req_off": round(us_off, 1), "edge_cpu_us_per_req_on": round(us_on, 1)}
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

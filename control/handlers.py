@@ -1,0 +1,417 @@
+"""The control plane's request handlers: HTTP in, calls into the pure cores, HTTP out.
+
+Rules of this module: a handler parses and checks its input (through `common.http_input`),
+calls the cores held by `ControlState`, and answers; it never checks who the caller is
+(the route table, `control.routes`, wraps operator handlers in the token check, and the
+edge handlers verify the message signature themselves). Time is read here, once per
+request, and passed into the cores.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import secrets
+import time
+
+from aiohttp import web
+
+from common.content import DEFAULT_LADDER, MAX_DURATION_S, MAX_RENDITION_KBPS, Title
+from common.events import JobProgress, SteerPlay
+from common.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable
+from common.http_input import JsonObject, int_field, int_list_field, number_field, query_int, read_json_object, \
+    read_limited, str_field
+from common.ids import ISP_RULE, TITLE_RULE, check_edge_id, check_isp, is_isp, is_title_id, master_path
+from common.logs import event
+from common.tokens import NO_ISP, token_url
+from common.wire import CONTENT_TYPE, EDGE_HEADER, MAX_MESSAGE_BYTES, SIGNATURE_HEADER, BadSignature, ControlReply, \
+    FillPlan, Heartbeat, Register
+from control.fleet import EdgeRecord
+from control.health import UP
+from control.jobs import Job, build_plans, new_job_id, title_bytes
+from control.lifecycle import flush
+from control.metrics import BAD_SIGNATURES, HEARTBEATS, MISSES, PLAYS, STALE, STEER_SECONDS
+from control.placement import EdgeSpace, TitleDemand, plan_placement
+from control.state import EVENTS, STATE, ControlState
+from control.steering import Ranking
+
+log = logging.getLogger("ocsim.control")
+
+MAX_JOB_TITLES = 1000
+MAX_POPULARITY_LIMIT = 1000
+REPLY_BUDGET_BYTES = MAX_MESSAGE_BYTES * 3 // 4  # fill plans per reply stop here; the rest go next time
+
+
+def _isp_field(obj: JsonObject, name: str = "isp", required: bool = False) -> str | None:
+    isp = str_field(obj, name, required=required, max_len=32)
+    return None if isp is None else check_isp(isp, name)
+
+
+# ---------------------------------------------------------------- public
+
+async def get_catalog(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE].catalog.to_json())
+
+
+def _title_param(request: web.Request) -> str:
+    tid = request.match_info["id"]
+    if not is_title_id(tid):
+        raise BadRequest("invalid title id")
+    return tid
+
+
+async def get_title(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE].catalog.get(_title_param(request)).to_json())
+
+
+PLAY_FIELDS = frozenset({"title", "client_ip", "isp"})
+
+
+async def play(request: web.Request) -> web.Response:
+    app = request.app
+    st = app[STATE]
+    body = await read_json_object(request, PLAY_FIELDS)
+    title_id = str_field(body, "title", required=True, max_len=64)
+    assert title_id is not None
+    if not is_title_id(title_id):
+        raise BadRequest("invalid title id")
+    client_ip = str_field(body, "client_ip", max_len=64)
+    isp = _isp_field(body)
+    if client_ip is not None and isp is not None:
+        raise BadRequest("give client_ip or isp, not both")
+    title = st.catalog.get(title_id)
+    if isp is not None and isp not in st.known_isps():
+        # An ISP nobody announces and no edge serves is an unknown network: the fallback
+        # ranking. (This also keeps made-up names out of the play counts and metric labels.)
+        isp = None
+    if client_ip is not None:
+        try:
+            ipaddress.ip_address(client_ip)
+        except ValueError:
+            raise BadRequest("client_ip is not an IP address") from None
+        isp = st.prefixes.lookup(client_ip)  # None: unknown network -> the fallback ranking
+    now = time.time()
+    t0 = time.perf_counter()
+    views = st.fleet.views(now)
+    ranking = st.ranker.rank(title.id, isp, views, now)
+    if ranking.candidates:
+        st.ranker.record(ranking, now)
+    app[STEER_SECONDS].observe(time.perf_counter() - t0)
+    st.count_play(isp, title.id)
+    app[PLAYS].inc((isp or NO_ISP,))
+    _count_misses(app, ranking)
+    if not ranking.candidates:
+        raise Unavailable("no edge available")
+    expires = int(now) + st.config.token_ttl_s
+    token = st.config.keyring.sign(title.id, expires, isp or NO_ISP)
+    path = master_path(title.id)
+    play_id = secrets.token_hex(8)  # players send it back as X-Ocsim-Session
+    sink = app[EVENTS]
+    if sink.enabled:
+        sink.emit(SteerPlay(play_id, title.id, isp, tuple(c.edge_id for c in ranking.candidates),
+                            None if not ranking.candidates else not ranking.content_miss,
+                            ranking.content_miss, ranking.health_miss))
+    return web.json_response({
+        "title": title.id, "isp": isp, "expires": expires, "play_id": play_id,
+        "candidates": [{"edge": c.edge_id, "url": token_url(c.url, token, path), "reason": c.reason}
+                       for c in ranking.candidates],
+    })
+
+
+def _emit_job_progress(app: web.Application, job_ids: set[str]) -> None:
+    st = app[STATE]
+    for job_id in sorted(job_ids):
+        job = st.jobs.get(job_id)
+        if job is None:
+            continue
+        app[EVENTS].emit(JobProgress(
+            job.id, job.isp, str(job.state), float(job.progress),
+            sum(p.done_objects for p in job.plans), sum(p.total_objects for p in job.plans),
+            sum(p.done_bytes for p in job.plans)))
+
+
+def _count_misses(app: web.Application, ranking: Ranking) -> None:
+    if ranking.content_miss:
+        app[MISSES].inc(("content",))
+    if ranking.health_miss:
+        app[MISSES].inc(("health",))
+
+
+# ---------------------------------------------------------------- edges (msgpack, signed)
+
+def _signed_reply(key: bytes, reply: ControlReply) -> web.Response:
+    body, signature = reply.seal(key)
+    return web.Response(body=body, content_type=CONTENT_TYPE, headers={SIGNATURE_HEADER: signature})
+
+
+async def _read_signed(request: web.Request, edge_id: str) -> tuple[bytes, bytes, str | None]:
+    header = request.headers.get(EDGE_HEADER)
+    if header is None:
+        raise BadRequest(f"{EDGE_HEADER} header missing")
+    if header != edge_id:  # well-formed, but it names another edge than the path: not authenticated
+        raise Forbidden(f"{EDGE_HEADER} is not the edge id of the path")
+    body = await read_limited(request, MAX_MESSAGE_BYTES)
+    st = request.app[STATE]
+    return st.edge_key(edge_id), body, request.headers.get(SIGNATURE_HEADER)
+
+
+def _reply_for(st: ControlState, rec: EdgeRecord, now: float) -> ControlReply:
+    """Outstanding plans the edge does not already report as running, within the size budget."""
+    plans: list[FillPlan] = []
+    budget = REPLY_BUDGET_BYTES
+    for p in st.jobs.outstanding(rec.edge_id):
+        if p.plan_id in rec.running_plans:
+            continue  # the edge has it (it dedupes by plan_id anyway; this saves the bytes)
+        cost = 200 + sum(len(x) + 2 for x in p.paths)
+        if cost > budget and plans:
+            break
+        budget -= cost
+        plans.append(p.fill_plan())
+        st.jobs.delivered(p, now)
+    return ControlReply(ts=now, heartbeat_interval_s=st.config.heartbeat_interval_s,
+                        token_keys=st.keys_text, fill_plans=plans)
+
+
+def _edge_id_from_header(request: web.Request) -> str:
+    edge_id = request.headers.get(EDGE_HEADER)
+    if not edge_id:
+        raise BadRequest(f"{EDGE_HEADER} header missing")
+    return check_edge_id(edge_id)
+
+
+async def register(request: web.Request) -> web.Response:
+    app = request.app
+    st = app[STATE]
+    edge_id = _edge_id_from_header(request)
+    key, body, signature = await _read_signed(request, edge_id)
+    try:
+        msg = Register.unseal(key, body, signature)
+    except BadSignature:
+        app[BAD_SIGNATURES].inc(("register",))
+        raise
+    if msg.edge_id != edge_id:
+        raise BadRequest("edge_id does not match the edge header")
+    now = time.time()
+    try:
+        rec = st.fleet.register(msg, now)
+    except Conflict:
+        app[STALE].inc(("register",))
+        raise
+    event(log, "edge registered", edge=rec.edge_id, isp=rec.isp, url=rec.url, capacity=rec.capacity_bytes)
+    if rec.isp not in st.config.topology.isps and st.config.topology.isps:
+        event(log, "edge isp not in topology", level=logging.WARNING, edge=rec.edge_id, isp=rec.isp)
+    st.jobs.seen(rec.edge_id, now)
+    return _signed_reply(key, _reply_for(st, rec, now))
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    app = request.app
+    st = app[STATE]
+    edge_id = check_edge_id(request.match_info["id"])
+    key, body, signature = await _read_signed(request, edge_id)
+    try:
+        msg = Heartbeat.unseal(key, body, signature)
+    except BadSignature:
+        app[BAD_SIGNATURES].inc(("heartbeat",))
+        raise
+    if msg.edge_id != edge_id:
+        raise BadRequest("edge_id does not match the path")
+    now = time.time()
+    try:
+        rec = st.fleet.heartbeat(msg, now)
+    except Conflict:
+        app[STALE].inc(("heartbeat",))
+        raise
+    app[HEARTBEATS].inc((msg.state,))
+    st.jobs.seen(edge_id, now)
+    changed = st.jobs.report(edge_id, msg.fills, now)
+    if changed and app[EVENTS].enabled:
+        _emit_job_progress(app, {p.job_id for p in changed})
+    if any(p.terminal for p in changed):
+        # The edge stops reporting a plan once this reply acknowledges its final state, so
+        # the final state must be on disk first: a crash now must not lose it.
+        await flush(st)
+    return _signed_reply(key, _reply_for(st, rec, now))
+
+
+# ---------------------------------------------------------------- operator: catalog
+
+TITLE_FIELDS = frozenset({"id", "duration_s", "renditions", "popularity"})
+MAX_POPULARITY = 1e12  # plays or a weight; well inside SQLite's integer and a float's exact range
+
+
+def _title_from_body(body: JsonObject) -> Title:
+    """A `Title` from a POST /v1/titles body, every field checked before it is built (so a
+    bad value is a 400 naming the field, never a TypeError in a sort or an overflow in SQLite)."""
+    tid = str_field(body, "id", required=True, max_len=64)
+    if not is_title_id(tid):
+        raise BadRequest(f"id must match {TITLE_RULE}")
+    if "duration_s" not in body:
+        raise BadRequest("duration_s is required")
+    duration = number_field(body, "duration_s", 0, MAX_DURATION_S, above_lo=True)
+    if duration is None:
+        raise BadRequest("duration_s must be a number")
+    renditions = DEFAULT_LADDER
+    if "renditions" in body:
+        rends = int_list_field(body, "renditions", 1, MAX_RENDITION_KBPS)
+        if rends is None:
+            raise BadRequest("renditions must be a list of kbit/s")
+        renditions = tuple(sorted(rends))
+    popularity = 1.0
+    if "popularity" in body:
+        pop = number_field(body, "popularity", 0, MAX_POPULARITY)
+        if pop is None:
+            raise BadRequest("popularity must be a number")
+        popularity = pop
+    assert tid is not None
+    return Title(tid, duration, renditions, popularity)
+
+
+async def add_title(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    title = _title_from_body(await read_json_object(request, TITLE_FIELDS))
+    if title.id in st.catalog:
+        raise Conflict(f"title {title.id} exists")
+    await st.db().call(st.db().store.put_title, title)
+    st.catalog.titles[title.id] = title
+    event(log, "title added", title=title.id)
+    return web.json_response(title.to_json(), status=201, headers={"Location": f"/v1/titles/{title.id}"})
+
+
+async def retire_title(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    tid = _title_param(request)
+    st.catalog.get(tid)
+    await st.db().call(st.db().store.retire_title, tid)
+    st.catalog.titles.pop(tid, None)  # a concurrent retire may have got here first
+    event(log, "title retired", title=tid)
+    return web.json_response({"id": tid, "retired": True})
+
+
+async def get_popularity(request: web.Request) -> web.Response:
+    """Observed plays per title for one ISP (`-`: unknown networks), most played first."""
+    st = request.app[STATE]
+    isp = request.query.get("isp", NO_ISP)
+    if isp != NO_ISP and not is_isp(isp):
+        raise BadRequest(f"isp must match {ISP_RULE} or be {NO_ISP}")
+    limit = query_int(request.query, "limit", 20, 1, MAX_POPULARITY_LIMIT)
+    rows = sorted(((t, n) for (i, t), n in st.plays.items() if i == isp), key=lambda r: (-r[1], r[0]))[:limit]
+    return web.json_response({"isp": isp, "titles": [{"id": t, "plays": n} for t, n in rows]})
+
+
+# ---------------------------------------------------------------- operator: fleet
+
+async def get_fleet(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    now = time.time()
+    return web.json_response({"edges": st.fleet.to_json(now), "states": st.fleet.counts_by_state(now),
+                              "isps": st.config.topology.prefixes()})
+
+
+async def edge_admin(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    edge_id = check_edge_id(request.match_info["id"])
+    body = await read_json_object(request, ADMIN_FIELDS)
+    down = body.get("down")
+    if not isinstance(down, bool):
+        raise BadRequest("down must be true or false")
+    st.fleet.get(edge_id)
+    await st.db().call(st.db().store.set_admin, edge_id, down)
+    rec = st.fleet.set_admin(edge_id, down)
+    event(log, "edge admin", edge=edge_id, down=down)
+    return web.json_response(rec.to_json(time.time()))
+
+
+# ---------------------------------------------------------------- operator: jobs
+
+ADMIN_FIELDS = frozenset({"down"})
+JOB_FIELDS = frozenset({"isp", "titles", "top", "renditions", "bandwidth_bps", "replicas"})
+
+
+async def create_job(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    body = await read_json_object(request, JOB_FIELDS)
+    isp = _isp_field(body, required=True)
+    assert isp is not None
+    if ("titles" in body) == ("top" in body):
+        raise BadRequest("give exactly one of titles or top")
+    if "titles" in body:
+        ids = body["titles"]
+        if not isinstance(ids, list) or not ids or len(ids) > MAX_JOB_TITLES \
+                or not all(isinstance(t, str) for t in ids):
+            raise BadRequest(f"titles must be a non-empty list of at most {MAX_JOB_TITLES} title ids")
+        for t in ids:
+            if not is_title_id(t):
+                raise BadRequest(f"invalid title id {t[:80]!r}")
+        titles = [st.catalog.get(t) for t in dict.fromkeys(ids)]
+    else:
+        top = int_field(body, "top", 1, MAX_JOB_TITLES)
+        if top is None:  # "top": null
+            raise BadRequest(f"top must be an integer in [1, {MAX_JOB_TITLES}]")
+        titles = st.top_titles(isp, top)
+    renditions: tuple[int, ...] | None = None
+    if "renditions" in body:
+        rends = int_list_field(body, "renditions", 1, MAX_RENDITION_KBPS)
+        if rends is None:  # "renditions": null
+            raise BadRequest("renditions must be a list of kbit/s")
+        renditions = tuple(sorted(rends))
+        for t in titles:  # well-formed, but not what this title has: a conflict with the catalog
+            if not set(renditions) & set(t.renditions):
+                raise Conflict(f"title {t.id} has none of the renditions {list(renditions)}")
+    bandwidth = int_field(body, "bandwidth_bps", 0, 10**12)
+    replicas = int_field(body, "replicas", 1, 64)
+    if isp not in st.known_isps():
+        raise NotFound(f"unknown isp {isp}")
+    now = time.time()
+    edges = [r for r in st.fleet.edges.values() if r.isp == isp and r.health.state_at(now) is UP]
+    if not edges:
+        raise Conflict(f"no healthy edge in isp {isp}")
+    spaces = [st.jobs.space_for(r.edge_id, r.free_bytes, frozenset(r.titles)) for r in edges]
+    popularity = {t.id: st.observed(isp, t.id) + t.popularity for t in titles}
+    bw = st.config.fill_bandwidth_bps if bandwidth is None else bandwidth
+    # Sizing titles hashes every segment id and a plan lists every path: a few hundred ms for
+    # a large job, so it runs on a worker thread over snapshots (titles are immutable).
+    job = await asyncio.to_thread(_plan_job, new_job_id(), isp, titles, popularity, spaces, renditions, bw,
+                                  replicas, now)
+    await st.db().call(st.db().store.insert_job, job)
+    st.jobs.add(job)
+    event(log, "preposition job created", job=job.id, isp=isp, titles=len(titles), plans=len(job.plans),
+          unplaced=len(job.unplaced))
+    return web.json_response(job.to_json(with_plans=False), status=202,
+                             headers={"Location": f"/v1/prepositions/{job.id}"})
+
+
+def _plan_job(job_id: str, isp: str, titles: list[Title], popularity: dict[str, float], spaces: list[EdgeSpace],
+              renditions: tuple[int, ...] | None, bandwidth_bps: int, replicas: int | None, now: float) -> Job:
+    """Placement and fill plans for one job (pure; runs on a worker thread)."""
+    demands = [TitleDemand(t.id, popularity[t.id], title_bytes(t, renditions)) for t in titles]
+    placed = plan_placement(demands, spaces, max_replicas=replicas)
+    plans = build_plans(job_id, {e: ts for e, ts in placed.assignments.items() if ts}, {t.id: t for t in titles},
+                        renditions, bandwidth_bps, now)
+    return Job(job_id, isp, tuple(t.id for t in titles), renditions, bandwidth_bps, now, plans,
+               tuple(placed.unplaced),
+               "nothing could be placed within the edges' free capacity" if placed.unplaced and not plans else "",
+               now)
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    return web.json_response({"jobs": [j.to_json(with_plans=False) for j in st.jobs.listing()]})
+
+
+async def get_job(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    job = st.jobs.get(request.match_info["id"])
+    if job is None:
+        raise NotFound("unknown job")
+    return web.json_response(job.to_json())
+
+
+# ---------------------------------------------------------------- docs
+
+async def get_dashboard(request: web.Request) -> web.Response:
+    from control.dashboard import PAGE
+    return web.Response(text=PAGE, content_type="text/html", charset="utf-8",
+                        headers={"Cache-Control": "no-cache",
+                                 "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline' "
+                                                            "'self'; style-src 'unsafe-inline'"})

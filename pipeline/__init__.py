@@ -1,0 +1,1 @@
+"""The Keystone-style event pipeline: JetStream consumer -> DuckDB + Parquet, views, read API."""
