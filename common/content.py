@@ -3,7 +3,9 @@
 Segments last SEGMENT_SECONDS (the last one of a title may be shorter). A segment's
 size is bitrate x duration / 8 with a deterministic +/-VBR_SPREAD variation from a hash
 of its id (VBR), never smaller than the synthetic header. The catalog is what
-`GET /v1/catalog` serves: `{"titles": [{"id", "duration_s", "renditions", "popularity"}]}`.
+`GET /v1/catalog` serves: `{"titles": [{"id", "duration_s", "renditions", "popularity", "media"}]}`,
+where `media` says what the bytes are: "synthetic" (common.segbytes) or "packaged" (real
+H.264/AAC fMP4 made by `ocsim package`, served from files and checked by a digest list).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ SEGMENT_SECONDS = 4.0
 VBR_SPREAD = 0.10
 MAX_DURATION_S = 6 * 3600
 MAX_RENDITION_KBPS = 100_000
+MEDIA_KINDS = ("synthetic", "packaged")
 
 
 def _vbr_factor(seg: SegmentId) -> float:
@@ -47,6 +50,7 @@ class Title:
     duration_s: float
     renditions: tuple[int, ...] = DEFAULT_LADDER
     popularity: float = 1.0
+    media: str = "synthetic"  # one of MEDIA_KINDS
 
     def __post_init__(self) -> None:
         check_title_id(self.id)
@@ -59,6 +63,8 @@ class Title:
                 raise BadRequest(f"title {self.id}: rendition {r!r} is not a bitrate in kbit/s")
         if not (isinstance(self.popularity, (int, float)) and self.popularity >= 0):
             raise BadRequest(f"title {self.id}: popularity must be >= 0")
+        if self.media not in MEDIA_KINDS:
+            raise BadRequest(f"title {self.id}: media must be one of {', '.join(MEDIA_KINDS)}")
 
     @property
     def segment_count(self) -> int:
@@ -97,13 +103,14 @@ class Title:
             "duration_s": self.duration_s,
             "renditions": list(self.renditions),
             "popularity": self.popularity,
+            "media": self.media,
         }
 
     @classmethod
     def from_json(cls, obj: Any) -> Title:
         if not isinstance(obj, dict):
             raise BadRequest("a title must be an object")
-        unknown = set(obj) - {"id", "duration_s", "renditions", "popularity"}
+        unknown = set(obj) - {"id", "duration_s", "renditions", "popularity", "media"}
         if unknown:
             raise BadRequest(f"unknown title fields: {sorted(unknown)}")
         if "id" not in obj or "duration_s" not in obj:
@@ -116,6 +123,7 @@ class Title:
             duration_s=obj["duration_s"],
             renditions=tuple(sorted(renditions)),
             popularity=obj.get("popularity", 1.0),
+            media=obj.get("media", "synthetic"),
         )
 
 

@@ -16,6 +16,13 @@ def _resolution(kbps: int) -> str:
     return next(res for floor, res in _RESOLUTIONS if kbps >= floor)
 
 
+def resolution_for(kbps: int) -> tuple[int, int]:
+    """(width, height) of the rung at `kbps`: the size synthetic playlists announce and the
+    size `ocsim package` encodes for a 16:9 source, so both kinds of title look alike."""
+    w, h = _resolution(kbps).split("x")
+    return int(w), int(h)
+
+
 def master_playlist(title: Title) -> str:
     lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-INDEPENDENT-SEGMENTS"]
     for kbps in sorted(title.renditions):

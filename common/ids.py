@@ -8,6 +8,7 @@ segments are numbered from 0. Content paths are the same at the origin and every
     /content/{title}/master.m3u8
     /content/{title}/{rendition}/index.m3u8
     /content/{title}/{rendition}/{n}.seg
+    /content/{title}/{rendition}/init.mp4     (packaged media only: the fMP4 init segment)
 
 `parse_content_path` is the only way a path becomes a `ContentRef`; anything it does not
 accept (`..`, encoded slashes, NUL, leading zeros, overlong) is rejected before any
@@ -31,6 +32,7 @@ EDGE_ID_RULE = "letters, digits, '.', '_' or '-' (at most 64)"
 _RENDITION_RE = re.compile(r"[1-9][0-9]{0,5}\Z")
 _INDEX_RE = re.compile(r"(?:0|[1-9][0-9]{0,6})\Z")
 MAX_PATH_LEN = 256
+INIT_SEGMENT = "init.mp4"
 
 
 def is_title_id(value: object) -> bool:
@@ -89,6 +91,7 @@ class ContentKind(enum.Enum):
     MASTER = "master"
     MEDIA = "media"
     SEGMENT = "segment"
+    INIT = "init"  # the fMP4 initialization segment of a packaged rendition (EXT-X-MAP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,8 @@ class ContentRef:
             return master_path(self.title)
         if self.kind is ContentKind.MEDIA:
             return f"/content/{self.title}/{self.rendition}/index.m3u8"
+        if self.kind is ContentKind.INIT:
+            return f"/content/{self.title}/{self.rendition}/{INIT_SEGMENT}"
         return f"/content/{self.title}/{self.rendition}/{self.index}.seg"
 
     @property
@@ -146,6 +151,8 @@ def parse_content_path(path: str) -> ContentRef:
     leaf = parts[4]
     if leaf == "index.m3u8":
         return ContentRef(ContentKind.MEDIA, title, rendition)
+    if leaf == INIT_SEGMENT:
+        return ContentRef(ContentKind.INIT, title, rendition)
     if leaf.endswith(".seg") and _INDEX_RE.match(leaf[:-4]):
         return ContentRef(ContentKind.SEGMENT, title, rendition, int(leaf[:-4]))
     raise BadRequest("invalid segment name")

@@ -3,8 +3,9 @@
 It behaves like a real HTTP origin for video: strong ETags, immutable cache headers,
 single byte ranges and conditionals per RFC 9110, bodies streamed in chunks (never a
 multi-MB body in memory), and link emulation (origin/link.py) that an operator can
-change at run time through `/admin/link`. It reads no files at all: every byte comes
-from common.segbytes, so nothing outside the catalog can ever be served.
+change at run time through `/admin/link`. Synthetic titles' bytes come from
+common.segbytes; packaged titles' from the files their digest list names (origin/media.py),
+so nothing outside the catalog can ever be served. Content answers CORS (common/cors.py).
 """
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ import random
 import socket
 import struct
 import time
+from pathlib import Path
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
 
 from common.content import Catalog, Title
+from common.cors import install_cors
 from common.errors import BadRequest, NotFound
 from common.http_input import read_json_object, require_bearer
 from common.hls import master_playlist, media_playlist
@@ -30,6 +33,7 @@ from common.segbytes import SegmentSpec
 from common.selection import Outcome, from_headers, select_response
 from common.service import REGISTRY, create_app
 from origin.link import LinkSettings, Pacer
+from origin.media import MediaLibrary, catalog_with_media
 
 CACHE_CONTROL = "public, max-age=31536000, immutable"
 CHUNK = 256 * 1024
@@ -42,9 +46,11 @@ LINK_FIELDS = frozenset({"latency_ms", "bandwidth_bps", "total_bandwidth_bps", "
 class OriginState:
     """The origin's mutable state: catalog, link settings, pacers and request tallies."""
 
-    def __init__(self, catalog: Catalog, link: LinkSettings, admin_token: str, seed: int | None = None) -> None:
-        self.catalog = catalog
-        self.catalog_body = json.dumps(catalog.to_json()).encode()
+    def __init__(self, catalog: Catalog, link: LinkSettings, admin_token: str, seed: int | None = None,
+                 media: MediaLibrary | None = None) -> None:
+        self.media = media or MediaLibrary(Path("."))
+        self.catalog = catalog_with_media(catalog, self.media) if media else catalog
+        self.catalog_body = json.dumps(self.catalog.to_json()).encode()
         self.admin_token = admin_token
         self.rng = random.Random(seed)
         self.link = link
@@ -114,6 +120,11 @@ async def _content(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(link.latency_ms / 1000)
     if ref.kind is ContentKind.SEGMENT:
         state.segment_requests += 1
+    if title.media == "packaged":
+        return await _send_file(request, state, ref)
+    if ref.kind is ContentKind.INIT:
+        raise NotFound(f"synthetic title {title.id} has no init segment")
+    if ref.kind is ContentKind.SEGMENT:
         assert ref.rendition is not None and ref.index is not None
         return await _send_segment(request, state, title.segment(ref.rendition, ref.index))
     return await _send_playlist(request, state, title, ref)
@@ -140,8 +151,23 @@ async def _send_segment(request: web.Request, state: OriginState, spec: SegmentS
                        lambda s, e: spec.chunks(s, e, chunk))
 
 
+async def _send_file(request: web.Request, state: OriginState, ref: ContentRef) -> web.StreamResponse:
+    f = state.media.file(ref)
+    chunk = PACED_CHUNK if (state.link.bandwidth_bps or state.link.total_bandwidth_bps) else CHUNK
+    return await _send(request, state, f.length, f.etag, f.content_type, f.chunks(chunk))
+
+
+async def _each(pieces: Iterable[bytes | memoryview] | AsyncIterator[bytes]) -> AsyncIterator[bytes | memoryview]:
+    if isinstance(pieces, AsyncIterator):
+        async for read in pieces:
+            yield read
+    else:
+        for made in pieces:
+            yield made
+
+
 async def _send(request: web.Request, state: OriginState, length: int, etag: str, content_type: str,
-                chunks: Callable[[int, int], Iterable[bytes | memoryview]]) -> web.StreamResponse:
+                chunks: Callable[[int, int], Iterable[bytes | memoryview] | AsyncIterator[bytes]]) -> web.StreamResponse:
     headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL, "Accept-Ranges": "bytes",
                "Content-Type": content_type}
     sel = select_response(request.method, length, etag, from_headers(request.headers))
@@ -164,7 +190,7 @@ async def _send(request: web.Request, state: OriginState, length: int, etag: str
     link = state.link
     pacer = Pacer(link.bandwidth_bps) if link.bandwidth_bps else None
     loop = asyncio.get_running_loop()
-    for piece in chunks(sel.start, sel.end):
+    async for piece in _each(chunks(sel.start, sel.end)):
         if pacer is not None or link.total_bandwidth_bps:
             now = loop.time()
             wait = max(pacer.delay(len(piece), now) if pacer else 0.0,
@@ -179,6 +205,12 @@ async def _send(request: web.Request, state: OriginState, length: int, etag: str
 
 async def _catalog(request: web.Request) -> web.Response:
     return web.Response(body=request.app[ORIGIN].catalog_body, content_type="application/json")
+
+
+async def _digests(request: web.Request) -> web.Response:
+    """The digest list of a packaged title, straight from the origin (players verify against it)."""
+    digests = request.app[ORIGIN].media.digest_list(request.match_info["title"])
+    return web.json_response(digests.to_json())
 
 
 async def _get_link(request: web.Request) -> web.Response:
@@ -209,9 +241,11 @@ async def _not_content(request: web.Request) -> web.Response:
     raise NotFound("no such path")
 
 
-def build_app(catalog: Catalog, link: LinkSettings, admin_token: str, seed: int | None = None) -> web.Application:
+def build_app(catalog: Catalog, link: LinkSettings, admin_token: str, seed: int | None = None,
+              media: MediaLibrary | None = None) -> web.Application:
     app = create_app("origin", client_max_size=64 * 1024)
-    state = OriginState(catalog, link, admin_token, seed)
+    install_cors(app, ("/content/", "/v1/catalog", "/v1/digests/"))
+    state = OriginState(catalog, link, admin_token, seed, media)
     app[ORIGIN] = state
     registry = app[REGISTRY]
     registry.gauge("ocsim_origin_content_requests", "Content requests served since the last stats reset",
@@ -220,6 +254,7 @@ def build_app(catalog: Catalog, link: LinkSettings, admin_token: str, seed: int 
                    callback=lambda: float(state.bytes))
     registry.gauge("ocsim_origin_titles", "Titles in the catalog", callback=lambda: float(len(state.catalog)))
     app.router.add_get("/v1/catalog", _catalog)
+    app.router.add_get("/v1/digests/{title}", _digests)
     app.router.add_get("/admin/link", _get_link)
     app.router.add_put("/admin/link", _put_link)
     app.router.add_get("/admin/stats", _get_stats)

@@ -40,7 +40,8 @@ async def test_catalog_and_health(origin: ServiceProcess) -> None:
             body = await r.json()
         assert r.status == 200
         assert body == CAT.to_json()
-        assert set(body["titles"][0]) == {"id", "duration_s", "renditions", "popularity"}
+        assert set(body["titles"][0]) == {"id", "duration_s", "renditions", "popularity", "media"}
+        assert body["titles"][0]["media"] == "synthetic"
         async with s.get(origin.url + "/healthz") as r:
             assert r.status == 200 and (await r.json())["status"] == "ok"
 

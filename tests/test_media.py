@@ -1,0 +1,177 @@
+"""`ocsim package` and the origin's packaged titles: real H.264/AAC fMP4 made by ffmpeg.
+
+A short, tiny test-source clip is packaged once per session (6 s, 2 rungs at 160x90 and
+320x180) so the suite stays fast; the real ladder is for the demo. Skipped with the reason
+where ffmpeg (or, for the decoding checks, ffprobe) cannot be had.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import m3u8
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from common.content import Catalog
+from common.errors import BadRequest, Conflict
+from media.digests import DIGESTS_FILE, mismatches, read_digest_list, title_files
+from media.encode import FileSource, find_ffmpeg
+from media.encode import TestSource as GeneratedSource
+from media.ladder import parse_ladder
+from media.package import PackageRequest, PackageResult, package
+from origin.app import build_app
+from origin.link import LinkSettings
+from origin.media import load_media_library
+
+LADDER = parse_ladder("235:160x90,750:320x180")
+DURATION = 6.0  # segments of 4 s and 2 s
+
+
+def _ffmpeg() -> str:
+    try:
+        return find_ffmpeg()
+    except BadRequest as exc:
+        pytest.skip(f"no ffmpeg to package with: {exc.reason}")
+
+
+def _package(out: Path, cache: Path | None, title: str = "clip") -> PackageResult:
+    req = PackageRequest(GeneratedSource(title, DURATION), title, out, LADDER, cache)
+    return package(req, _ffmpeg(), lambda done, total: None, lambda msg: None)
+
+
+@pytest.fixture(scope="session")
+def packaged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, PackageResult]:
+    root = tmp_path_factory.mktemp("media")
+    out, cache = root / "out", root / "cache"
+    return out, cache, _package(out, cache)
+
+
+def test_playlists_parse_and_announce_the_ladder(packaged: tuple[Path, Path, PackageResult]) -> None:
+    out, _, result = packaged
+    title_dir = out / "clip"
+    master = m3u8.load(str(title_dir / "master.m3u8"))
+    assert master.is_variant
+    variants = sorted(master.playlists, key=lambda p: p.stream_info.bandwidth)
+    assert [p.uri for p in variants] == ["235/index.m3u8", "750/index.m3u8"]
+    assert [p.stream_info.resolution for p in variants] == [(160, 90), (320, 180)]
+    for p, facts in zip(variants, result.digests.renditions, strict=True):
+        assert p.stream_info.codecs.startswith("avc1.64") and p.stream_info.codecs.endswith(",mp4a.40.2")
+        assert p.stream_info.bandwidth == facts.peak_bps > 0
+        media = m3u8.load(str(title_dir / p.uri))
+        assert media.is_endlist and media.target_duration == 4
+        assert media.segment_map[0].uri == "init.mp4"
+        assert [s.uri for s in media.segments] == ["0.seg", "1.seg"]
+        assert [s.duration for s in media.segments] == pytest.approx([4.0, 2.0], abs=0.05)
+
+
+def test_segments_decode_as_h264_aac_of_the_right_size_and_length(packaged: tuple[Path, Path, PackageResult],
+                                                                  tmp_path: Path) -> None:
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None:
+        pytest.skip("ffprobe not installed (Debian: apt-get install -y ffmpeg)")
+    out, _, _ = packaged
+    for rung, (w, h) in ((235, (160, 90)), (750, (320, 180))):
+        rdir = out / "clip" / str(rung)
+        for index, want_s in ((0, 4.0), (1, 2.0)):
+            joined = tmp_path / f"{rung}-{index}.mp4"
+            joined.write_bytes((rdir / "init.mp4").read_bytes() + (rdir / f"{index}.seg").read_bytes())
+            probe = json.loads(subprocess.run(
+                [ffprobe, "-v", "error", "-show_streams", "-show_format", "-of", "json", str(joined)],
+                capture_output=True, text=True, check=True, timeout=60).stdout)
+            streams = {s["codec_type"]: s for s in probe["streams"]}
+            assert streams["video"]["codec_name"] == "h264"
+            assert (streams["video"]["width"], streams["video"]["height"]) == (w, h)
+            assert streams["audio"]["codec_name"] == "aac" and streams["audio"]["profile"] == "LC"
+            frames = subprocess.run(  # count decoded frames: 25 fps x segment length; first is a keyframe
+                [ffprobe, "-v", "error", "-select_streams", "v", "-show_entries", "frame=key_frame",
+                 "-of", "csv=p=0", str(joined)], capture_output=True, text=True, check=True, timeout=60).stdout.split()
+            assert len(frames) == round(want_s * 25)
+            assert frames[0].rstrip(",") == "1", "a segment must start on a keyframe (aligned across rungs)"
+
+
+def test_digest_list_matches_and_covers_every_file(packaged: tuple[Path, Path, PackageResult]) -> None:
+    out, _, result = packaged
+    digests = read_digest_list(out / "clip")
+    assert digests == result.digests
+    assert set(digests.files) == set(title_files(digests.renditions))
+    assert mismatches(out / "clip", digests) == []
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "no temporary left behind"
+
+
+def test_repackaging_comes_from_the_cache(packaged: tuple[Path, Path, PackageResult], tmp_path: Path) -> None:
+    out, cache, first = packaged
+    again = _package(out, cache)
+    assert not again.encoded and again.digests == first.digests  # already there: nothing to do
+    elsewhere = _package(tmp_path / "other", cache)
+    assert not elsewhere.encoded
+    assert elsewhere.digests.files == first.digests.files
+
+
+def test_bad_input_is_a_clear_error_and_leaves_nothing(tmp_path: Path) -> None:
+    exe = _ffmpeg()
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"this is not a video" * 100)
+    out = tmp_path / "out"
+    with pytest.raises(BadRequest, match="cannot read a video stream"):
+        package(PackageRequest(FileSource(junk), "junk", out, LADDER), exe, lambda d, t: None, lambda m: None)
+    assert not out.exists() or not list(out.iterdir())
+    with pytest.raises(BadRequest, match="invalid title id"):
+        package(PackageRequest(GeneratedSource("x", 1), "Bad_Title", out, LADDER), exe, lambda d, t: None, lambda m: None)
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    with pytest.raises(Conflict, match="holds other content"):
+        package(PackageRequest(GeneratedSource("x", 1), "x", busy, LADDER), exe, lambda d, t: None, lambda m: None)
+    assert sorted(p.name for p in busy.iterdir()) == ["notes.txt"]
+
+
+async def test_origin_serves_packaged_files_byte_for_byte(packaged: tuple[Path, Path, PackageResult]) -> None:
+    out, _, result = packaged
+    app = build_app(Catalog(), LinkSettings(), "admin-token", media=load_media_library(out))
+    async with TestClient(TestServer(app)) as client:
+        catalog = await (await client.get("/v1/catalog")).json()
+        assert catalog["titles"] == [{"id": "clip", "duration_s": result.digests.duration_s,
+                                      "renditions": [235, 750], "popularity": 1.0, "media": "packaged"}]
+        for name in title_files(result.digests.renditions):
+            resp = await client.get(f"/content/clip/{name}")
+            assert resp.status == 200, name
+            assert await resp.read() == (out / "clip" / name).read_bytes(), name
+            assert resp.headers["Access-Control-Allow-Origin"] == "*"
+            assert "Content-Range" in resp.headers["Access-Control-Expose-Headers"]
+        seg = (out / "clip" / "750" / "0.seg").read_bytes()
+        part = await client.get("/content/clip/750/0.seg", headers={"Range": "bytes=100-1099"})
+        assert part.status == 206 and await part.read() == seg[100:1100]
+        assert part.headers["Content-Range"] == f"bytes 100-1099/{len(seg)}"
+        etag = part.headers["ETag"]
+        again = await client.get("/content/clip/750/0.seg", headers={"If-None-Match": etag})
+        assert again.status == 304
+        pre = await client.options("/content/clip/750/0.seg", headers={
+            "Origin": "http://player.example", "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "range"})
+        assert pre.status == 204 and "Range" in pre.headers["Access-Control-Allow-Headers"]
+        assert (await client.get("/content/clip/750/9.seg")).status == 404
+        assert (await client.get("/content/clip/999/index.m3u8")).status == 404
+        digests = await (await client.get("/v1/digests/clip")).json()
+        assert digests == result.digests.to_json()
+
+
+def test_origin_refuses_a_title_whose_files_do_not_match(packaged: tuple[Path, Path, PackageResult],
+                                                         tmp_path: Path) -> None:
+    out, _, _ = packaged
+    media = tmp_path / "media"
+    shutil.copytree(out / "clip", media / "clip")
+    shutil.copytree(out / "clip", media / "bent")
+    seg = media / "bent" / "235" / "1.seg"
+    data = bytearray(seg.read_bytes())
+    data[500] ^= 0xFF
+    seg.write_bytes(bytes(data))
+    # "bent" also carries clip's digest list: refused for that alone; fix the name, keep the flipped byte
+    dl = json.loads((media / "bent" / DIGESTS_FILE).read_text())
+    dl["title"] = "bent"
+    (media / "bent" / DIGESTS_FILE).write_text(json.dumps(dl))
+    lib = load_media_library(media)
+    assert set(lib.titles) == {"clip"}
+    assert "235/1.seg: SHA-256" in lib.refused["bent"]
