@@ -1,8 +1,8 @@
 """The edge's HTTP front: content paths as a reverse cache, operator endpoints, stats.
 
 A content request goes: token check (when a keyring is configured) -> path parsed by
-`common.ids.parse_content_path` (the key is the canonical path: no token, no query) ->
-the store's index. A hit is answered from disk (`edge.hitpath.HitSender`, sendfile) or
+`common.ids.parse_content_key` (a typed `CacheKey`: the canonical path, no token, no
+query, with its title; it becomes a string only for the eviction policy) -> the store's index. A hit is answered from disk (`edge.hitpath.HitSender`, sendfile) or
 from the RAM tier for small objects (a plain keep-alive GET of a RAM object is answered
 below aiohttp by the fast lane, `edge.hitpath.FastLane` + `EdgeNode._fast_get`, with the
 same headers and counters; `EdgeConfig.fast_lane`, `--no-fast-lane`, turns it off); a miss
@@ -35,7 +35,7 @@ from aiohttp import web
 
 from common.auth import bearer_matches
 from common.errors import BadRequest, Forbidden, NotFound, OcsimError, Unauthorized
-from common.ids import check_title_id, content_prefix, parse_content_path
+from common.ids import CacheKey, check_title_id, parse_content_key
 from common.selection import FIELDS as _CONDITIONAL
 from common.selection import Outcome, Selection, from_headers, select_response
 from common.service import BYTES, HEALTH, LATENCY, REGISTRY, REQUESTS, create_app, json_error
@@ -108,7 +108,7 @@ class EdgeNode:
         self.public_url = config.public_url
         self._hit_status = f"{self.cache_status}; hit"
         self._verdicts = TokenVerdicts()
-        self._warming: dict[str, asyncio.Task[None]] = {}  # RAM-tier loads in flight, strongly held
+        self._warming: dict[CacheKey, asyncio.Task[None]] = {}  # RAM-tier loads in flight, strongly held
         self._fast_head = FastHead()
         self.fast_lane = config.fast_lane
         app = self.app
@@ -181,7 +181,7 @@ class EdgeNode:
 
     def _pin_now(self, path: str) -> bool:
         try:
-            key = parse_content_path(path).path
+            key = parse_content_key(path)
         except OcsimError:
             return False
         return self.store.set_pinned(key, True)
@@ -196,11 +196,11 @@ class EdgeNode:
         return {"id": self.config.edge_id, "isp": self.config.isp, "used_bytes": self.store.used,
                 "capacity_bytes": self.store.capacity, "objects": len(self.store.index)}
 
-    def _forget_hot(self, key: str) -> None:
+    def _forget_hot(self, key: CacheKey) -> None:
         if self.hot is not None:
             self.hot.discard(key)
 
-    def _stored(self, key: str, fill: Fill) -> None:
+    def _stored(self, key: CacheKey, fill: Fill) -> None:
         if self.hot is not None and fill.received <= HOT_MAX_OBJECT:
             self.hot.put(key, fill.body())
 
@@ -241,22 +241,24 @@ class EdgeNode:
         t0 = time.perf_counter()
         now = time.time()
         token, path = split_token_path(target)
-        # The RAM tier first: its keys are canonical content paths, so a key found there is a
-        # valid path, and a request the lane cannot answer costs one dict lookup here.
+        # The RAM tier first: its keys are cache keys of canonical content paths, so a key
+        # found there is a valid path, and a request the lane cannot answer costs one dict
+        # lookup here (a bare CacheKey(path) is a lookup key: the title is not identity).
+        key = CacheKey(path)
         hot = self.hot
-        data = hot.get(path) if hot is not None else None
+        data = hot.get(key) if hot is not None else None
         if data is None:
             return None
         ring = self.keyring
         if ring is not None and self._verdicts.check(ring, token, path, now) is not TokenVerdict.OK:
             return None
-        entry = self.store.index.get(path)
+        entry = self.store.index.get(key)
         if entry is None:
             return None
         meta, _, head = self._hit_view(entry)
         if head is None or len(data) != meta.length:
             return None
-        self.store.policy.lookup(path, now)  # what store.lookup records for every request
+        self.store.policy.lookup(key.text, now)  # what store.lookup records for every request
         n = len(data)
         metrics = self.metrics
         metrics.hits.inc()
@@ -280,7 +282,7 @@ class EdgeNode:
                 verdict = self._verdicts.check(ring, token, path, time.time())
                 if verdict is not TokenVerdict.OK:
                     raise Forbidden(verdict.value)
-            key = parse_content_path(path).path
+            key = parse_content_key(path)
         except OcsimError as exc:
             return self._error(exc.status, exc.reason)
         entry = self.store.lookup(key, time.time())
@@ -320,7 +322,7 @@ class EdgeNode:
             return json_error(416, "range not satisfiable", h)
         return json_error(412, "precondition failed", h)
 
-    async def _serve_hit(self, request: web.Request, key: str, entry: Entry) -> web.StreamResponse | None:
+    async def _serve_hit(self, request: web.Request, key: CacheKey, entry: Entry) -> web.StreamResponse | None:
         meta = entry.meta
         headers = dict(self._hit_view(entry)[1])
         headers["Age"] = str(max(0, int(time.time() - meta.stored_at)))
@@ -363,7 +365,7 @@ class EdgeNode:
         metrics.served.inc(CACHE, count)
         return resp
 
-    def _warm(self, key: str, entry: Entry) -> None:
+    def _warm(self, key: CacheKey, entry: Entry) -> None:
         """Load a small object into the RAM tier in the background (one read per object)."""
         if key in self._warming or self.hot is None:
             return
@@ -450,23 +452,22 @@ class EdgeNode:
         return body
 
     @staticmethod
-    def _key_of(body: dict[str, Any]) -> str:
+    def _key_of(body: dict[str, Any]) -> CacheKey:
         path = body.get("path")
         if not isinstance(path, str):
             raise BadRequest('expected {"path": "/content/..."}')
-        return parse_content_path(split_token_path(path)[1]).path
+        return parse_content_key(split_token_path(path)[1])
 
     async def purge(self, request: web.Request) -> web.Response:
         self._authorize(request)
         body = await self._json(request)
         if "title" in body:
             title = check_title_id(body["title"])
-            prefix = content_prefix(title)
             keys = set(self.store.keys_of_title(title))
-            keys.update(k for k in self.coalescer.inflight if k.startswith(prefix))
+            keys.update(k for k in self.coalescer.inflight if k.title == title)
         else:
             keys = {self._key_of(body)}
-        purged = [k for k in sorted(keys) if await self.store.remove(k)]
+        purged = [k.path for k in sorted(keys, key=lambda k: k.text) if await self.store.remove(k)]
         for k in keys:
             self._forget_hot(k)
         log.info("purge", extra={"fields": {"keys": len(purged)}})
@@ -478,7 +479,7 @@ class EdgeNode:
         if not self.store.set_pinned(key, pinned):
             raise NotFound(f"{key} is not cached")
         await self.store.flush()
-        return web.json_response({"path": key, "pinned": pinned})
+        return web.json_response({"path": key.path, "pinned": pinned})
 
     async def pin(self, request: web.Request) -> web.Response:
         return await self._set_pin(request, True)

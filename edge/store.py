@@ -58,7 +58,7 @@ from typing import Any
 import msgpack
 
 from common.errors import Unavailable
-from common.ids import content_prefix
+from common.ids import CacheKey
 from edge.policy import EvictionPolicy
 
 log = logging.getLogger("ocsim.edge.store")
@@ -73,7 +73,8 @@ GHOSTS = 65536  # how many evicted keys we remember, to class a later miss as "e
 class ObjectMeta:
     """What the edge knows about a cached object; persisted as the sidecar.
 
-    `extra` leaves room for RFC 9111 freshness fields (Date, Expires, Age) later."""
+    `extra` leaves room for RFC 9111 freshness fields (Date, Expires, Age) later. `key` is
+    the cache key's `text` (the sidecar is a wire format); the index holds the typed key."""
 
     key: str
     length: int
@@ -116,13 +117,10 @@ HitView = tuple["ObjectMeta", dict[str, str], bytes | None]
 class Entry:
     """A cached object in the index. Identity matters: a refetch makes a new Entry."""
 
+    key: CacheKey
     meta: ObjectMeta
     path: Path
     view: HitView | None = None  # the server's response headers for `meta`, built on first use
-
-    @property
-    def key(self) -> str:
-        return self.meta.key
 
     @property
     def length(self) -> int:
@@ -176,7 +174,7 @@ class Reservation:
     """One fill's hold on the store: its bytes in the policy, its temp file, its phase."""
 
     store: DiskStore
-    key: str
+    key: CacheKey
     length: int
     phase: FillPhase = FillPhase.RESERVED
     want_pin: bool = False
@@ -204,38 +202,33 @@ class Reservation:
             await asyncio.shield(self.store.abort(self))
 
 
-def key_digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def title_of(key: str) -> str:
-    parts = key.split("/", 3)
-    return parts[2] if len(parts) > 2 else ""
+def key_digest(key: CacheKey) -> str:
+    return hashlib.sha256(key.text.encode()).hexdigest()
 
 
 class DiskStore:
     """Cached objects under `root`, budgeted by `policy`. Create, then `await open()`."""
 
     def __init__(self, root: str | Path, policy: EvictionPolicy, *, max_open_files: int = 512,
-                 on_evict: Callable[[str], None] | None = None) -> None:
+                 on_evict: Callable[[CacheKey], None] | None = None) -> None:
         self.root = Path(root)
         self.objects_dir = self.root / "objects"
         self.tmp_dir = self.root / "tmp"
         self.policy = policy
-        self.index: dict[str, Entry] = {}
+        self.index: dict[CacheKey, Entry] = {}
         self.max_open_files = max_open_files
-        self._open: OrderedDict[str, OpenFile] = OrderedDict()
-        self._reservations: dict[str, Reservation] = {}
-        self._deleting: dict[str, asyncio.Future[None]] = {}
+        self._open: OrderedDict[CacheKey, OpenFile] = OrderedDict()
+        self._reservations: dict[CacheKey, Reservation] = {}
+        self._deleting: dict[CacheKey, asyncio.Future[None]] = {}
         self._background: set[asyncio.Future[None]] = set()
-        self._ghosts: OrderedDict[str, None] = OrderedDict()
+        self._ghosts: OrderedDict[CacheKey, None] = OrderedDict()
         self._titles: TallyCounter[str] = TallyCounter()
         self.on_evict = on_evict
         self.evictions = 0
 
     # -- paths -----------------------------------------------------------------------
 
-    def data_path(self, key: str) -> Path:
+    def data_path(self, key: CacheKey) -> Path:
         h = key_digest(key)
         return self.objects_dir / h[:2] / h[2:4] / h
 
@@ -244,27 +237,27 @@ class DiskStore:
     async def open(self) -> None:
         """Clear temp leftovers and rebuild the index from the sidecars on disk."""
         metas = await asyncio.get_running_loop().run_in_executor(None, self._scan)
-        doomed: list[str] = []
-        for meta in sorted(metas, key=lambda m: m.stored_at):
-            adm = self.policy.admit(meta.key, meta.length, 0.0, pinned=meta.pinned)
-            for victim in adm.evicted:
+        doomed: list[CacheKey] = []
+        for key, meta in sorted(metas, key=lambda km: km[1].stored_at):
+            adm = self.policy.admit(key.text, meta.length, 0.0, pinned=meta.pinned)
+            for victim in map(CacheKey.from_text, adm.evicted):
                 self._drop_index(victim)
                 doomed.append(victim)
             if adm.admitted:
-                self._add_index(Entry(meta, self.data_path(meta.key)))
+                self._add_index(Entry(key, meta, self.data_path(key)))
             else:
-                doomed.append(meta.key)
+                doomed.append(key)
         if doomed:
             await asyncio.get_running_loop().run_in_executor(None, self._delete_many, doomed)
         log.info("index rebuilt", extra={"fields": {"objects": len(self.index), "used": self.policy.used,
                                                     "dropped": len(doomed)}})
 
-    def _scan(self) -> list[ObjectMeta]:
+    def _scan(self) -> list[tuple[CacheKey, ObjectMeta]]:
         self.objects_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         for leftover in self.tmp_dir.iterdir():
             _unlink(leftover)
-        found: list[ObjectMeta] = []
+        found: list[tuple[CacheKey, ObjectMeta]] = []
         for dirpath, _dirs, files in os.walk(self.objects_dir):
             names = set(files)
             for name in files:
@@ -272,11 +265,13 @@ class DiskStore:
                 if name.endswith(META_SUFFIX):
                     data = path.with_name(name[: -len(META_SUFFIX)])
                     meta = _read_meta(path)
-                    if meta is None or self.data_path(meta.key) != data or not _has_size(data, meta.length):
+                    key = CacheKey.from_text(meta.key) if meta is not None else None
+                    if (meta is None or key is None or self.data_path(key) != data
+                            or not _has_size(data, meta.length)):
                         _unlink(path)
                         _unlink(data)
                     else:
-                        found.append(meta)
+                        found.append((key, meta))
                 elif len(name) == 64 and name + META_SUFFIX in names:
                     continue  # judged with its sidecar
                 else:
@@ -288,15 +283,15 @@ class DiskStore:
     def _add_index(self, entry: Entry) -> None:
         old = self.index.get(entry.key)
         if old is None:
-            self._titles[title_of(entry.key)] += 1
+            self._titles[entry.key.title or ""] += 1
         self.index[entry.key] = entry
         self._ghosts.pop(entry.key, None)
         self._close_fd(entry.key)
 
-    def _drop_index(self, key: str) -> Entry | None:
+    def _drop_index(self, key: CacheKey) -> Entry | None:
         entry = self.index.pop(key, None)
         if entry is not None:
-            t = title_of(key)
+            t = entry.key.title or ""
             self._titles[t] -= 1
             if self._titles[t] <= 0:
                 del self._titles[t]
@@ -305,20 +300,19 @@ class DiskStore:
                 self.on_evict(key)
         return entry
 
-    def lookup(self, key: str, now: float) -> Entry | None:
+    def lookup(self, key: CacheKey, now: float) -> Entry | None:
         """Record the access with the policy; the cached entry or None."""
-        self.policy.lookup(key, now)
+        self.policy.lookup(key.text, now)
         return self.index.get(key)
 
-    def was_evicted(self, key: str) -> bool:
+    def was_evicted(self, key: CacheKey) -> bool:
         return key in self._ghosts
 
     def titles(self) -> list[str]:
         return sorted(self._titles)
 
-    def keys_of_title(self, title: str) -> list[str]:
-        prefix = content_prefix(title)
-        return [k for k in self.index if k.startswith(prefix)]
+    def keys_of_title(self, title: str) -> list[CacheKey]:
+        return [k for k in self.index if k.title == title]
 
     @property
     def used(self) -> int:
@@ -329,7 +323,7 @@ class DiskStore:
         return self.policy.capacity
 
     def pinned_count(self) -> int:
-        return sum(1 for e in self.index.values() if self.policy.is_pinned(e.key))
+        return sum(1 for e in self.index.values() if self.policy.is_pinned(e.key.text))
 
     # -- hits: open fds ----------------------------------------------------------------
 
@@ -363,7 +357,7 @@ class DiskStore:
                 self._trim_fds()
         if size != entry.length or of is None:
             log.warning("object changed on disk; dropping it", extra={"fields": {
-                "key": entry.key, "expected": entry.length, "found": size}})
+                "key": str(entry.key), "expected": entry.length, "found": size}})
             if self.index.get(entry.key) is entry:
                 await self.remove(entry.key)
             return None
@@ -375,7 +369,7 @@ class DiskStore:
         if of.doomed and of.refs <= 0:
             _close(of.fd)
 
-    def _close_fd(self, key: str) -> None:
+    def _close_fd(self, key: CacheKey) -> None:
         of = self._open.pop(key, None)
         if of is not None:
             if of.refs > 0:
@@ -397,7 +391,7 @@ class DiskStore:
 
     # -- fills -------------------------------------------------------------------------
 
-    def reserve(self, key: str, length: int, now: float, *, force: bool = False) -> Reservation | None:
+    def reserve(self, key: CacheKey, length: int, now: float, *, force: bool = False) -> Reservation | None:
         """Hold `length` bytes for a fill of `key`, or None when the policy declines.
 
         The held object is pinned in the policy while it fills, so no later admission can
@@ -405,14 +399,14 @@ class DiskStore:
         if key in self._reservations:
             return None
         if force:
-            adm = self.policy.admit(key, length, now, pinned=True)
+            adm = self.policy.admit(key.text, length, now, pinned=True)
         else:
-            adm = self.policy.admit(key, length, now)
+            adm = self.policy.admit(key.text, length, now)
         self._evicted(adm.evicted)
-        if not adm.admitted or key not in self.policy:
+        if not adm.admitted or key.text not in self.policy:
             return None
-        if not self.policy.hold(key):  # already pinned (forced, pre-positioning): stays so
-            self.policy.pin(key)
+        if not self.policy.hold(key.text):  # already pinned (forced, pre-positioning): stays so
+            self.policy.pin(key.text)
         # a stale entry for the key (refetch) no longer matches what the policy holds
         if key in self.index:
             self._drop_index(key)
@@ -457,7 +451,7 @@ class DiskStore:
             await loop.run_in_executor(None, _install, res.fd, res.tmp_path, dest, meta)
         except OSError as exc:
             res.fd = -1
-            log.error("commit failed", extra={"fields": {"key": res.key, "error": str(exc)}})
+            log.error("commit failed", extra={"fields": {"key": str(res.key), "error": str(exc)}})
             await self.abort(res)
             return None
         res.fd = -1
@@ -468,9 +462,9 @@ class DiskStore:
             return None
         del self._reservations[res.key]
         res.step(FillStep.COMMIT)
-        if not res.want_pin and not self.policy.release(res.key):
-            self.policy.unpin(res.key)  # a forced fill was pinned, not held
-        entry = Entry(meta, dest)
+        if not res.want_pin and not self.policy.release(res.key.text):
+            self.policy.unpin(res.key.text)  # a forced fill was pinned, not held
+        entry = Entry(res.key, meta, dest)
         self._add_index(entry)
         return entry
 
@@ -480,7 +474,7 @@ class DiskStore:
             return
         if self._reservations.get(res.key) is res:
             del self._reservations[res.key]
-            self.policy.remove(res.key)
+            self.policy.remove(res.key.text)
         res.step(FillStep.ABORT)
         await _settled(res.creating)  # an abort under a create still running would leak its fd
         fd, path = res.fd, res.tmp_path
@@ -490,8 +484,9 @@ class DiskStore:
 
     # -- removal -------------------------------------------------------------------------
 
-    def _evicted(self, keys: tuple[str, ...]) -> None:
-        for key in keys:
+    def _evicted(self, texts: tuple[str, ...]) -> None:
+        """The policy's victims (strings: the policy boundary) leave the index and the disk."""
+        for key in map(CacheKey.from_text, texts):
             self.evictions += 1
             self._drop_index(key)
             self._ghosts[key] = None
@@ -500,7 +495,7 @@ class DiskStore:
                 self._ghosts.popitem(last=False)
             self._schedule_delete(key)
 
-    def _schedule_delete(self, key: str) -> None:
+    def _schedule_delete(self, key: CacheKey) -> None:
         loop = asyncio.get_running_loop()
         prev = self._deleting.get(key)
 
@@ -518,11 +513,11 @@ class DiskStore:
             if self._deleting.get(key) is f:
                 del self._deleting[key]
             if not f.cancelled() and f.exception() is not None:
-                log.error("delete failed", extra={"fields": {"key": key, "error": str(f.exception())}})
+                log.error("delete failed", extra={"fields": {"key": str(key), "error": str(f.exception())}})
 
         fut.add_done_callback(done)
 
-    async def remove(self, key: str) -> bool:
+    async def remove(self, key: CacheKey) -> bool:
         """Purge `key`: from the index, the policy and the disk (awaited). Cancels a fill."""
         found = False
         res = self._reservations.pop(key, None)
@@ -531,13 +526,13 @@ class DiskStore:
             found = True
         if self._drop_index(key) is not None:
             found = True
-        if self.policy.remove(key):
+        if self.policy.remove(key.text):
             found = True
         self._schedule_delete(key)
         await asyncio.shield(self._deleting[key])
         return found
 
-    def _delete_many(self, keys: list[str]) -> None:
+    def _delete_many(self, keys: list[CacheKey]) -> None:
         for key in keys:
             data = self.data_path(key)
             _unlink(data.with_name(data.name + META_SUFFIX))  # sidecar first: data alone is junk
@@ -545,7 +540,7 @@ class DiskStore:
 
     # -- pins ---------------------------------------------------------------------------
 
-    def set_pinned(self, key: str, pinned: bool) -> bool:
+    def set_pinned(self, key: CacheKey, pinned: bool) -> bool:
         """Pin or unpin a cached (or filling) object; False if absent.
 
         The policy changes at once; the sidecar is rewritten in the background (`flush`
@@ -558,9 +553,9 @@ class DiskStore:
         if entry is None:
             return False
         if pinned:
-            self.policy.pin(key)
+            self.policy.pin(key.text)
         else:
-            self.policy.unpin(key)
+            self.policy.unpin(key.text)
         if entry.meta.pinned != pinned:
             entry.meta = replace(entry.meta, pinned=pinned)
             self._track(asyncio.ensure_future(self._persist_meta(entry)))
