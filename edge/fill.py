@@ -37,13 +37,13 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from common.errors import NotFound, OcsimError, Unavailable, UpstreamError, UpstreamTimeout
 from common.ids import CacheKey, parse_content_key
 from common.metrics import Counter
 from common.tokens import NO_ISP, Keyring
-from edge.store import DiskStore, ObjectMeta, Reservation
+from edge.store import DIGEST_FIELD, DiskStore, ObjectMeta, Reservation, new_digest
 from edge.upstream import Upstream, UpstreamResponse
 
 log = logging.getLogger("ocsim.edge.fill")
@@ -348,6 +348,7 @@ class FillCoalescer:
         fill.state = FillState.STREAMING
         fill._notify()
         created = False
+        digest = new_digest()  # the checksum, fed as the bytes pass (no second read)
         pending: list[bytes] = []
         pending_bytes = 0
         try:
@@ -356,6 +357,7 @@ class FillCoalescer:
                     raise UpstreamError("upstream sent more than its Content-Length")
                 self._arrived(fill, data)
                 if res is not None:
+                    digest.update(data)
                     pending.append(data)
                     pending_bytes += len(data)
                     if pending_bytes >= WRITE_BATCH:
@@ -373,6 +375,8 @@ class FillCoalescer:
                 res = await self._created(fill, res)
             if res is not None and pending:
                 await self.store.write(res, b"".join(pending))
+            if res is not None and fill.meta is not None:
+                fill.meta = replace(fill.meta, extra={**fill.meta.extra, DIGEST_FIELD: digest.hexdigest()})
         except OSError as exc:
             if isinstance(exc, ConnectionError):
                 raise

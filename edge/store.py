@@ -67,6 +67,12 @@ META_SUFFIX = ".meta"
 META_VERSION = 1
 MAX_META_BYTES = 64 * 1024
 GHOSTS = 65536  # how many evicted keys we remember, to class a later miss as "evicted"
+DIGEST_FIELD = "b2"  # ObjectMeta.extra: blake2b-128 of the body, computed while filling
+
+
+def new_digest() -> Any:
+    """The running checksum a fill feeds every chunk to (no second read of the body)."""
+    return hashlib.blake2b(digest_size=16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +91,11 @@ class ObjectMeta:
     pinned: bool = False
     stored_at: float = 0.0
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str | None:
+        """The body's checksum (hex) when the fill recorded one; None for older sidecars."""
+        return self.extra.get(DIGEST_FIELD)
 
     def pack(self) -> bytes:
         d = asdict(self)
@@ -225,6 +236,9 @@ class DiskStore:
         self._titles: TallyCounter[str] = TallyCounter()
         self.on_evict = on_evict
         self.evictions = 0
+        self.corrupt = 0  # objects whose checksum failed: purged, never served again
+        self.scrubbed = 0
+        self._scrub_order: list[CacheKey] = []
 
     # -- paths -----------------------------------------------------------------------
 
@@ -383,11 +397,53 @@ class DiskStore:
             self._close_fd(key)
 
     async def read_all(self, entry: Entry) -> bytes | None:
-        """A small object's bytes in one hop (for the RAM tier), or None if it changed."""
+        """A small object's bytes in one hop (for the RAM tier), verified against the
+        checksum its fill recorded; None if it changed (a corrupt object is purged)."""
         data = await asyncio.get_running_loop().run_in_executor(None, _read_file, entry.path)
         if data is None or len(data) != entry.length:
             return None
+        want = entry.meta.digest
+        if want is not None and _digest_of(data) != want:
+            await self._corrupt(entry)
+            return None
         return data
+
+    async def verify(self, entry: Entry) -> bool:
+        """Re-read `entry` and check its checksum (in the executor); a corrupt object is
+        purged and counted. True when it is intact (or has no checksum to check)."""
+        want = entry.meta.digest
+        if want is None:
+            return True
+        got = await asyncio.get_running_loop().run_in_executor(None, _digest_file, entry.path)
+        if got == want:
+            return True
+        if self.index.get(entry.key) is entry:
+            await self._corrupt(entry)
+        return False
+
+    async def scrub(self, max_bytes: int) -> int:
+        """Verify the next objects in index order, about `max_bytes` of them (at least one),
+        resuming where the last call stopped, at most one pass over the index per call: the
+        background scrubber's step. Bytes read."""
+        done = 0
+        if not self._scrub_order:
+            self._scrub_order = list(self.index)  # a new pass; at most one pass per call
+        while done < max_bytes and self._scrub_order:
+            key = self._scrub_order.pop()
+            entry = self.index.get(key)
+            if entry is None or entry.meta.digest is None:
+                continue
+            await self.verify(entry)
+            done += entry.length
+            self.scrubbed += 1
+        return done
+
+    async def _corrupt(self, entry: Entry) -> None:
+        if self.index.get(entry.key) is not entry:
+            return
+        self.corrupt += 1
+        log.warning("corrupt object purged", extra={"fields": {"key": str(entry.key), "length": entry.length}})
+        await self.remove(entry.key)
 
     # -- fills -------------------------------------------------------------------------
 
@@ -587,6 +643,7 @@ class DiskStore:
     def snapshot(self) -> dict[str, Any]:
         return {"objects": len(self.index), "used_bytes": self.policy.used, "capacity_bytes": self.capacity,
                 "pinned": self.pinned_count(), "filling": len(self._reservations), "evictions": self.evictions,
+                "corrupt": self.corrupt, "scrubbed": self.scrubbed,
                 "open_fds": len(self._open)}
 
 
@@ -648,6 +705,23 @@ def _open_ro(path: Path) -> tuple[int, int]:
     except OSError:
         os.close(fd)
         raise
+
+
+def _digest_of(data: bytes) -> str:
+    d = new_digest()
+    d.update(data)
+    return d.hexdigest()  # type: ignore[no-any-return]
+
+
+def _digest_file(path: Path) -> str | None:
+    d = new_digest()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                d.update(chunk)
+    except OSError:
+        return None
+    return d.hexdigest()  # type: ignore[no-any-return]
 
 
 def _read_file(path: Path) -> bytes | None:

@@ -347,3 +347,57 @@ def test_every_table_row_is_exercised_above() -> None:
         (FillPhase.ABORTED, FillStep.ABORT),
     }
     assert driven == set(FILL_TABLE)
+
+
+# -- integrity: the checksum a fill records, checked on the RAM-tier load and by the scrubber ----
+
+def _flip_a_byte(path: Path, at: int) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[at] ^= 0xFF
+    path.write_bytes(bytes(raw))  # same length: the size check alone cannot see it
+
+
+async def test_a_fill_records_the_checksum_of_what_it_stored(store: DiskStore) -> None:
+    import hashlib
+
+    c = coalescer(store, FakeUpstream({ORIGIN + KEY_PATH: FakeResponse()}))
+    fill, _ = c.join(KEY)
+    await fill.finished()
+    entry = store.index[KEY]
+    assert entry.meta.digest == hashlib.blake2b(BODY, digest_size=16).hexdigest()
+    reopened = DiskStore(store.root, make_policy("lru", 100_000))
+    await reopened.open()  # the checksum is in the sidecar
+    assert reopened.index[KEY].meta.digest == entry.meta.digest
+    await reopened.close()
+
+
+async def test_a_byte_flipped_on_disk_is_never_loaded_purged_counted_and_refetched(store: DiskStore) -> None:
+    up = FakeUpstream({ORIGIN + KEY_PATH: FakeResponse()})
+    c = coalescer(store, up)
+    fill, _ = c.join(KEY)
+    await fill.finished()
+    entry = store.index[KEY]
+    assert await store.read_all(entry) == BODY  # intact: loads
+    _flip_a_byte(entry.path, 1234)
+    assert await store.read_all(entry) is None  # the RAM tier's load checks it
+    assert KEY not in store.index and store.corrupt == 1 and not entry.path.exists() and store.used == 0
+    up.script[ORIGIN + KEY_PATH] = FakeResponse()
+    again, joined = c.join(KEY)  # the next miss fetches it again
+    assert not joined and await read_all(again) == BODY
+    await again.finished()
+    assert await store.read_all(store.index[KEY]) == BODY and len(up.calls) == 2
+
+
+async def test_the_scrubber_finds_a_cold_corrupt_object_and_keeps_the_good_ones(store: DiskStore) -> None:
+    other_path = "/content/t1/235/1.seg"
+    other = parse_content_key(other_path)
+    c = coalescer(store, FakeUpstream({ORIGIN + KEY_PATH: FakeResponse(), ORIGIN + other_path: FakeResponse()}))
+    for k in (KEY, other):
+        fill, _ = c.join(k)
+        await fill.finished()
+    _flip_a_byte(store.index[other].path, 0)
+    assert await store.scrub(1) > 0  # bounded: one object per call at this budget
+    assert store.scrubbed == 1
+    await store.scrub(1 << 30)
+    assert other not in store.index and KEY in store.index and store.corrupt == 1
+    assert await store.verify(store.index[KEY])
