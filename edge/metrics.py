@@ -42,6 +42,7 @@ class Gauges:
     pinned: Callable[[], float]
     inflight: Callable[[], float]
     evictions: Callable[[], float]
+    corrupt: Callable[[], float] = lambda: 0.0
 
 
 class EdgeMetrics:
@@ -67,6 +68,8 @@ class EdgeMetrics:
         reg.gauge("ocsim_edge_pinned_objects", "Pinned objects", callback=gauges.pinned)
         reg.gauge("ocsim_edge_fills_inflight", "Fills in flight", callback=gauges.inflight)
         reg.gauge("ocsim_edge_evictions", "Objects evicted since start", callback=gauges.evictions)
+        reg.gauge("ocsim_edge_corrupt_objects", "Objects purged since start because their checksum failed",
+                  callback=gauges.corrupt)
         self._rate = RateSample()
 
     def hit_ratio(self) -> float:

@@ -74,6 +74,7 @@ class EdgeConfig:
     heartbeat_interval: float = 1.0
     max_open_files: int = 512
     fast_lane: bool = True  # plain GETs of RAM objects answered below aiohttp (edge.hitpath.FastLane)
+    scrub_bytes_per_s: int = 8 * 1024 * 1024  # background re-verification of objects on disk; 0 = off
 
 
 def _only_if_cached(cache_control: str | None) -> bool:
@@ -97,7 +98,8 @@ class EdgeNode:
         self.metrics = EdgeMetrics(self.app[REGISTRY], Gauges(
             used=lambda: float(self.store.used), capacity=lambda: float(self.store.capacity),
             objects=lambda: float(len(self.store.index)), pinned=lambda: float(self.store.pinned_count()),
-            inflight=lambda: float(len(self.coalescer.inflight)), evictions=lambda: float(self.store.evictions)))
+            inflight=lambda: float(len(self.coalescer.inflight)), evictions=lambda: float(self.store.evictions),
+            corrupt=lambda: float(self.store.corrupt)))
         self.upstream = AiohttpUpstream(read_timeout=config.fill_timeout)
         self.coalescer = FillCoalescer(
             self.store, self.upstream, config.upstream, peers=list(config.peers),
@@ -105,6 +107,7 @@ class EdgeNode:
             metrics=self.metrics.fill, on_stored=self._stored)
         self.agent: EdgeAgent | None = None
         self._agent_task: asyncio.Task[None] | None = None
+        self._scrubber: asyncio.Task[None] | None = None
         self.public_url = config.public_url
         self._hit_status = f"{self.cache_status}; hit"
         self._verdicts = TokenVerdicts()
@@ -121,6 +124,8 @@ class EdgeNode:
     async def start(self) -> web.Application:
         await self.store.open()
         self.upstream.start()
+        if self.config.scrub_bytes_per_s > 0:
+            self._scrubber = asyncio.create_task(self._scrub(), name="scrubber")
         app = self.app
         app[HEALTH].append(self._health)
         app.router.add_post("/admin/purge", self.purge)
@@ -159,7 +164,19 @@ class EdgeNode:
         if self.agent is not None:
             await self.agent.drain()
 
+    async def _scrub(self) -> None:
+        """Re-verify the objects on disk at a bounded rate (DiskStore.scrub), forever."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.store.scrub(self.config.scrub_bytes_per_s)
+            except OSError as exc:
+                log.warning("scrub failed", extra={"fields": {"error": str(exc)}})
+
     async def _on_cleanup(self, app: web.Application) -> None:
+        if self._scrubber is not None:
+            self._scrubber.cancel()
+            await asyncio.gather(self._scrubber, return_exceptions=True)
         if self._warming:
             await asyncio.gather(*self._warming.values(), return_exceptions=True)
         if self.agent is not None:
