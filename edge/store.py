@@ -27,7 +27,8 @@ around the streaming leaves the bytes cached only if `commit` ran inside it.
 Crash safety: a fill writes a temp file and renames it into place only when it has
 exactly the announced length; the sidecar is written (temp + rename) after the data.
 At start the index is rebuilt from sidecars: a data file without a valid sidecar, a
-sidecar without data, or a length mismatch is deleted, and tmp/ is emptied. So a crash
+sidecar without data, a length mismatch, or data changed after its sidecar whose
+checksum fails is deleted, and tmp/ is emptied. So a crash
 at any moment leaves either the old state or the new one.
 
 Capacity: every byte on disk was first reserved in the eviction policy (`reserve`, at
@@ -281,7 +282,7 @@ class DiskStore:
                     meta = _read_meta(path)
                     key = CacheKey.from_text(meta.key) if meta is not None else None
                     if (meta is None or key is None or self.data_path(key) != data
-                            or not _has_size(data, meta.length)):
+                            or not _has_size(data, meta.length) or not _trusted(data, path, meta)):
                         _unlink(path)
                         _unlink(data)
                     else:
@@ -705,6 +706,20 @@ def _open_ro(path: Path) -> tuple[int, int]:
     except OSError:
         os.close(fd)
         raise
+
+
+def _trusted(data: Path, sidecar: Path, meta: ObjectMeta) -> bool:
+    """At start: data written after its sidecar (the sidecar is written last, so that is
+    a change behind our back) is re-verified against its checksum before it is indexed."""
+    try:
+        if data.stat().st_mtime_ns <= sidecar.stat().st_mtime_ns or meta.digest is None:
+            return True
+    except OSError:
+        return False
+    if _digest_file(data) == meta.digest:
+        return True
+    log.warning("corrupt object dropped at start", extra={"fields": {"key": meta.key, "length": meta.length}})
+    return False
 
 
 def _digest_of(data: bytes) -> str:

@@ -401,3 +401,20 @@ async def test_the_scrubber_finds_a_cold_corrupt_object_and_keeps_the_good_ones(
     await store.scrub(1 << 30)
     assert other not in store.index and KEY in store.index and store.corrupt == 1
     assert await store.verify(store.index[KEY])
+
+
+async def test_a_restart_reverifies_data_changed_after_its_sidecar(store: DiskStore) -> None:
+    import os
+
+    c = coalescer(store, FakeUpstream({ORIGIN + KEY_PATH: FakeResponse()}))
+    fill, _ = c.join(KEY)
+    await fill.finished()
+    data = store.index[KEY].path
+    _flip_a_byte(data, 7)
+    sidecar = data.with_name(data.name + ".meta")
+    st = sidecar.stat()
+    os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # written after its sidecar
+    reopened = DiskStore(store.root, make_policy("lru", 100_000))
+    await reopened.open()
+    assert KEY not in reopened.index and not data.exists()
+    await reopened.close()
