@@ -13,12 +13,17 @@ segments are numbered from 0. Content paths are the same at the origin and every
 `parse_content_path` is the only way a path becomes a `ContentRef`; anything it does not
 accept (`..`, encoded slashes, NUL, leading zeros, overlong) is rejected before any
 lookup, so nothing derived from a raw path ever reaches a file system.
+
+A `CacheKey` is what the edge caches an object under, from the request through fill and
+store: the canonical path, its title when it is a content path, and a variant suffix (for a
+Vary selection). It becomes a string only in `CacheKey.text` (the eviction policy, the
+sidecar on disk) and comes back with `CacheKey.from_text`.
 """
 from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeGuard
 
 from common.errors import BadRequest
@@ -156,3 +161,55 @@ def parse_content_path(path: str) -> ContentRef:
     if leaf.endswith(".seg") and _INDEX_RE.match(leaf[:-4]):
         return ContentRef(ContentKind.SEGMENT, title, rendition, int(leaf[:-4]))
     raise BadRequest("invalid segment name")
+
+
+# -- cache keys --------------------------------------------------------------------------
+#
+# What the edge caches an object under, from the request through fill and store. Identity is
+# the canonical path (no token, no query) plus a variant suffix (empty for the one stored
+# response of a path; a Vary selection names a variant). `title` is derived from the path once,
+# at construction by `cache_key`/`CacheKey.from_text`, and is not part of identity, so a bare
+# `CacheKey(path)` is a valid lookup key. The key becomes a string in exactly one place,
+# `text`, for what takes strings: the eviction policy and the on-disk sidecar.
+
+KEY_VARIANT_SEP = "\x00"  # never in a path (parse_content_path rejects NUL)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheKey:
+    path: str
+    variant: str = ""
+    title: str | None = field(default=None, compare=False)
+
+    @property
+    def text(self) -> str:
+        """The key as one string (policy, sidecar); `from_text` inverts it."""
+        return self.path + KEY_VARIANT_SEP + self.variant if self.variant else self.path
+
+    @classmethod
+    def from_text(cls, text: str) -> CacheKey:
+        path, _, variant = text.partition(KEY_VARIANT_SEP)
+        return cls(path, variant, _title_of_path(path))
+
+    def with_variant(self, variant: str) -> CacheKey:
+        return CacheKey(self.path, variant, self.title)
+
+    def __str__(self) -> str:
+        return self.path if not self.variant else f"{self.path} [{self.variant}]"
+
+
+def content_key(ref: ContentRef) -> CacheKey:
+    """The cache key of a parsed content path."""
+    return CacheKey(ref.path, "", ref.title)
+
+
+def parse_content_key(path: str) -> CacheKey:
+    """`parse_content_path` as a cache key. Raises BadRequest for anything malformed."""
+    return content_key(parse_content_path(path))
+
+
+def _title_of_path(path: str) -> str | None:
+    try:
+        return parse_content_path(path).title
+    except BadRequest:
+        return None

@@ -37,13 +37,13 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from common.errors import NotFound, OcsimError, Unavailable, UpstreamError, UpstreamTimeout
-from common.ids import parse_content_path
+from common.ids import CacheKey, parse_content_key
 from common.metrics import Counter
 from common.tokens import NO_ISP, Keyring
-from edge.store import DiskStore, ObjectMeta, Reservation
+from edge.store import DIGEST_FIELD, DiskStore, ObjectMeta, Reservation, new_digest
 from edge.upstream import Upstream, UpstreamResponse
 
 log = logging.getLogger("ocsim.edge.fill")
@@ -93,7 +93,7 @@ class Passthrough:
 class Fill:
     """One object being fetched; readers follow it while it streams."""
 
-    def __init__(self, key: str, *, force: bool = False, sources: tuple[str, ...] = ()) -> None:
+    def __init__(self, key: CacheKey, *, force: bool = False, sources: tuple[str, ...] = ()) -> None:
         self.key = key
         self.force = force
         self.sources = sources  # peers to ask first (a fill plan's tier-fill sources)
@@ -167,7 +167,7 @@ class FillCoalescer:
     def __init__(self, store: DiskStore, upstream: Upstream, origin: str, *,
                  peers: list[str] | None = None, keyring: Callable[[], Keyring | None] = lambda: None,
                  isp: str = NO_ISP, fill_timeout: float = 10.0, metrics: FillMetrics | None = None,
-                 on_stored: Callable[[str, Fill], None] | None = None,
+                 on_stored: Callable[[CacheKey, Fill], None] | None = None,
                  on_done: Callable[[Fill, str], None] | None = None) -> None:
         self.store = store
         self.upstream = upstream
@@ -179,10 +179,10 @@ class FillCoalescer:
         self.metrics = metrics
         self.on_stored = on_stored
         self.on_done = on_done  # (fill, result) once per fill: the event pipeline's edge.fill
-        self.inflight: dict[str, Fill] = {}
+        self.inflight: dict[CacheKey, Fill] = {}
         self._closing = False
 
-    def join(self, key: str, *, force: bool = False, sources: tuple[str, ...] = ()) -> tuple[Fill, bool]:
+    def join(self, key: CacheKey, *, force: bool = False, sources: tuple[str, ...] = ()) -> tuple[Fill, bool]:
         """The fill in flight for `key` (joined=True) or a new one."""
         fill = self.inflight.get(key)
         if fill is not None:
@@ -202,7 +202,7 @@ class FillCoalescer:
 
         For pre-positioning: raises when the object cannot be fetched or does not fit.
         `sources`: peer edges to ask before this edge's own peers and the origin."""
-        key = parse_content_path(path).path
+        key = parse_content_key(path)
         first = tuple(p.rstrip("/") for p in sources)
         for _ in range(2):
             entry = self.store.index.get(key)
@@ -268,7 +268,7 @@ class FillCoalescer:
         if self.metrics:
             self.metrics.errors.inc((type(exc).__name__,))
         self._count_fill(fill, "failed")
-        log.warning("fill failed", extra={"fields": {"key": fill.key, "source": fill.source, "status": exc.status,
+        log.warning("fill failed", extra={"fields": {"key": str(fill.key), "source": fill.source, "status": exc.status,
                                                      "error": exc.reason, "received": fill.received}})
         fill._notify()
 
@@ -287,29 +287,29 @@ class FillCoalescer:
                 resp = await self.upstream.get(url, only_if_cached=True,
                                                connect_timeout=min(PEER_CONNECT_TIMEOUT, self.fill_timeout))
             except (UpstreamError, OSError, TimeoutError) as exc:
-                log.info("peer unavailable", extra={"fields": {"key": fill.key, "peer": peer,
+                log.info("peer unavailable", extra={"fields": {"key": str(fill.key), "peer": peer,
                                                                "error": _why(exc)}})
                 continue
             if resp.status == 200 and resp.content_length is not None:
                 fill.source = "peer"
                 return resp
             if resp.status != 504:
-                log.info("peer refused", extra={"fields": {"key": fill.key, "peer": peer, "status": resp.status}})
+                log.info("peer refused", extra={"fields": {"key": str(fill.key), "peer": peer, "status": resp.status}})
             resp.release()
         fill.source = "origin"
-        return await self.upstream.get(self.origin + fill.key, only_if_cached=False,
+        return await self.upstream.get(self.origin + fill.key.path, only_if_cached=False,
                                        connect_timeout=self.fill_timeout)
 
-    def _peer_path(self, key: str, ring: Keyring | None) -> str:
-        if ring is None:
-            return key
+    def _peer_path(self, key: CacheKey, ring: Keyring | None) -> str:
+        if ring is None or key.title is None:  # no token rule for a path outside /content/
+            return key.path
         isp = self.isp
-        title = key.split("/", 3)[2]
+        title = key.title
         try:
             token = ring.sign(title, int(time.time()) + PEER_TOKEN_TTL, isp)
         except ValueError:
             token = ring.sign(title, int(time.time()) + PEER_TOKEN_TTL, NO_ISP)
-        return f"/t/{token}{key}"
+        return f"/t/{token}{key.path}"
 
     async def _stream(self, fill: Fill, resp: UpstreamResponse) -> None:
         outcome = upstream_status_outcome(resp.status)
@@ -326,7 +326,7 @@ class FillCoalescer:
             raise UpstreamError("upstream sent no Content-Length")
         etag = resp.headers.get("ETag") or _synthetic_etag(fill.key, length)
         fill.meta = ObjectMeta(
-            key=fill.key, length=length, etag=etag,
+            key=fill.key.text, length=length, etag=etag,
             content_type=resp.headers.get("Content-Type", "application/octet-stream"),
             cache_control=resp.headers.get("Cache-Control", ""),
             last_modified=resp.headers.get("Last-Modified", ""),
@@ -355,6 +355,7 @@ class FillCoalescer:
         fill.state = FillState.STREAMING
         fill._notify()
         created = False
+        digest = new_digest()  # the checksum, fed as the bytes pass (no second read)
         pending: list[bytes] = []
         pending_bytes = 0
         try:
@@ -363,6 +364,7 @@ class FillCoalescer:
                     raise UpstreamError("upstream sent more than its Content-Length")
                 self._arrived(fill, data)
                 if res is not None:
+                    digest.update(data)
                     pending.append(data)
                     pending_bytes += len(data)
                     if pending_bytes >= WRITE_BATCH:
@@ -380,11 +382,13 @@ class FillCoalescer:
                 res = await self._created(fill, res)
             if res is not None and pending:
                 await self.store.write(res, b"".join(pending))
+            if res is not None and fill.meta is not None:
+                fill.meta = replace(fill.meta, extra={**fill.meta.extra, DIGEST_FIELD: digest.hexdigest()})
         except OSError as exc:
             if isinstance(exc, ConnectionError):
                 raise
             # our disk failed: keep serving the waiters, just do not cache
-            log.error("fill write failed", extra={"fields": {"key": fill.key, "error": str(exc)}})
+            log.error("fill write failed", extra={"fields": {"key": str(fill.key), "error": str(exc)}})
             if res is not None:
                 await self.store.abort(res)
                 res = None
@@ -406,7 +410,7 @@ class FillCoalescer:
             if res.creating is not None:
                 await res.creating
         except OSError as exc:
-            log.error("cannot create temp file", extra={"fields": {"key": fill.key, "error": str(exc)}})
+            log.error("cannot create temp file", extra={"fields": {"key": str(fill.key), "error": str(exc)}})
             await self.store.abort(res)
             fill.stored = False
             return None
@@ -423,5 +427,5 @@ def _why(exc: BaseException) -> str:
     return exc.reason if isinstance(exc, OcsimError) else type(exc).__name__
 
 
-def _synthetic_etag(key: str, length: int) -> str:
-    return '"' + hashlib.sha256(f"{key}:{length}".encode()).hexdigest()[:32] + '"'
+def _synthetic_etag(key: CacheKey, length: int) -> str:
+    return '"' + hashlib.sha256(f"{key.text}:{length}".encode()).hexdigest()[:32] + '"'

@@ -42,6 +42,7 @@ class Gauges:
     pinned: Callable[[], float]
     inflight: Callable[[], float]
     evictions: Callable[[], float]
+    corrupt: Callable[[], float] = lambda: 0.0
 
 
 class EdgeMetrics:
@@ -68,6 +69,8 @@ class EdgeMetrics:
         reg.gauge("ocsim_edge_fills_inflight", "Fills in flight", callback=gauges.inflight)
         # a count that only grows: a counter (rate() works on it), named as counters are
         reg.counter_reading("ocsim_edge_evictions_total", "Objects evicted since start", gauges.evictions)
+        reg.gauge("ocsim_edge_corrupt_objects", "Objects purged since start because their checksum failed",
+                  callback=gauges.corrupt)
         self._rate = RateSample()
 
     def hit_ratio(self) -> float:

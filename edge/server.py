@@ -1,8 +1,8 @@
 """The edge's HTTP front: content paths as a reverse cache, operator endpoints, stats.
 
 A content request goes: token check (when a keyring is configured) -> path parsed by
-`common.ids.parse_content_path` (the key is the canonical path: no token, no query) ->
-the store's index. A hit is answered from disk (`edge.hitpath.HitSender`, sendfile) or
+`common.ids.parse_content_key` (a typed `CacheKey`: the canonical path, no token, no
+query, with its title; it becomes a string only for the eviction policy) -> the store's index. A hit is answered from disk (`edge.hitpath.HitSender`, sendfile) or
 from the RAM tier for small objects (a plain keep-alive GET of a RAM object is answered
 below aiohttp by the fast lane, `edge.hitpath.FastLane` + `EdgeNode._fast_get`, with the
 same headers and counters; `EdgeConfig.fast_lane`, `--no-fast-lane`, turns it off); a miss
@@ -37,7 +37,7 @@ from common.errors import BadRequest, Forbidden, NotFound, OcsimError
 from common.events import EdgeEvict, EdgeFill, EdgeRequest
 from common.eventsink import make_sink
 from common.http_input import read_json_object, require_bearer
-from common.ids import check_title_id, content_prefix, parse_content_path
+from common.ids import CacheKey, check_title_id, parse_content_key, parse_content_path
 from common.selection import FIELDS as _CONDITIONAL
 from common.selection import Outcome, Selection, from_headers, select_response
 from common.service import BYTES, HEALTH, LATENCY, REGISTRY, REQUESTS, create_app, json_error
@@ -92,6 +92,7 @@ class EdgeConfig:
     max_open_files: int = 512
     fast_lane: bool = True  # plain GETs of RAM objects answered below aiohttp (edge.hitpath.FastLane)
     events: str = ""  # nats://... : publish edge.request / edge.fill / edge.evict (common.eventsink)
+    scrub_bytes_per_s: int = 8 * 1024 * 1024  # background re-verification of objects on disk; 0 = off
 
 
 def _only_if_cached(cache_control: str | None) -> bool:
@@ -115,7 +116,8 @@ class EdgeNode:
         self.metrics = EdgeMetrics(self.app[REGISTRY], Gauges(
             used=lambda: float(self.store.used), capacity=lambda: float(self.store.capacity),
             objects=lambda: float(len(self.store.index)), pinned=lambda: float(self.store.pinned_count()),
-            inflight=lambda: float(len(self.coalescer.inflight)), evictions=lambda: float(self.store.evictions)))
+            inflight=lambda: float(len(self.coalescer.inflight)), evictions=lambda: float(self.store.evictions),
+            corrupt=lambda: float(self.store.corrupt)))
         self.upstream = AiohttpUpstream(read_timeout=config.fill_timeout)
         self.coalescer = FillCoalescer(
             self.store, self.upstream, config.upstream, peers=list(config.peers),
@@ -128,10 +130,11 @@ class EdgeNode:
         self._event_edge, self._event_isp = config.edge_id, config.isp
         self.agent: EdgeAgent | None = None
         self._agent_task: asyncio.Task[None] | None = None
+        self._scrubber: asyncio.Task[None] | None = None
         self.public_url = config.public_url
         self._hit_status = f"{self.cache_status}; hit"
         self._verdicts = TokenVerdicts()
-        self._warming: dict[str, asyncio.Task[None]] = {}  # RAM-tier loads in flight, strongly held
+        self._warming: dict[CacheKey, asyncio.Task[None]] = {}  # RAM-tier loads in flight, strongly held
         self._fast_head = FastHead()
         self.fast_lane = config.fast_lane
         app = self.app
@@ -145,6 +148,8 @@ class EdgeNode:
         await self.events.start()
         await self.store.open()
         self.upstream.start()
+        if self.config.scrub_bytes_per_s > 0:
+            self._scrubber = asyncio.create_task(self._scrub(), name="scrubber")
         app = self.app
         app[HEALTH].append(self._health)
         app.router.add_post("/admin/purge", self.purge)
@@ -183,7 +188,19 @@ class EdgeNode:
         if self.agent is not None:
             await self.agent.drain()
 
+    async def _scrub(self) -> None:
+        """Re-verify the objects on disk at a bounded rate (DiskStore.scrub), forever."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.store.scrub(self.config.scrub_bytes_per_s)
+            except OSError as exc:
+                log.warning("scrub failed", extra={"fields": {"error": str(exc)}})
+
     async def _on_cleanup(self, app: web.Application) -> None:
+        if self._scrubber is not None:
+            self._scrubber.cancel()
+            await asyncio.gather(self._scrubber, return_exceptions=True)
         if self._warming:
             await asyncio.gather(*self._warming.values(), return_exceptions=True)
         if self.agent is not None:
@@ -206,14 +223,14 @@ class EdgeNode:
 
     def _pin_now(self, path: str) -> bool:
         try:
-            key = parse_content_path(path).path
+            key = parse_content_key(path)
         except OcsimError:
             return False
         return self.store.set_pinned(key, True)
 
     def _unpin_now(self, path: str) -> bool:
         try:
-            key = parse_content_path(path).path
+            key = parse_content_key(path)
         except OcsimError:
             return False
         return self.store.set_pinned(key, False)
@@ -228,19 +245,19 @@ class EdgeNode:
         return {"id": self.config.edge_id, "isp": self.config.isp, "used_bytes": self.store.used,
                 "capacity_bytes": self.store.capacity, "objects": len(self.store.index)}
 
-    def _dropped(self, key: str, entry: Entry, reason: str) -> None:
+    def _dropped(self, key: CacheKey, entry: Entry, reason: str) -> None:
         if self.hot is not None:
             self.hot.discard(key)
         if self.events.enabled:
             cfg = self.config
-            self.events.emit(EdgeEvict(cfg.edge_id, cfg.isp, key, _title_of(key), entry.meta.length, reason))
+            self.events.emit(EdgeEvict(cfg.edge_id, cfg.isp, key.text, key.title, entry.meta.length, reason))
 
     def _fill_done(self, fill: Fill, result: str) -> None:
         cfg = self.config
-        self.events.emit(EdgeFill(cfg.edge_id, cfg.isp, fill.key, _title_of(fill.key), fill.source or "origin",
+        self.events.emit(EdgeFill(cfg.edge_id, cfg.isp, fill.key.text, fill.key.title, fill.source or "origin",
                                   fill.received, time.monotonic() - fill.started, result))
 
-    def _stored(self, key: str, fill: Fill) -> None:
+    def _stored(self, key: CacheKey, fill: Fill) -> None:
         if self.hot is not None and fill.received <= HOT_MAX_OBJECT:
             self.hot.put(key, fill.body())
 
@@ -281,22 +298,24 @@ class EdgeNode:
         t0 = time.perf_counter()
         now = time.time()
         token, path = split_token_path(target)
-        # The RAM tier first: its keys are canonical content paths, so a key found there is a
-        # valid path, and a request the lane cannot answer costs one dict lookup here.
+        # The RAM tier first: its keys are cache keys of canonical content paths, so a key
+        # found there is a valid path, and a request the lane cannot answer costs one dict
+        # lookup here (a bare CacheKey(path) is a lookup key: the title is not identity).
+        key = CacheKey(path)
         hot = self.hot
-        data = hot.get(path) if hot is not None else None
+        data = hot.get(key) if hot is not None else None
         if data is None:
             return None
         ring = self.keyring
         if ring is not None and self._verdicts.check(ring, token, path, now) is not TokenVerdict.OK:
             return None
-        entry = self.store.index.get(path)
+        entry = self.store.index.get(key)
         if entry is None:
             return None
         meta, _, head = self._hit_view(entry)
         if head is None or len(data) != meta.length:
             return None
-        self.store.policy.lookup(path, now)  # what store.lookup records for every request
+        self.store.policy.lookup(key.text, now)  # what store.lookup records for every request
         n = len(data)
         metrics = self.metrics
         metrics.hits.inc()
@@ -352,10 +371,10 @@ class EdgeNode:
                 verdict = self._verdicts.check(ring, token, path, time.time())
                 if verdict is not TokenVerdict.OK:
                     raise Forbidden(verdict.value)
-            key = parse_content_path(path).path
+            key = parse_content_key(path)
         except OcsimError as exc:
             return self._error(exc.status, exc.reason)
-        request[_KEY] = key
+        request[_KEY] = key.text
         entry = self.store.lookup(key, time.time())
         refetch = False
         if entry is not None:
@@ -396,7 +415,7 @@ class EdgeNode:
             return json_error(416, "range not satisfiable", h)
         return json_error(412, "precondition failed", h)
 
-    async def _serve_hit(self, request: web.Request, key: str, entry: Entry) -> web.StreamResponse | None:
+    async def _serve_hit(self, request: web.Request, key: CacheKey, entry: Entry) -> web.StreamResponse | None:
         meta = entry.meta
         headers = dict(self._hit_view(entry)[1])
         headers["Age"] = str(max(0, int(time.time() - meta.stored_at)))
@@ -439,7 +458,7 @@ class EdgeNode:
         metrics.served.inc(CACHE, count)
         return resp
 
-    def _warm(self, key: str, entry: Entry) -> None:
+    def _warm(self, key: CacheKey, entry: Entry) -> None:
         """Load a small object into the RAM tier in the background (one read per object)."""
         if key in self._warming or self.hot is None:
             return
@@ -519,23 +538,22 @@ class EdgeNode:
         return await read_json_object(request, allowed, ADMIN_BODY_BYTES)  # the strict input layer
 
     @staticmethod
-    def _key_of(body: dict[str, Any]) -> str:
+    def _key_of(body: dict[str, Any]) -> CacheKey:
         path = body.get("path")
         if not isinstance(path, str):
             raise BadRequest('expected {"path": "/content/..."}')
-        return parse_content_path(split_token_path(path)[1]).path
+        return parse_content_key(split_token_path(path)[1])
 
     async def purge(self, request: web.Request) -> web.Response:
         self._authorize(request)
         body = await self._json(request, PURGE_FIELDS)
         if "title" in body:
             title = check_title_id(body["title"])
-            prefix = content_prefix(title)
             keys = set(self.store.keys_of_title(title))
-            keys.update(k for k in self.coalescer.inflight if k.startswith(prefix))
+            keys.update(k for k in self.coalescer.inflight if k.title == title)
         else:
             keys = {self._key_of(body)}
-        purged = [k for k in sorted(keys) if await self.store.remove(k)]
+        purged = [k.path for k in sorted(keys, key=lambda k: k.text) if await self.store.remove(k)]
         if self.hot is not None:
             for k in keys:
                 self.hot.discard(k)
@@ -548,7 +566,7 @@ class EdgeNode:
         if not self.store.set_pinned(key, pinned):
             raise NotFound(f"{key} is not cached")
         await self.store.flush()
-        return web.json_response({"path": key, "pinned": pinned})
+        return web.json_response({"path": key.path, "pinned": pinned})
 
     async def pin(self, request: web.Request) -> web.Response:
         return await self._set_pin(request, True)

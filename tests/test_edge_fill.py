@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import OcsimError, UpstreamError, UpstreamTimeout
+from common.ids import parse_content_key
 from edge.fill import Fill, FillCoalescer, FillState
 from edge.policy import make_policy
 from edge.store import FILL_TABLE, DiskStore, FillPhase, FillStep, ObjectMeta, Reservation
@@ -17,7 +18,8 @@ from edge.upstream import UpstreamResponse
 
 pytestmark = pytest.mark.timeout(20)
 
-KEY = "/content/t1/235/0.seg"
+KEY_PATH = "/content/t1/235/0.seg"
+KEY = parse_content_key(KEY_PATH)
 ORIGIN = "http://origin.test"
 BODY = bytes(range(256)) * 40  # 10240 bytes
 
@@ -94,7 +96,7 @@ def tmp_files(store: DiskStore) -> list[Path]:
 
 async def test_concurrent_misses_share_one_fetch_and_the_object_is_stored(store: DiskStore) -> None:
     gate = asyncio.Event()
-    up = FakeUpstream({ORIGIN + KEY: FakeResponse(gates={1: gate})})
+    up = FakeUpstream({ORIGIN + KEY_PATH: FakeResponse(gates={1: gate})})
     c = coalescer(store, up)
     first, joined1 = c.join(KEY)
     reader1 = asyncio.create_task(read_all(first))
@@ -106,36 +108,36 @@ async def test_concurrent_misses_share_one_fetch_and_the_object_is_stored(store:
     assert await reader1 == BODY and await reader2 == BODY
     await first.finished()
     assert first.state is FillState.DONE and first.stored and first.source == "origin"
-    assert up.calls == [(ORIGIN + KEY, False)]
+    assert up.calls == [(ORIGIN + KEY_PATH, False)]
     assert store.index[KEY].length == len(BODY) and store.index[KEY].meta.etag == '"e1"'
     assert KEY not in c.inflight and tmp_files(store) == []
-    up.script[ORIGIN + KEY] = FakeResponse()
+    up.script[ORIGIN + KEY_PATH] = FakeResponse()
     third, joined3 = c.join(KEY)  # a later miss (e.g. after a purge) starts a new fill
     assert third is not first and not joined3
     await third.finished()
 
 
 async def test_peers_are_asked_in_order_then_the_origin(store: DiskStore) -> None:
-    up = FakeUpstream({"http://p1" + KEY: UpstreamError("upstream error: ClientConnectorError"),
-                       "http://p2" + KEY: FakeResponse(status=504, body=[b"{}"], content_length=2),
-                       ORIGIN + KEY: FakeResponse()})
+    up = FakeUpstream({"http://p1" + KEY_PATH: UpstreamError("upstream error: ClientConnectorError"),
+                       "http://p2" + KEY_PATH: FakeResponse(status=504, body=[b"{}"], content_length=2),
+                       ORIGIN + KEY_PATH: FakeResponse()})
     c = coalescer(store, up, peers=("http://p1", "http://p2/"))
     fill, _ = c.join(KEY)
     assert await read_all(fill) == BODY
-    assert up.calls == [("http://p1" + KEY, True), ("http://p2" + KEY, True), (ORIGIN + KEY, False)]
+    assert up.calls == [("http://p1" + KEY_PATH, True), ("http://p2" + KEY_PATH, True), (ORIGIN + KEY_PATH, False)]
     assert fill.source == "origin"
-    peer504 = up.script["http://p2" + KEY]
+    peer504 = up.script["http://p2" + KEY_PATH]
     assert isinstance(peer504, FakeResponse) and peer504.released
 
 
 async def test_a_peer_hit_ends_the_search(store: DiskStore) -> None:
-    up = FakeUpstream({"http://p1" + KEY: FakeResponse(status=504, content_length=0, body=[]),
-                       "http://p2" + KEY: FakeResponse(), ORIGIN + KEY: AssertionError("not asked")})
+    up = FakeUpstream({"http://p1" + KEY_PATH: FakeResponse(status=504, content_length=0, body=[]),
+                       "http://p2" + KEY_PATH: FakeResponse(), ORIGIN + KEY_PATH: AssertionError("not asked")})
     c = coalescer(store, up, peers=("http://p1", "http://p2"))
     fill, _ = c.join(KEY)
     assert await read_all(fill) == BODY
     await fill.finished()
-    assert fill.source == "peer" and [u for u, _ in up.calls] == ["http://p1" + KEY, "http://p2" + KEY]
+    assert fill.source == "peer" and [u for u, _ in up.calls] == ["http://p1" + KEY_PATH, "http://p2" + KEY_PATH]
     assert KEY in store.index
 
 
@@ -150,7 +152,7 @@ async def test_a_peer_hit_ends_the_search(store: DiskStore) -> None:
 ])
 async def test_failures_before_the_body(store: DiskStore, answer: FakeResponse | BaseException,
                                         error: type[OcsimError], status: int) -> None:
-    c = coalescer(store, FakeUpstream({ORIGIN + KEY: answer}))
+    c = coalescer(store, FakeUpstream({ORIGIN + KEY_PATH: answer}))
     fill, _ = c.join(KEY)
     with pytest.raises(error) as info:
         await fill.headers()
@@ -165,7 +167,7 @@ async def test_failures_before_the_body(store: DiskStore, answer: FakeResponse |
     (FakeResponse(body=[BODY[:100]], fail_after=TimeoutError()), "timed out"),
 ])
 async def test_failures_mid_body_cache_nothing(store: DiskStore, response: FakeResponse, reason: str) -> None:
-    c = coalescer(store, FakeUpstream({ORIGIN + KEY: response}))
+    c = coalescer(store, FakeUpstream({ORIGIN + KEY_PATH: response}))
     fill, _ = c.join(KEY)
     await fill.headers()  # the headers were fine: readers already streaming
     with pytest.raises(OcsimError) as info:
@@ -178,7 +180,7 @@ async def test_failures_mid_body_cache_nothing(store: DiskStore, response: FakeR
 async def test_a_4xx_is_passed_through_and_not_cached(store: DiskStore) -> None:
     page = FakeResponse(status=404, body=[b'{"error": "no"}'], content_length=15,
                         headers={"Content-Type": "application/json"})
-    c = coalescer(store, FakeUpstream({ORIGIN + KEY: page}))
+    c = coalescer(store, FakeUpstream({ORIGIN + KEY_PATH: page}))
     fill, _ = c.join(KEY)
     await fill.finished()
     assert fill.state is FillState.PASSED and fill.passthrough is not None
@@ -190,7 +192,7 @@ async def test_an_object_the_policy_declines_is_served_uncached(tmp_path: Path) 
     small = DiskStore(tmp_path / "small", make_policy("lru", 100))  # BODY does not fit
     await small.open()
     try:
-        c = coalescer(small, FakeUpstream({ORIGIN + KEY: FakeResponse()}))
+        c = coalescer(small, FakeUpstream({ORIGIN + KEY_PATH: FakeResponse()}))
         fill, _ = c.join(KEY)
         assert await read_all(fill) == BODY
         await fill.finished()
@@ -201,7 +203,7 @@ async def test_an_object_the_policy_declines_is_served_uncached(tmp_path: Path) 
 
 async def test_close_fails_fills_in_flight_and_leaves_nothing(store: DiskStore) -> None:
     gate = asyncio.Event()  # never set: the body stalls after its first chunk
-    c = coalescer(store, FakeUpstream({ORIGIN + KEY: FakeResponse(gates={1: gate})}))
+    c = coalescer(store, FakeUpstream({ORIGIN + KEY_PATH: FakeResponse(gates={1: gate})}))
     fill, _ = c.join(KEY)
     await fill.read(0)
     await c.close()
@@ -215,7 +217,7 @@ async def test_close_fails_fills_in_flight_and_leaves_nothing(store: DiskStore) 
 # -- the fill lifecycle table (edge.store.FILL_TABLE) ----------------------------------------
 
 def meta(length: int) -> ObjectMeta:
-    return ObjectMeta(key=KEY, length=length, etag='"e"', content_type="video/mp2t", stored_at=1.0)
+    return ObjectMeta(key=KEY.text, length=length, etag='"e"', content_type="video/mp2t", stored_at=1.0)
 
 
 async def reserved(store: DiskStore, length: int = 100) -> Reservation:
@@ -242,7 +244,7 @@ async def test_reserved_begin_writing_commit_committed(store: DiskStore) -> None
     entry = await store.commit(res, meta(100))
     assert entry is not None and res.phase is FillPhase.COMMITTED
     assert store.index[KEY] is entry and store.used == 100 and tmp_files(store) == []
-    assert not store.policy.is_pinned(KEY)  # the hold is released
+    assert not store.policy.is_pinned(KEY.text)  # the hold is released
     await store.abort(res)  # COMMITTED --abort--> COMMITTED: nothing changes
     assert res.phase is FillPhase.COMMITTED and store.index[KEY] is entry
 
@@ -251,7 +253,7 @@ async def test_a_pin_asked_while_filling_is_kept_at_commit(store: DiskStore) -> 
     res = await writing(store)
     assert store.set_pinned(KEY, True)
     entry = await store.commit(res, meta(100))
-    assert entry is not None and entry.meta.pinned and store.policy.is_pinned(KEY)
+    assert entry is not None and entry.meta.pinned and store.policy.is_pinned(KEY.text)
 
 
 async def test_reserved_abort_aborted(store: DiskStore) -> None:
@@ -345,3 +347,74 @@ def test_every_table_row_is_exercised_above() -> None:
         (FillPhase.ABORTED, FillStep.ABORT),
     }
     assert driven == set(FILL_TABLE)
+
+
+# -- integrity: the checksum a fill records, checked on the RAM-tier load and by the scrubber ----
+
+def _flip_a_byte(path: Path, at: int) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[at] ^= 0xFF
+    path.write_bytes(bytes(raw))  # same length: the size check alone cannot see it
+
+
+async def test_a_fill_records_the_checksum_of_what_it_stored(store: DiskStore) -> None:
+    import hashlib
+
+    c = coalescer(store, FakeUpstream({ORIGIN + KEY_PATH: FakeResponse()}))
+    fill, _ = c.join(KEY)
+    await fill.finished()
+    entry = store.index[KEY]
+    assert entry.meta.digest == hashlib.blake2b(BODY, digest_size=16).hexdigest()
+    reopened = DiskStore(store.root, make_policy("lru", 100_000))
+    await reopened.open()  # the checksum is in the sidecar
+    assert reopened.index[KEY].meta.digest == entry.meta.digest
+    await reopened.close()
+
+
+async def test_a_byte_flipped_on_disk_is_never_loaded_purged_counted_and_refetched(store: DiskStore) -> None:
+    up = FakeUpstream({ORIGIN + KEY_PATH: FakeResponse()})
+    c = coalescer(store, up)
+    fill, _ = c.join(KEY)
+    await fill.finished()
+    entry = store.index[KEY]
+    assert await store.read_all(entry) == BODY  # intact: loads
+    _flip_a_byte(entry.path, 1234)
+    assert await store.read_all(entry) is None  # the RAM tier's load checks it
+    assert KEY not in store.index and store.corrupt == 1 and not entry.path.exists() and store.used == 0
+    up.script[ORIGIN + KEY_PATH] = FakeResponse()
+    again, joined = c.join(KEY)  # the next miss fetches it again
+    assert not joined and await read_all(again) == BODY
+    await again.finished()
+    assert await store.read_all(store.index[KEY]) == BODY and len(up.calls) == 2
+
+
+async def test_the_scrubber_finds_a_cold_corrupt_object_and_keeps_the_good_ones(store: DiskStore) -> None:
+    other_path = "/content/t1/235/1.seg"
+    other = parse_content_key(other_path)
+    c = coalescer(store, FakeUpstream({ORIGIN + KEY_PATH: FakeResponse(), ORIGIN + other_path: FakeResponse()}))
+    for k in (KEY, other):
+        fill, _ = c.join(k)
+        await fill.finished()
+    _flip_a_byte(store.index[other].path, 0)
+    assert await store.scrub(1) > 0  # bounded: one object per call at this budget
+    assert store.scrubbed == 1
+    await store.scrub(1 << 30)
+    assert other not in store.index and KEY in store.index and store.corrupt == 1
+    assert await store.verify(store.index[KEY])
+
+
+async def test_a_restart_reverifies_data_changed_after_its_sidecar(store: DiskStore) -> None:
+    import os
+
+    c = coalescer(store, FakeUpstream({ORIGIN + KEY_PATH: FakeResponse()}))
+    fill, _ = c.join(KEY)
+    await fill.finished()
+    data = store.index[KEY].path
+    _flip_a_byte(data, 7)
+    sidecar = data.with_name(data.name + ".meta")
+    st = sidecar.stat()
+    os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # written after its sidecar
+    reopened = DiskStore(store.root, make_policy("lru", 100_000))
+    await reopened.open()
+    assert KEY not in reopened.index and not data.exists()
+    await reopened.close()

@@ -36,3 +36,34 @@ def test_one_topology_error_for_both_readers() -> None:
         parse_topology({"isps": {"Bad": {"prefixes": ["10.0.0.0/8"]}}})
     with pytest.raises(TopologyError, match="ISP name must match"):
         ocsim_topology.parse_topology({"isps": {"Bad": {"prefixes": ["10.0.0.0/8"]}}})
+
+
+# -- cache keys ----------------------------------------------------------------------------
+
+def test_a_content_key_carries_its_path_and_title_and_round_trips_through_text() -> None:
+    from common.ids import CacheKey, parse_content_key
+
+    key = parse_content_key("/content/t1/235/0.seg")
+    assert (key.path, key.title, key.variant) == ("/content/t1/235/0.seg", "t1", "")
+    assert key.text == "/content/t1/235/0.seg"  # the policy's string is the canonical path
+    assert CacheKey.from_text(key.text) == key and CacheKey.from_text(key.text).title == "t1"
+    assert CacheKey("/content/t1/235/0.seg") == key  # the title is derived, not identity
+    assert hash(CacheKey("/content/t1/235/0.seg")) == hash(key)
+    assert parse_content_key("/content/t1/master.m3u8").title == "t1"
+
+
+def test_a_variant_is_part_of_identity_and_survives_text() -> None:
+    from common.ids import CacheKey, parse_content_key
+
+    base = parse_content_key("/content/t1/235/index.m3u8")
+    gz = base.with_variant("accept-encoding=gzip")
+    assert gz != base and gz.title == "t1" and gz.path == base.path
+    again = CacheKey.from_text(gz.text)
+    assert again == gz and again.variant == "accept-encoding=gzip" and again.title == "t1"
+
+
+def test_a_path_outside_content_is_a_key_without_a_title() -> None:
+    from common.ids import CacheKey
+
+    key = CacheKey.from_text("/static/app.js")
+    assert key.title is None and key.path == "/static/app.js" and key.text == "/static/app.js"

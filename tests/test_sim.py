@@ -107,6 +107,7 @@ async def test_replay_matches_a_live_edge_store(name: str, tmp_path: Path) -> No
     then hold the bytes while filling), write the file, commit (release the hold). A
     policy whose live path differs from its simulated one (e.g. a fill re-entering a
     different queue than an admission would) shows up here as a different hit list."""
+    from common.ids import parse_content_key
     from edge.store import DiskStore, ObjectMeta
 
     trace = zipf_trace(120, 1500, 0.9, 7, seed=3)
@@ -114,7 +115,7 @@ async def test_replay_matches_a_live_edge_store(name: str, tmp_path: Path) -> No
     await store.open()
     live: list[bool] = []
     for key, size, now in zip(trace.keys, trace.sizes, trace.times):
-        path = f"/content/t/235/{key}.seg"  # the store's keys are content paths
+        path = parse_content_key(f"/content/t/235/{key}.seg")  # the store's keys are cache keys
         if store.lookup(path, now) is not None:
             live.append(True)
             continue
@@ -124,7 +125,7 @@ async def test_replay_matches_a_live_edge_store(name: str, tmp_path: Path) -> No
             continue
         await store.begin(res)
         await store.write(res, b"x" * size)
-        await store.commit(res, ObjectMeta(key=path, length=size, etag='"e"', content_type="video/mp2t",
+        await store.commit(res, ObjectMeta(key=path.text, length=size, etag='"e"', content_type="video/mp2t",
                                            stored_at=now))
     await store.close()
     policy = make_policy(name, 200)
