@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("ocsim.up", "the whole topology as child processes on loopback"),
     "demo": ("ocsim.demo", "up + pre-position + a crowd of players + a failure + a report"),
     "sim": ("sim.cli", "offline trace-driven simulation on the live cores"),
+    "chaos": ("chaos.runner", "chaos experiments: a scenario, two cohorts, a verdict"),
 }
 
 
