@@ -138,14 +138,16 @@ class FaultProxy:
         tasks = [asyncio.create_task(pipe(client_r, up_w, "upstream")),
                  asyncio.create_task(pipe(up_r, client_w, "downstream"))]
         ended = asyncio.create_task(done.wait())
+        both: asyncio.Future[list[None]] = asyncio.gather(*tasks)
         try:
             # Either a toxic cut the connection, or both directions reached end of stream.
-            waiters: list[asyncio.Future[Any]] = [ended, asyncio.gather(*tasks)]
+            waiters: list[asyncio.Future[Any]] = [ended, both]
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            both.cancel()  # the gather first, so its outcome is ours to read
             for task in (*tasks, ended):
                 task.cancel()
-            await asyncio.gather(*tasks, ended, return_exceptions=True)
+            await asyncio.gather(both, *tasks, ended, return_exceptions=True)
             if outcome and outcome[0].reset:
                 _reset(client_w)
             else:

@@ -201,16 +201,18 @@ class Experiment:
             players += [asyncio.create_task(self.viewer(v, "experiment", faulted, i))
                         for i, v in enumerate(self.cohorts.experiment)]
             stop = asyncio.create_task(self._stop.wait())
+            everyone: asyncio.Future[list[None]] = asyncio.gather(*players)
             try:
                 # Sessions running at the end finish (bounded by the player's own timeouts);
                 # an abort cancels them at once.
-                waiters: list[asyncio.Future[Any]] = [stop, asyncio.gather(*players)]
+                waiters: list[asyncio.Future[Any]] = [stop, everyone]
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 self._stop.set()
+                everyone.cancel()
                 for task in (*players, faults, stop):
                     task.cancel()
-                await asyncio.gather(*players, faults, stop, return_exceptions=True)
+                await asyncio.gather(everyone, *players, faults, stop, return_exceptions=True)
 
     def verdicts(self) -> list[MetricVerdict]:
         ctl, exp = self.values("control"), self.values("experiment")
