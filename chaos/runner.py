@@ -2,11 +2,11 @@
 
 1. The scenario is parsed and checked against the topology before anything starts.
 2. `ocsim up` (a child) brings up the built-in topology on ephemeral ports.
-3. A fault proxy (chaos/proxy.py) stands in front of every edge. Viewers are split into two
-   equal cohorts (chaos/cohorts.py); the experiment cohort's players reach the edges only
-   through the proxies (their HTTP connector maps each edge's port to its proxy's), the
-   control cohort's players go straight to the edges. Faults are made on the proxies only,
-   so only the experiment cohort is in the blast radius:
+3. Two fault proxies (chaos/proxy.py) stand in front of every edge, one per cohort.
+   Viewers are split into two equal cohorts (chaos/cohorts.py); each cohort's players reach
+   the edges only through their cohort's proxies (their HTTP connector maps each edge's
+   port to its proxy's), so both cohorts pay the same extra hop. Faults are made on the
+   experiment cohort's proxies only, so only it is in the blast radius:
      - toxics on `link:player-edge` go on every edge's proxy;
      - `kill` of an edge becomes, for the experiment cohort, a `reset` of every connection
        to it, and `pause` a `blackhole` (accepted, never answered): the players see what a
@@ -102,7 +102,7 @@ class Experiment:
         self.max_segments = max_segments
         viewers = [f"viewer-{i:03d}" for i in range(scenario.viewers)]
         self.cohorts: Cohorts = split_cohorts(viewers, scenario.seed)
-        self.proxies: dict[str, FaultProxy] = {}
+        self.proxies: dict[str, dict[str, FaultProxy]] = {"control": {}, "experiment": {}}
         self.sessions: dict[str, list[dict[str, Any]]] = {"control": [], "experiment": []}
         self.events: list[dict[str, Any]] = []
         self.aborted: str | None = None
@@ -116,19 +116,22 @@ class Experiment:
         return int(str(edge["url"]).rsplit(":", 1)[1].split("/", 1)[0])
 
     async def start_proxies(self) -> None:
-        for i, edge in enumerate(self.state["edges"]):
-            proxy = FaultProxy("127.0.0.1", self.edge_port(edge), seed=self.scenario.seed * 1000 + i)
-            self.proxies[edge["id"]] = await proxy.start()
+        for cohort, proxies in self.proxies.items():
+            for i, edge in enumerate(self.state["edges"]):
+                proxy = FaultProxy("127.0.0.1", self.edge_port(edge), seed=self.scenario.seed * 1000 + i)
+                proxies[edge["id"]] = await proxy.start()
 
     async def close(self) -> None:
-        for proxy in self.proxies.values():
-            proxy.clear()
-            await proxy.close()
+        for proxies in self.proxies.values():
+            for proxy in proxies.values():
+                proxy.clear()
+                await proxy.close()
 
     def targets(self, tf: TimedFault) -> list[FaultProxy]:
+        faulted = self.proxies["experiment"]
         if tf.fault.target.startswith("edge:"):
-            return [self.proxies[tf.fault.target[5:]]]
-        return list(self.proxies.values())
+            return [faulted[tf.fault.target[5:]]]
+        return list(faulted.values())
 
     async def fault_timeline(self) -> None:
         plan = timeline(self.scenario)
@@ -192,9 +195,10 @@ class Experiment:
 
     async def run(self) -> None:
         self._t0 = asyncio.get_running_loop().time()
-        port_map = {self.edge_port(e): self.proxies[e["id"]].port for e in self.state["edges"]}
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as direct, \
-                aiohttp.ClientSession(connector=PortMapConnector(port_map, limit=0)) as faulted:
+        maps = {cohort: {self.edge_port(e): proxies[e["id"]].port for e in self.state["edges"]}
+                for cohort, proxies in self.proxies.items()}
+        async with aiohttp.ClientSession(connector=PortMapConnector(maps["control"], limit=0)) as direct, \
+                aiohttp.ClientSession(connector=PortMapConnector(maps["experiment"], limit=0)) as faulted:
             faults = asyncio.create_task(self.fault_timeline())
             players = [asyncio.create_task(self.viewer(v, "control", direct, i))
                        for i, v in enumerate(self.cohorts.control)]
