@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 EXTRAS := test,load,sim,check
 
-.PHONY: install test demo load bench lint clean
+.PHONY: install test demo load bench lint clean chaos
 
 install: $(STAMP)
 
@@ -39,3 +39,7 @@ lint: install
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache build *.egg-info
+
+# Runs each shipped chaos scenario and prints its verdict line.
+chaos: install
+	for f in chaos/scenarios/*.toml; do $(VENV)/bin/ocsim chaos run $$f || exit 1; done

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pipeline": ("pipeline.cli", "the event collector (JetStream -> DuckDB + Parquet) and its read API"),
     "query": ("pipeline.query_cli", "query the event store (read-only): SQL or a named view"),
     "package": ("media.cli", "package real media (a video file or a test source) as an HLS ladder"),
+    "chaos": ("chaos.runner", "chaos experiments: a scenario, two cohorts, a verdict"),
 }
 
 

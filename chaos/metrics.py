@@ -1,0 +1,58 @@
+"""Steady-state metrics: one table of per-session values read from a player's session report.
+
+Rules of this module:
+1. Pure: a metric is a function of one session report (the dict `ocsim play --json` prints)
+   and says which direction is worse; nothing here reads sockets or clocks.
+2. A session that never started has no start-up time: it counts as infinitely slow
+   (`math.inf`), which the rank test of chaos/verdict.py orders correctly.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Report = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    worse: Literal["higher", "lower"]
+    of_session: Callable[[Report], float]
+    meaning: str
+
+
+def _failed(r: Report) -> float:
+    return 0.0 if r.get("state") == "ended" and not r.get("errors") else 1.0
+
+
+def _startup(r: Report) -> float:
+    value = r.get("startup_s")
+    return math.inf if value is None else float(value)
+
+
+def _rebuffer_ratio(r: Report) -> float:
+    stalled = float(r.get("rebuffer_s") or 0.0)
+    played = float(r.get("played_s") or 0.0)
+    return stalled / (played + stalled) if played + stalled > 0 else 0.0
+
+
+def _field(name: str) -> Callable[[Report], float]:
+    return lambda r: float(r.get(name) or 0.0)
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("failed", "higher", _failed, "1 when the session did not play to the end without errors"),
+    Metric("startup_s", "higher", _startup, "seconds to first frame (inf when it never started)"),
+    Metric("rebuffer_ratio", "higher", _rebuffer_ratio, "stalled time / (played + stalled)"),
+    Metric("rebuffer_s", "higher", _field("rebuffer_s"), "seconds stalled"),
+    Metric("failovers", "higher", _field("failovers"), "switches to another edge after a failure"),
+    Metric("avg_bitrate_kbps", "lower", _field("avg_bitrate_kbps"), "mean bitrate played"),
+    Metric("qoe_lin", "lower", _field("qoe_lin"), "linear QoE score"),
+)}
+
+
+def values(metric: str, reports: list[Report]) -> list[float]:
+    return [METRICS[metric].of_session(r) for r in reports]
