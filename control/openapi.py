@@ -85,7 +85,7 @@ SCHEMAS: dict[str, Any] = {
         "example": {"id": "title-new", "duration_s": 60, "renditions": [235, 750], "popularity": 0.5},
     },
     "Catalog": {"type": "object", "required": ["titles"],
-                "properties": {"titles": {"type": "array", "items": ref("Title")}}},
+                "properties": {"titles": {"type": "array", "items": ref("CatalogTitle")}}},
     "PlayRequest": {
         "type": "object", "required": ["title"], "additionalProperties": False,
         "description": "Give client_ip (the ISP is found by longest prefix match), or isp, or neither "
@@ -226,3 +226,13 @@ def spec(routes: Iterable[Route]) -> dict[str, Any]:
             "securitySchemes": {"operatorToken": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+# A title as the service answers it: what a client may send, plus what the catalog says of it.
+SCHEMAS["CatalogTitle"] = {
+    **SCHEMAS["Title"], "required": ["id", "duration_s", "media"],
+    "properties": {**SCHEMAS["Title"]["properties"],
+                   "media": {"type": "string", "enum": ["synthetic", "packaged"],
+                             "description": "synthetic bytes, or packaged real media (ocsim package)"}},
+    "example": {**SCHEMAS["Title"]["example"], "media": "synthetic"},
+}

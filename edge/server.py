@@ -65,11 +65,6 @@ _OUTCOME = web.RequestKey("ocsim_outcome", str)
 _SIZE = web.RequestKey("ocsim_size", int)
 _TTFB = web.RequestKey("ocsim_ttfb", float)
 _T0 = web.RequestKey("ocsim_t0", float)
-
-
-def _title_of(key: str) -> str | None:
-    parts = key.split("/", 3)
-    return parts[2] if len(parts) > 2 and parts[1] == "content" else None
 _DISCONNECTS = (ConnectionResetError, BrokenPipeError, aiohttp.ClientConnectionResetError)
 
 

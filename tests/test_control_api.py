@@ -247,7 +247,8 @@ async def test_catalog_add_retire_and_persist(aiohttp_client: MakeClient, tmp_pa
     client = await aiohttp_client(build_app(cfg))
     cat = await (await client.get("/v1/catalog")).json()
     assert [t["id"] for t in cat["titles"]] == ["alpha", "beta", "gamma", "delta"]
-    assert cat["titles"][0] == {"id": "alpha", "duration_s": 40.0, "renditions": [235, 750], "popularity": 0.5}
+    assert cat["titles"][0] == {"id": "alpha", "duration_s": 40.0, "renditions": [235, 750], "popularity": 0.5,
+                                "media": "synthetic"}
     resp = await client.post("/v1/titles", json={"id": "new-one", "duration_s": 30, "popularity": 0.9},
                              headers=bearer())
     assert resp.status == 201 and resp.headers["Location"] == "/v1/titles/new-one"
