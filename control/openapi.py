@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import re
+import zoneinfo
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +71,9 @@ _EDGE_HEADERS = [
     {"name": "X-Ocsim-Signature", "in": "header", "required": True,
      "schema": {"type": "string", "description": "hex HMAC-SHA256(edge key, body)"}},
 ]
+
+_HHMM = "([01][0-9]|2[0-3]):[0-5][0-9]"
+WINDOW_PATTERN = f"^{_HHMM}-({_HHMM}|24:00)$"  # control.window.parse_window
 
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
@@ -151,9 +155,12 @@ SCHEMAS: dict[str, Any] = {
             "refresh": {"type": "boolean", "description": "unpin what is no longer among the most valuable, "
                                                           "then fill what now is"},
             "now": {"type": "boolean", "description": "ignore the ISP's fill window"},
-            "window": {"type": "string", "description": "fill window HH:MM-HH:MM in local time"},
-            "timezone": {"type": "string", "description": "IANA time zone of window"},
+            "window": {"type": "string", "pattern": WINDOW_PATTERN,
+                       "description": "fill window HH:MM-HH:MM in local time (end may be 24:00; start != end)"},
+            "timezone": {"type": "string", "enum": sorted(zoneinfo.available_timezones()),
+                         "description": "IANA time zone of window (needs window)"},
         },
+        "dependentRequired": {"timezone": ["window"]},
         "oneOf": [{"title": "named titles", "required": ["titles"], "not": {"required": ["top"]}},
                   {"title": "top N", "required": ["top"], "not": {"required": ["titles"]}}],
         "example": {"isp": "isp-a", "top": 10},

@@ -76,8 +76,7 @@ def parse_window(text: str, tz: str = "UTC") -> FillWindow:
         raise ValueError(f"{str(text)[:40]!r} is not a time range HH:MM-HH:MM")
     a, b = text.split("-")
     start, end = parse_time_of_day(a), parse_time_of_day(b, allow_24=True)
-    if start == end % DAY_MINUTES and not (start == 0 and end == DAY_MINUTES):
-        raise ValueError(f"{text!r}: start and end are the same time (use 00:00-24:00 for always)")
+    # start == end (03:00-03:00) is the whole day, as 00:00-24:00 is: is_open() says so
     return FillWindow(start, end, check_tz(tz))
 
 
