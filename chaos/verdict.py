@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from chaos.metrics import METRICS
+from chaos.metrics import worse_of
 from chaos.scenario import AbortRule, Hypothesis
 
 
@@ -101,7 +101,7 @@ def _median(v: Sequence[float]) -> float | None:
 
 
 def judge(h: Hypothesis, control: Sequence[float], experiment: Sequence[float]) -> MetricVerdict:
-    higher_worse = METRICS[h.metric].worse == "higher"
+    higher_worse = worse_of(h.metric) == "higher"
     medians = (_median(control), _median(experiment))
     if len(control) < 2 or len(experiment) < 2:
         return MetricVerdict(h.metric, Outcome.INCONCLUSIVE, None, *medians, len(control), len(experiment))
@@ -128,7 +128,7 @@ def abort_breach(rules: Sequence[AbortRule], control: dict[str, list[float]],
         if len(c) < rule.min_sessions or len(e) < rule.min_sessions:
             continue
         excess = _mean(e) - _mean(c)
-        if METRICS[rule.metric].worse == "lower":
+        if worse_of(rule.metric) == "lower":
             excess = -excess
         if math.isnan(excess):  # both inf: no difference to judge
             continue
