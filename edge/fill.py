@@ -51,6 +51,7 @@ log = logging.getLogger("ocsim.edge.fill")
 WRITE_BATCH = 256 * 1024  # bytes gathered before one executor write
 PASSTHROUGH_BODY_MAX = 64 * 1024
 PEER_CONNECT_TIMEOUT = 1.0
+PEER_ANSWER_TIMEOUT = 1.0  # connect to response headers of an only-if-cached ask
 PEER_TOKEN_TTL = 300
 
 
@@ -284,8 +285,13 @@ class FillCoalescer:
         for peer in list(fill.sources) + [p for p in self.peers if p not in fill.sources]:
             url = peer + self._peer_path(fill.key, ring)
             try:
-                resp = await self.upstream.get(url, only_if_cached=True,
-                                               connect_timeout=min(PEER_CONNECT_TIMEOUT, self.fill_timeout))
+                # A peer answers only-if-cached from its index (a 200 or a 504) at once; a
+                # peer that accepts but never answers (a paused process, issue 11's gray
+                # failure) must not hold the fill for the whole read timeout.
+                resp = await asyncio.wait_for(
+                    self.upstream.get(url, only_if_cached=True,
+                                      connect_timeout=min(PEER_CONNECT_TIMEOUT, self.fill_timeout)),
+                    min(PEER_ANSWER_TIMEOUT, self.fill_timeout))
             except (UpstreamError, OSError, TimeoutError) as exc:
                 log.info("peer unavailable", extra={"fields": {"key": str(fill.key), "peer": peer,
                                                                "error": _why(exc)}})

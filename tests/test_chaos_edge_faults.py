@@ -128,3 +128,31 @@ async def test_clock_skew_expires_tokens_early(start_service: StartService, orig
         async with s.delete(edge.url + "/faults", headers=AUTH) as r:
             assert r.status == 200
         assert (await _get(s, url))[0] == 200
+
+
+async def test_a_peer_that_accepts_but_never_answers_costs_a_miss_about_a_second(
+        start_service: StartService, origin: ServiceProcess, tmp_path: Path) -> None:
+    """The paused-edge scenario found this: a SIGSTOPped peer's kernel still accepts, so the
+    peer ask used to wait the whole fill read timeout (10 s) before going to the origin."""
+    import asyncio
+    held: list[asyncio.StreamWriter] = []
+
+    async def never_answer(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        held.append(w)
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    try:
+        peer = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        edge = _edge(start_service, origin, tmp_path, "--peer", peer)
+        path, spec = _segment(0)
+        async with aiohttp.ClientSession() as s:
+            t0 = time.monotonic()
+            status, cache, body = await _get(s, edge.url + path)
+            took = time.monotonic() - t0
+        assert status == 200 and cache == "MISS" and spec.verify(0, body)  # type: ignore[attr-defined]
+        assert held and took < 4.0, took
+    finally:
+        for w in held:
+            w.close()
+        server.close()
+        await server.wait_closed()
