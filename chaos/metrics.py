@@ -54,6 +54,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("failovers", "higher", _field("failovers"), "switches to another edge after a failure"),
     Metric("avg_bitrate_kbps", "lower", _field("avg_bitrate_kbps"), "mean bitrate played"),
     Metric("qoe_lin", "lower", _field("qoe_lin"), "linear QoE score"),
+    Metric("off_isp", "higher", _field("off_isp"),
+           "share of the edges that served the session that belong to another ISP (transit)"),
 )}
 
 

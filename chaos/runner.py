@@ -54,8 +54,14 @@ from chaos.toxics import Blackhole, Toxic
 from chaos.verdict import MetricVerdict, Outcome, abort_breach, judge
 from common.errors import BadRequest
 from player.abr import FailoverPolicy
+from player.driver import Timeouts
+from player.play_answer import PlayAnswerCache
 
 SUPPORTED_LINKS = {"link:player-edge", "link:edge-control"}
+# The players run 20x faster than real time, but their timeouts are real seconds: the default
+# 5 s without a byte would be 100 s of content. 1.5 s (30 s of content) is what a real
+# player with a deep buffer allows an edge that has gone quiet before it fails over.
+PLAYER_TIMEOUTS = Timeouts(connect_s=1.0, read_s=1.5, segment_s=10.0, playlist_s=5.0, steering_s=3.0)
 COHORTS = ("control", "experiment")
 
 
@@ -301,21 +307,33 @@ class Experiment:
         isps = state["isps"]
         isp = self.scenario.isp or sorted(isps)[index % len(isps)]
         policy = FailoverPolicy(enabled=cohort == "control" or self.scenario.experiment_failover)
+        answers = PlayAnswerCache()
+        edge_isp = {e["id"]: e["isp"] for e in state["edges"]}
         loop = asyncio.get_running_loop()
         end_at = self._t0 + self.scenario.duration_s
+        crowd_at = self.scenario.flash_crowd_at_s
+        # with a flash crowd, the least popular title is the new one: nobody plays it before
+        everyday = self.catalog_ids[:-1] if crowd_at is not None else self.catalog_ids
         while loop.time() < end_at and not self._stop.is_set():
-            title = rng.choice(self.catalog_ids)
             started = self.now()
+            crowd = crowd_at is not None and started >= crowd_at
+            title = self.catalog_ids[-1] if crowd else rng.choice(everyday)
+            cached_before = answers.used
             try:
                 rep = await play_session(state["control"], title, client_ip=client_ip(isps[isp][0], rng),
                                          speed=self.speed, session=http, max_segments=self.max_segments,
-                                         failover_policy=policy)
+                                         failover_policy=policy, verify=True, timeouts=PLAYER_TIMEOUTS,
+                                         answers=answers)
                 report = rep.to_dict()
+                served = [e for e in report.get("edges") or [] if e in edge_isp]
+                report["off_isp"] = (sum(1 for e in served if edge_isp[e] != isp) / len(served)) if served else 0.0
             except Exception as exc:  # noqa: BLE001 - a crashed player is a failed session
                 report = {"title": title, "state": "failed", "errors": 1, "startup_s": None,
                           "error": f"player crashed: {exc!r}"}
             report["viewer"] = viewer
             report["started_at_s"] = started
+            report["flash_crowd"] = crowd
+            report["answer_from_cache"] = answers.used > cached_before
             self.session_ended(cohort, report)
 
     async def run(self) -> None:

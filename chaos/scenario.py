@@ -18,6 +18,7 @@ The format (every key is listed in `_TOP`, `_COHORTS`, `_STEADY`, `_ABORT` and `
     viewers = 8                     # total; two equal cohorts, control and experiment
     isp = "isp1"                    # blast radius: only viewers of this ISP (optional)
     experiment_failover = true      # false: the experiment cohort's players never fail over
+    flash_crowd_at_s = 10           # from then on every viewer plays one new title (optional)
     [[steady_state]]                # the hypothesis, one per metric (chaos/metrics.py)
     metric = "startup_s"
     tolerance = 0.10                # experiment may be this share worse than control ...
@@ -54,7 +55,7 @@ _SERVICE_TARGET = re.compile(r"^(origin|control|edge:[A-Za-z0-9._-]+)$")
 _LINK_TARGET = re.compile(r"^link:(" + "|".join(LINKS) + ")$")
 
 _TOP = {"name", "description", "seed", "duration_s", "cohorts", "steady_state", "abort", "fault"}
-_COHORTS = {"viewers", "isp", "experiment_failover"}
+_COHORTS = {"viewers", "isp", "experiment_failover", "flash_crowd_at_s"}
 _STEADY = {"metric", "tolerance", "absolute", "alpha"}
 _ABORT = {"metric", "max_excess", "min_sessions"}
 _FAULT = {"kind", "target", "at_s", "duration_s"}
@@ -102,6 +103,7 @@ class Scenario:
     abort: tuple[AbortRule, ...] = ()
     faults: tuple[Fault, ...] = field(default_factory=tuple)
     experiment_failover: bool = True
+    flash_crowd_at_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -255,6 +257,7 @@ def parse_scenario(text: str, *, known_services: set[str] | None = None) -> Scen
     failover = cohorts.get("experiment_failover", True)
     if not isinstance(failover, bool):
         raise BadRequest("cohorts.experiment_failover: must be true or false")
+    crowd = _num("cohorts.", cohorts, "flash_crowd_at_s") if "flash_crowd_at_s" in cohorts else None
 
     steady = []
     for i, t in enumerate(_tables("steady_state", doc, "steady_state")):
@@ -280,8 +283,11 @@ def parse_scenario(text: str, *, known_services: set[str] | None = None) -> Scen
                 raise BadRequest(f"fault[{f.index}].target: no service {f.target!r} in this topology "
                                  f"(known: {', '.join(sorted(known_services))})")
     _check_overlaps(faults)
+    if crowd is not None and crowd >= duration:
+        raise BadRequest(f"cohorts.flash_crowd_at_s: impossible timeline: {crowd:g} is not before "
+                         f"duration_s = {duration:g}")
     return Scenario(name, duration, viewers, seed, description, isp, tuple(steady), tuple(aborts),
-                    tuple(faults), failover)
+                    tuple(faults), failover, crowd)
 
 
 def timeline(scenario: Scenario) -> list[TimedFault]:
