@@ -25,6 +25,7 @@ class Metric:
     worse: Literal["higher", "lower"]
     of_session: Callable[[Report], float]
     meaning: str
+    binary: bool = False  # 0 or 1 per session: a share, judged by a test of two proportions
 
 
 def _failed(r: Report) -> float:
@@ -47,7 +48,7 @@ def _field(name: str) -> Callable[[Report], float]:
 
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
-    Metric("failed", "higher", _failed, "1 when the session did not play to the end without errors"),
+    Metric("failed", "higher", _failed, "1 when the session did not play to the end without errors", binary=True),
     Metric("startup_s", "higher", _startup, "seconds to first frame (inf when it never started)"),
     Metric("rebuffer_ratio", "higher", _rebuffer_ratio, "stalled time / (played + stalled)"),
     Metric("rebuffer_s", "higher", _field("rebuffer_s"), "seconds stalled"),
@@ -75,6 +76,10 @@ RATE_METRICS: dict[str, RateMetric] = {m.name: m for m in (
                                "counted per window by the time they started"),
 )}
 SPS_WINDOW_S = 2.0
+
+
+def is_binary(name: str) -> bool:
+    return name in METRICS and METRICS[name].binary
 
 
 def worse_of(name: str) -> Literal["higher", "lower"]:

@@ -469,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one scenario file")
     run.add_argument("file", type=Path)
     run.add_argument("--json", action="store_true", help="print the whole report as JSON")
-    run.add_argument("--report-dir", type=Path, help="write report.json there")
+    run.add_argument("--report-dir", type=Path, help="write report.json and report.html there")
     run.add_argument("--speed", type=float, default=20.0, help="players' clock speed-up")
     run.add_argument("--max-segments", type=int, default=8, help="segments per session")
     check = sub.add_parser("check", help="parse and check scenario files, start nothing")
@@ -494,7 +494,9 @@ def main(argv: Sequence[str]) -> int:
         print(f"ocsim chaos: {exc}", file=sys.stderr)
         return 2
     if args.report_dir is not None:
+        from chaos.report import render_html
         args.report_dir.mkdir(parents=True, exist_ok=True)
         (args.report_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        (args.report_dir / "report.html").write_text(render_html(report))
     print(json.dumps(report, default=str) if args.json else render_line(report))
     return {"pass": 0, "fail": 1}.get(report["outcome"], 3)
