@@ -87,6 +87,12 @@ def render_html(r: Mapping[str, Any]) -> str:
                                                       ylabel="sessions", markers=markers)),
     ]
     panels = "".join(f'<div class="panel"><h3>{_e(t)}</h3>{c}</div>' for t, c in charts)
+    effects = r.get("fault_effects") or {}
+    effect_keys = ["disk_full", "read_errors", "clock_skew_s", "writes_refused", "reads_refused", "corrupted",
+                   "corrupt_detected"]
+    effects_html = ("<h2>What the faulted edges saw (their /faults at the end)</h2>"
+                    + _rows(["edge", *effect_keys], [[e, *[v.get(k) for k in effect_keys]]
+                                                     for e, v in sorted(effects.items())])) if effects else ""
     aborted = f"<p><b>Aborted:</b> {_e(r['aborted'])}</p>" if r["aborted"] else ""
     undo = (f"<p><b>Could not undo:</b> {_e('; '.join(r['undo_errors']))}</p>" if r.get("undo_errors") else "")
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
@@ -99,6 +105,6 @@ Metrics from {_e(r['metrics_source'])}.</p>
 <h2>Verdict per metric</h2>{verdicts}<p class="sub">Test: {_e(test)}; a metric fails when the
 experiment cohort is significantly worse than the control cohort moved by the allowed margin.</p>
 <h2>Timeline</h2><div class="grid">{panels}</div>
-<h2>Faults and abort</h2>{timeline}
+<h2>Faults and abort</h2>{timeline}{effects_html}
 </main></body></html>
 """

@@ -120,6 +120,7 @@ class Experiment:
         self.samples: list[dict[str, Any]] = []
         self.aborted: str | None = None
         self.undo_errors: list[str] = []
+        self.fault_effects: dict[str, dict[str, Any]] = {}  # each faulted edge's /faults at the end
         self._stop = asyncio.Event()
         self._t0 = 0.0
         self._origin_saved: dict[str, Any] | None = None
@@ -199,6 +200,7 @@ class Experiment:
                 await self.exp.origin_link(http, self._origin_saved)
             return "origin /admin/link"
         edge_id = f.target[5:]
+        self._edge_faulted.add(edge_id)
         if f.kind == "corrupt":
             if begin:
                 self._corrupters[f.index] = asyncio.create_task(self._corrupt_loop(edge_id, f.params["every_s"]))
@@ -208,7 +210,6 @@ class Experiment:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
             return f"{edge_id} /faults/corrupt"
-        self._edge_faulted.add(edge_id)
         await self.exp.edge_faults(http, edge_id, "PUT", body=edge_fault_patch(f.kind, f.params, begin))
         return f"{edge_id} /faults"
 
@@ -230,6 +231,7 @@ class Experiment:
                 self.undo_errors.append(f"origin link: {exc}")
         for edge_id in sorted(self._edge_faulted):
             try:
+                self.fault_effects[edge_id] = await self.exp.edge_faults(http, edge_id, "GET")
                 await self.exp.edge_faults(http, edge_id, "DELETE")
             except Exception as exc:  # noqa: BLE001
                 self.undo_errors.append(f"{edge_id} faults: {exc}")
@@ -266,10 +268,21 @@ class Experiment:
     def starts(self, cohort: str) -> list[float]:
         return [r["started_at_s"] for r in self.sessions[cohort] if stream_started(r)]
 
+    def fault_window(self) -> tuple[float, float]:
+        """From the first fault's start to the last one's end (the whole run without faults):
+        where SPS is compared, as ChAP compares the groups while the fault is in force."""
+        plan = timeline(self.scenario)
+        if not plan:
+            return 0.0, self.scenario.duration_s
+        lo = min(tf.start_s for tf in plan)
+        hi = max(max(tf.end_s for tf in plan), lo + 4 * SPS_WINDOW_S)
+        return lo, min(hi, self.scenario.duration_s)
+
     def values(self, cohort: str, upto: float | None = None) -> dict[str, list[float]]:
         out = {name: [m.of_session(r) for r in self.sessions[cohort]] for name, m in METRICS.items()}
-        end = self.scenario.duration_s if upto is None else min(upto, self.scenario.duration_s)
-        out["sps"] = sps_windows(self.starts(cohort), 0.0, end, SPS_WINDOW_S)
+        lo, hi = self.fault_window()
+        end = hi if upto is None else min(upto, hi)
+        out["sps"] = sps_windows(self.starts(cohort), lo, end, SPS_WINDOW_S)
         return out
 
     def session_ended(self, cohort: str, report: dict[str, Any]) -> None:
@@ -447,6 +460,7 @@ async def run_experiment(scenario: Scenario, *, speed: float = 20.0, max_segment
         "timeline": exp.events,
         "samples": exp.samples,
         "undo_errors": exp.undo_errors,
+        "fault_effects": exp.fault_effects,
         "sessions": exp.sessions["control"] + exp.sessions["experiment"],
         "setup_s": setup_s,
         "wall_s": round(time.monotonic() - wall0, 2),

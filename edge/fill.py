@@ -52,6 +52,7 @@ WRITE_BATCH = 256 * 1024  # bytes gathered before one executor write
 PASSTHROUGH_BODY_MAX = 64 * 1024
 PEER_CONNECT_TIMEOUT = 1.0
 PEER_ANSWER_TIMEOUT = 1.0  # connect to response headers of an only-if-cached ask
+PEER_SKIP_S = 5.0  # a peer that did not answer is not asked again for this long
 PEER_TOKEN_TTL = 300
 
 
@@ -182,6 +183,9 @@ class FillCoalescer:
         self.on_done = on_done  # (fill, result) once per fill: the event pipeline's edge.fill
         self.inflight: dict[CacheKey, Fill] = {}
         self._closing = False
+        # peer -> monotonic time until which it is not asked: a peer that did not answer
+        # (down, or paused and accepting) would cost every miss its timeout otherwise
+        self.peer_skip_until: dict[str, float] = {}
 
     def join(self, key: CacheKey, *, force: bool = False, sources: tuple[str, ...] = ()) -> tuple[Fill, bool]:
         """The fill in flight for `key` (joined=True) or a new one."""
@@ -282,7 +286,10 @@ class FillCoalescer:
     async def _open_source(self, fill: Fill) -> UpstreamResponse:
         """A 200 from a peer that holds the object, else the upstream's answer."""
         ring = self.keyring()
+        now = time.monotonic()
         for peer in list(fill.sources) + [p for p in self.peers if p not in fill.sources]:
+            if self.peer_skip_until.get(peer, 0.0) > now and peer not in fill.sources:
+                continue
             url = peer + self._peer_path(fill.key, ring)
             try:
                 # A peer answers only-if-cached from its index (a 200 or a 504) at once; a
@@ -293,9 +300,11 @@ class FillCoalescer:
                                       connect_timeout=min(PEER_CONNECT_TIMEOUT, self.fill_timeout)),
                     min(PEER_ANSWER_TIMEOUT, self.fill_timeout))
             except (UpstreamError, OSError, TimeoutError) as exc:
+                self.peer_skip_until[peer] = time.monotonic() + PEER_SKIP_S
                 log.info("peer unavailable", extra={"fields": {"key": str(fill.key), "peer": peer,
-                                                               "error": _why(exc)}})
+                                                               "error": _why(exc), "skipped_for_s": PEER_SKIP_S}})
                 continue
+            self.peer_skip_until.pop(peer, None)
             if resp.status == 200 and resp.content_length is not None:
                 fill.source = "peer"
                 return resp
