@@ -259,9 +259,11 @@ class Experiment:
                     return  # stopped (abort or end) before this move
                 except asyncio.TimeoutError:
                     pass
-            made = await self.make(tf, move == "begin")
-            self.events.append({"t": self.now(), "fault": tf.fault.index, "kind": tf.fault.kind,
-                                "target": tf.fault.target, "move": move, "made_as": made})
+            event = {"t": self.now(), "fault": tf.fault.index, "kind": tf.fault.kind,
+                     "target": tf.fault.target, "move": move, "made_as": "(in progress)"}
+            self.events.append(event)  # first: a run that ends meanwhile still shows the move
+            event["made_as"] = await self.make(tf, move == "begin")
+            event["done_t"] = self.now()
 
     # -- metrics ---------------------------------------------------------------------------
 
