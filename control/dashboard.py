@@ -6,7 +6,7 @@ sessionStorage and goes out only as a Bearer header to this origin. All values a
 inserted as text (never as HTML), so an edge id cannot inject markup.
 
 The charts (`CHARTS`: throughput, origin fill, offload, stream starts per second,
-start-up delay, rebuffer ratio per ISP, and misses by class) come from
+start-up delay, rebuffer ratio and misses per ISP, and misses by class) come from
 `GET /v1/pipeline/series` on this same origin, which the control plane answers from the
 collector's read API (`control.pipeline_read`): the browser never talks to the collector,
 so the page's CSP (`default-src 'self'`) holds and the read API needs no CORS. They are
@@ -117,6 +117,7 @@ const CHARTS = [
   {id: "rebuffer", title: "QoE: rebuffer ratio", metrics: ["rebuffer_ratio"], fmt: (v) => (100 * v).toFixed(2) + "%"},
   {id: "misses", title: "Misses by class (all ISPs)", metrics: ["misses.cold", "misses.evicted", "misses.coalesced",
    "misses.peer", "misses.stale"], byClass: true, fmt: (v) => v.toFixed(1) + "/s"},
+  {id: "misses_isp", title: "Misses per ISP (every class)", metrics: ["misses"], fmt: (v) => v.toFixed(1) + "/s"},
 ];
 const COLORS = ["#48c", "#e63", "#2a2", "#a4c", "#c90", "#099", "#666", "#c36"];
 const SVG = "http://www.w3.org/2000/svg";

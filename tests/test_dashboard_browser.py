@@ -32,7 +32,7 @@ from tests.test_up import Up, start_up  # noqa: F401  (the fixture)
 pytestmark = pytest.mark.slow
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-CHARTS = ("throughput", "origin", "offload", "sps", "startup", "rebuffer", "misses")
+CHARTS = ("throughput", "origin", "offload", "sps", "startup", "rebuffer", "misses", "misses_isp")
 
 
 def find_browser() -> str | None:
