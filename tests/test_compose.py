@@ -64,6 +64,8 @@ def test_the_event_pipeline_services(services: dict[str, Any]) -> None:
     assert pipeline.events == "nats://nats:4222" and pipeline.host == "0.0.0.0"
     assert pipeline.db.startswith("/var/lib/ocsim/pipeline/") and "pipeline-data" in str(services["pipeline"]["volumes"])
     assert services["pipeline"]["depends_on"]["nats"]["condition"] == "service_healthy"
+    # no token on the read API: published on the host's loopback only; nats not published at all
+    assert services["pipeline"]["ports"] == ["127.0.0.1:8300:8300"] and "ports" not in nats
     publishers = ["control", *(n for n, s in services.items() if is_ocsim(s) and command(s)[0] == "edge")]
     for name in publishers:
         _, args = parsed(services[name])
