@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import aiohttp
 import m3u8
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -25,6 +26,7 @@ from media.package import PackageRequest, PackageResult, package
 from origin.app import build_app
 from origin.link import LinkSettings
 from origin.media import load_media_library
+from tests.conftest import StartService
 
 LADDER = parse_ladder("235:160x90,750:320x180")
 DURATION = 6.0  # segments of 4 s and 2 s
@@ -175,3 +177,41 @@ def test_origin_refuses_a_title_whose_files_do_not_match(packaged: tuple[Path, P
     lib = load_media_library(media)
     assert set(lib.titles) == {"clip"}
     assert "235/1.seg: SHA-256" in lib.refused["bent"]
+
+
+async def test_edge_serves_packaged_files_byte_for_byte(packaged: tuple[Path, Path, PackageResult],
+                                                        start_service: StartService, admin_token: str,
+                                                        tmp_path: Path) -> None:
+    """Through an edge: every file once as a fill (MISS) and once as a hit (HIT, the fast lane
+    for the small ones), both exactly the packaged bytes, both with the CORS a web player needs."""
+    out, _, result = packaged
+    origin = start_service("origin", "origin", "--host", "127.0.0.1", "--port", "0", "--admin-token", admin_token,
+                           "--media", str(out), "--media-only", "--no-access-log")
+    edge = start_service("edge", "edge", "--host", "127.0.0.1", "--port", "0", "--id", "edge-m", "--isp", "isp-a",
+                         "--upstream", origin.url, "--cache-dir", str(tmp_path / "cache"), "--capacity", "50MB",
+                         "--operator-token", "op-" + admin_token, "--no-access-log")
+    names = title_files(result.digests.renditions)
+    cors = {"Origin": "http://watch.example"}
+    async with aiohttp.ClientSession() as s:
+        for want_cache in ("MISS", "HIT"):
+            for name in names:
+                async with s.get(f"{edge.url}/content/clip/{name}", headers=cors) as r:
+                    assert r.status == 200, (name, r.status)
+                    assert r.headers["X-Cache"] == want_cache, name
+                    assert await r.read() == (out / "clip" / name).read_bytes(), (want_cache, name)
+                    assert r.headers["Access-Control-Allow-Origin"] == "*", (want_cache, name)
+                    assert "X-Cache" in r.headers["Access-Control-Expose-Headers"]
+        seg = (out / "clip" / "750" / "1.seg").read_bytes()
+        async with s.get(f"{edge.url}/content/clip/750/1.seg", headers={**cors, "Range": "bytes=10-209"}) as r:
+            assert r.status == 206 and await r.read() == seg[10:210]
+            assert r.headers["Access-Control-Allow-Origin"] == "*"
+        async with s.options(f"{edge.url}/content/clip/750/1.seg", headers={
+                **cors, "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "range,x-ocsim-session"}) as r:
+            assert r.status == 204
+            allowed = {h.strip().lower() for h in r.headers["Access-Control-Allow-Headers"].split(",")}
+            assert {"range", "x-ocsim-session"} <= allowed
+            assert "GET" in r.headers["Access-Control-Allow-Methods"]
+        async with s.get(f"{edge.url}/content/clip/750/9.seg", headers=cors) as r:  # errors are readable too
+            assert r.status == 502 or r.status == 404
+            assert r.headers["Access-Control-Allow-Origin"] == "*"
