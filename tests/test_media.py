@@ -215,3 +215,17 @@ async def test_edge_serves_packaged_files_byte_for_byte(packaged: tuple[Path, Pa
         async with s.get(f"{edge.url}/content/clip/750/9.seg", headers=cors) as r:  # errors are readable too
             assert r.status == 502 or r.status == 404
             assert r.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_the_control_store_keeps_a_titles_media_across_restarts(tmp_path: Path) -> None:
+    from common.content import Title
+    from control.store import Store
+    store = Store(tmp_path / "c.db")
+    store.merge_catalog([Title("clip", 6.0, (235, 750), 1.0, media="packaged"), Title("synth", 60.0, (235,), 0.5)])
+    store.put_title(Title("added", 8.0, (235,), 0.1, media="packaged"))
+    store.close()
+    again = Store(tmp_path / "c.db")
+    catalog, _ = again.load_catalog()
+    assert {t: catalog.titles[t].media for t in catalog.titles} == {
+        "clip": "packaged", "synth": "synthetic", "added": "packaged"}
+    again.close()
