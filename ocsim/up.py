@@ -145,6 +145,8 @@ def origin_args(topo: Topology, secrets: Secrets, state_dir: Path, port: int, ho
             "--config", str(state_dir / "origin.toml"), "--state-dir", str(state_dir / "origin")]
     if o.catalog:
         args += ["--catalog", o.catalog]
+    if o.media:
+        args += ["--media", o.media] + (["--media-only"] if o.media_only else [])
     return args + list(o.args)
 
 
@@ -540,6 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-file", help="JSON state file (default: STATE_DIR/state.json)")
     p.add_argument("--restart", action="store_true", help="restart a child that dies, with backoff")
     p.add_argument("--ephemeral-ports", action="store_true", help="bind every service to an ephemeral port")
+    p.add_argument("--media", metavar="DIR", help="serve the packaged titles of DIR (`ocsim package --out DIR`) "
+                   "at the origin, beside the catalog (overrides the topology's origin.media)")
+    p.add_argument("--media-only", action="store_true", help="with --media: serve only the packaged titles")
     p.add_argument("--health-timeout", type=float, default=60.0, help="seconds to wait for all to be healthy")
     p.add_argument("--events", nargs="?", const="local", default="", metavar="nats://HOST:PORT",
                    help="the event pipeline: alone, start a local nats-server -js (store under the state dir) "
@@ -576,6 +581,15 @@ def main(argv: Sequence[str]) -> int:
         return 2
     if args.ephemeral_ports:
         topo = topo.with_ephemeral_ports()
+    if args.media_only and not args.media:
+        print("ocsim up: --media-only needs --media DIR", file=sys.stderr)
+        return 2
+    if args.media:
+        if not Path(args.media).is_dir():
+            print(f"ocsim up: --media {args.media}: no such directory (make one with `ocsim package ... --out DIR`)",
+                  file=sys.stderr)
+            return 2
+        topo = topo.with_media(args.media, args.media_only)
     state_dir = Path(args.state_dir)
     if args.init_secrets:
         for path in write_service_configs(topo, load_secrets(state_dir), state_dir):
