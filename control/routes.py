@@ -4,7 +4,7 @@ and what its OpenAPI entry says. The router, the operator check and the OpenAPI 
 
 Who may call what:
 
-    public    the catalog, one title, POST /v1/play, /healthz, /metrics, /openapi.json,
+    public    the catalog, one title and its digest list, POST /v1/play, /healthz, /metrics, /openapi.json,
               /dashboard (the page; its data calls need the token), /watch/{title} (a player
               page) and the files it loads (/static/hls.min.js and its licence)
     edge      register and heartbeat: msgpack signed with the per-edge key (common/wire.py);
@@ -108,6 +108,15 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/titles/{id}", h.get_title, P, "One title",
           responses={"200": json_body(ref("CatalogTitle"), "The title"), "400": error("Invalid title id"),
                      "404": error("Unknown title")}),
+    Route("GET", "/v1/titles/{id}/digests", h.get_title_digests, P,
+          "A packaged title's digest list (length and SHA-256 of every file), from the origin: what players verify "
+          "real media against",
+          responses={"200": json_body({"type": "object", "required": ["format", "title", "files"],
+                                       "properties": {"format": {"const": "ocsim-media/1"}, "title": {"type": "string"},
+                                                      "files": {"type": "object"}}}, "The digest list"),
+                     "400": error("Invalid title id"), "404": error("Unknown title, or a synthetic one"),
+                     "502": error("The origin failed or sent a malformed list"),
+                     "503": error("No origin configured"), "504": error("The origin timed out")}),
     Route("DELETE", "/v1/titles/{id}", h.retire_title, O,
           "Retire a title (it stays retired across origin catalog reloads)",
           responses={"200": json_body({"type": "object", "properties": {"id": {"type": "string"},

@@ -29,6 +29,7 @@ from media.encode import find_ffmpeg
 from media.ladder import parse_ladder
 from media.package import PackageRequest, package
 from tests.browser import Browser, find_chromium
+from tests.test_media import media_topology
 from tests.test_up import Up
 
 LADDER = parse_ladder("235:160x90,750:320x180")
@@ -65,34 +66,6 @@ def test_the_page_takes_only_checked_input() -> None:
             watch.parse_query(bad)
 
 
-def _topology(media: Path) -> str:
-    return f"""
-[origin]
-port = 0
-media = {json.dumps(str(media))}
-media_only = true
-latency_ms = 0
-total_bandwidth = "0"
-args = ["--no-access-log"]
-
-[control]
-port = 0
-
-[edge]
-capacity = "64MiB"
-policy = "lru"
-args = ["--no-access-log"]
-
-[isps.isp-a]
-prefixes = ["10.1.0.0/16"]
-edges = 2
-
-[isps.isp-b]
-prefixes = ["10.2.0.0/16"]
-edges = 1
-"""
-
-
 @pytest.fixture
 def media_up(tmp_path: Path) -> Iterator[Callable[[], Up]]:
     runs: list[Up] = []
@@ -107,7 +80,7 @@ def media_up(tmp_path: Path) -> Iterator[Callable[[], Up]]:
                 exe, lambda done, total: None, lambda msg: None)
         where = tmp_path / "up"
         where.mkdir()
-        run = Up(where, "--ephemeral-ports", topology=_topology(media))
+        run = Up(where, "--ephemeral-ports", topology=media_topology(media))
         runs.append(run)
         return run
 
