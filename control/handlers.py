@@ -526,7 +526,10 @@ async def get_title_digests(request: web.Request) -> web.Response:
     so a player that verifies (`ocsim play --verify`) checks real media against the origin's record.
     404 for a synthetic title (its bytes verify from their ids); 502/504 when the origin fails."""
     st = request.app[STATE]
-    title = st.catalog.get(_title_param(request))
+    tid = request.match_info["title"]
+    if not is_title_id(tid):
+        raise BadRequest("invalid title id")
+    title = st.catalog.get(tid)
     if title.media != "packaged":
         raise NotFound(f"title {title.id} is synthetic: its bytes verify from their ids, it has no digest list")
     if not st.config.origin_url:

@@ -108,9 +108,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/titles/{id}", h.get_title, P, "One title",
           responses={"200": json_body(ref("CatalogTitle"), "The title"), "400": error("Invalid title id"),
                      "404": error("Unknown title")}),
-    Route("GET", "/v1/titles/{id}/digests", h.get_title_digests, P,
-          "A packaged title's digest list (length and SHA-256 of every file), from the origin: what players verify "
-          "real media against",
+    Route("GET", "/v1/digests/{title}", h.get_title_digests, P,
+          "A packaged title's digest list (length and SHA-256 of every file): the origin's, passed on; what "
+          "players verify real media against (same path and shape as the origin's)",
           responses={"200": json_body({"type": "object", "required": ["format", "title", "files"],
                                        "properties": {"format": {"const": "ocsim-media/1"}, "title": {"type": "string"},
                                                       "files": {"type": "object"}}}, "The digest list"),

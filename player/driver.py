@@ -34,7 +34,7 @@ Rules:
    (`verify_segment`): the header names the segment and its length, the body
    must be exactly that long and equal to the synthetic bytes. A packaged title
    (the catalog says `"media": "packaged"`) is checked against its digest list
-   instead (`MediaDigests`, from `GET {control}/v1/titles/{title}/digests`): every
+   instead (`MediaDigests`, from `GET {control}/v1/digests/{title}`): every
    playlist, init segment and segment the CDN hands over, by length and SHA-256.
 6. An fMP4 rendition's init segment (`#EXT-X-MAP`) is fetched once per edge and
    rendition before its first segment, as a real player does (`init_bytes`).
@@ -226,7 +226,7 @@ class _Player:
                 meta = json.loads(await _read_limited(resp, MAX_PLAY_ANSWER_BYTES)) if resp.status == 200 else None
             if not isinstance(meta, dict) or meta.get("media") != "packaged":
                 return
-            async with self.http.get(base + "/digests", timeout=timeout) as resp:
+            async with self.http.get(f"{self.control_url}/v1/digests/{self.title}", timeout=timeout) as resp:
                 raw = await _read_limited(resp, MAX_DIGESTS_BYTES)
                 if resp.status != 200:
                     raise _Fatal("verify", f"no digest list for packaged title {self.title}: "
