@@ -313,3 +313,22 @@ def test_play_verify_checks_real_media_end_to_end(tmp_path: Path) -> None:
         assert report["failure_reasons"].get("corrupt", 0) >= 2, report  # both edges of isp-a, at least
     finally:
         up.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_demo_runs_on_real_media_and_verifies_every_byte(packaged: tuple[Path, Path, PackageResult],
+                                                         tmp_path: Path) -> None:
+    out, _, _ = packaged
+    done = subprocess.run(
+        [sys.executable, "-m", "ocsim", "demo", "--media", "real", "--media-dir", str(out), "--duration", "8",
+         "--viewers", "4", "--top", "1", "--verify", "--report-dir", str(tmp_path / "report")],
+        capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["settings"]["media"] == "real" and report["settings"]["titles"] == 1
+    assert report["sessions"] >= 4 and report["sessions_failed"] == 0
+    assert {s["title"] for s in report["session_list"]} == {"clip"}
+    assert report["verified"] == {"sessions": report["sessions"], "asked": report["sessions"], "media": ["packaged"]}
+    assert all(j["state"] == "done" for j in report["preposition"])
+    assert "verified every byte in" in done.stdout
