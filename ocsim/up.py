@@ -45,6 +45,7 @@ from typing import Any
 from common.auth import load_or_create_secret
 from common.cli_args import HelpFormatter
 from common.json_client import ApiError, request_json
+from common.ids import is_title_id
 from common.sizes import format_size
 from common.tokens import Keyring
 from common.wire import edge_key
@@ -527,11 +528,22 @@ class Supervisor:
 
 # --- command line ----------------------------------------------------------------------------
 
-def ready_text(services: int, seconds: float, state_file: Path, control_url: str, token_file: Path) -> str:
-    """What `ocsim up` says once all is healthy: where the dashboard and the token are."""
+def ready_text(services: int, seconds: float, state_file: Path, control_url: str, token_file: Path,
+               watch: Sequence[str] = ()) -> str:
+    """What `ocsim up` says once all is healthy: where the dashboard and the token are, and
+    the watch page of each packaged title (`watch`)."""
+    pages = "".join(f"watch: {control_url}/watch/{title}\n" for title in watch)
     return (f"{services} services healthy in {seconds:.1f}s; state file {state_file}\n"
             f"dashboard: {control_url}/dashboard  (paste the operator token from {token_file})\n"
-            f"Ctrl-C stops all")
+            f"{pages}Ctrl-C stops all")
+
+
+def packaged_titles(media: str | None, limit: int = 10) -> list[str]:
+    """The titles a media directory holds (those with a digest list), for the ready text."""
+    if not media:
+        return []
+    root = Path(media)
+    return sorted(p.name for p in root.iterdir() if is_title_id(p.name) and (p / "digests.json").is_file())[:limit]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -616,7 +628,7 @@ def main(argv: Sequence[str]) -> int:
     def ready() -> None:
         print(sup.table())
         print(ready_text(len(sup.children), time.monotonic() - t0, state_file, sup.child("control").url,
-                         sup.state_dir / "operator_token"), flush=True)
+                         sup.state_dir / "operator_token", packaged_titles(topo.origin.media)), flush=True)
 
     code = 0
     try:

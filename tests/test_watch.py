@@ -153,3 +153,15 @@ async def test_a_browser_plays_through_an_edge_and_survives_losing_it(media_up: 
               f"{victim} -> {after['edge']}")
     finally:
         await browser.close()
+
+
+def test_up_says_where_each_packaged_title_can_be_watched(tmp_path: Path) -> None:
+    from ocsim.up import packaged_titles, ready_text
+    for name in ("b-title", "a-title"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "digests.json").write_text("{}")
+    (tmp_path / "notes").mkdir()  # no digest list: not a title
+    titles = packaged_titles(str(tmp_path))
+    assert titles == ["a-title", "b-title"]
+    text = ready_text(6, 1.0, Path("s.json"), "http://127.0.0.1:8100", Path("tok"), titles)
+    assert "watch: http://127.0.0.1:8100/watch/a-title\n" in text and text.endswith("Ctrl-C stops all")
