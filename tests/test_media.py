@@ -332,3 +332,22 @@ def test_demo_runs_on_real_media_and_verifies_every_byte(packaged: tuple[Path, P
     assert report["verified"] == {"sessions": report["sessions"], "asked": report["sessions"], "media": ["packaged"]}
     assert all(j["state"] == "done" for j in report["preposition"])
     assert "verified every byte in" in done.stdout
+
+
+def test_the_player_reads_a_packaged_ladder_as_its_measured_bitrates(packaged: tuple[Path, Path, PackageResult]) -> None:
+    """The ABR's ladder is what the master announces from the real segment sizes (AVERAGE-BANDWIDTH),
+    and each rendition's playlist names its init segment."""
+    from player.abr import make_abr
+    from player.playlists import parse_master, parse_media
+    out, _, result = packaged
+    base = "http://edge/t/tok/content/clip/"
+    master = parse_master((out / "clip" / "master.m3u8").read_text(), base + "master.m3u8")
+    measured = [r.average_bps // 1000 for r in result.digests.renditions]
+    assert list(master.ladder_kbps) == measured
+    assert make_abr("throughput", master.ladder_kbps).ladder_kbps == tuple(measured)
+    for kbps, facts in zip(master.ladder_kbps, result.digests.renditions, strict=True):
+        url = master.renditions[kbps]
+        assert url == f"{base}{facts.kbps}/index.m3u8"
+        media = parse_media((out / "clip" / str(facts.kbps) / "index.m3u8").read_text(), url)
+        assert media.init_url == f"{base}{facts.kbps}/init.mp4"
+        assert media.durations == pytest.approx(facts.durations)
