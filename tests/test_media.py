@@ -351,3 +351,30 @@ def test_the_player_reads_a_packaged_ladder_as_its_measured_bitrates(packaged: t
         media = parse_media((out / "clip" / str(facts.kbps) / "index.m3u8").read_text(), url)
         assert media.init_url == f"{base}{facts.kbps}/init.mp4"
         assert media.durations == pytest.approx(facts.durations)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_locust_viewers_play_real_media_and_check_it(tmp_path: Path) -> None:
+    """Locust's viewers on packaged titles: init segments fetched, every file's length and (with
+    OCSIM_VERIFY=1) SHA-256 checked against the digest list; no failure, QoE counted."""
+    pytest.importorskip("locust")
+    from tests.test_locust import assert_qoe, run_locust
+    from tests.test_up import Up
+    media = tmp_path / "media"
+    package(PackageRequest(GeneratedSource("clip", 12.0), "clip", media, LADDER, tmp_path / "cache"),
+            _ffmpeg(), lambda done, total: None, lambda msg: None)
+    up = Up(tmp_path, "--ephemeral-ports", topology=media_topology(media))
+    try:
+        up.wait_state(60.0)
+        out = tmp_path / "locust"
+        out.mkdir()
+        rows, qoe = run_locust(up.state_file, out, users=3, seconds=10)
+        for key, row in rows.items():
+            assert int(row["Failure Count"]) == 0, (key, row)
+        assert int(rows[("GET", "init")]["Request Count"]) > 0
+        assert int(rows[("GET", "digests")]["Request Count"]) == 1  # once per process
+        assert int(rows[("GET", "segment")]["Request Count"]) > 0
+        assert_qoe(qoe, viewers=3)
+    finally:
+        up.close()
