@@ -455,6 +455,16 @@ class _Viewing:
                 return FailureReason.CORRUPT
         return mp
 
+    def _segment_kbps(self, edge: str, m: MasterPlaylist) -> dict[int, tuple[int, ...]] | None:
+        """Every rung's per-segment bit rates, when all its playlists on `edge` announce them."""
+        out: dict[int, tuple[int, ...]] = {}
+        for rung in m.ladder_kbps:
+            mp = self.media.get((edge, rung))
+            if mp is None or mp.bitrates_kbps is None:
+                return None
+            out[rung] = mp.bitrates_kbps
+        return out
+
     def run(self) -> None:
         if self.title in CATALOG.packaged and self.digests is None:
             raise _Failed(f"no digest list for packaged title {self.title}: its bytes cannot be checked")
@@ -464,6 +474,14 @@ class _Viewing:
             edge = self.current
             m = self.master(edge)
             first = m if isinstance(m, FailureReason) else self.media_playlist(edge, m.ladder_kbps[0])
+            if not isinstance(first, FailureReason) and first.bitrates_kbps is not None:
+                # packaged media announce each segment's bit rate: read every rung's, for the ABR
+                assert isinstance(m, MasterPlaylist)
+                for rung in m.ladder_kbps:
+                    rung_mp = self.media_playlist(edge, rung)
+                    if isinstance(rung_mp, FailureReason):
+                        first = rung_mp
+                        break
             if not isinstance(first, FailureReason):
                 break
             self.fail_over(edge, first)
@@ -473,7 +491,7 @@ class _Viewing:
         s = PlaybackSession(m.ladder_kbps, segment_s=seg_s, n_segments=n,
                             abr=make_abr("bba", m.ladder_kbps), buffer_cap_s=max(BUFFER_S, seg_s),
                             last_segment_s=first.durations[n - 1] if n > 1 else seg_s,
-                            failover_policy=self.policy)
+                            failover_policy=self.policy, segment_kbps=self._segment_kbps(edge, m))
         assert isinstance(self.book, StartupFailover)
         self.book.replay(s)
         self.book = self.session = s

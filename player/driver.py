@@ -323,13 +323,24 @@ class _Player:
     # ----------------------------------------------------------------- the session
 
     async def _bootstrap(self) -> PlaybackSession:
-        """Master + the lowest rendition's media playlist: enough to size the session."""
+        """Master + the lowest rendition's media playlist: enough to size the session. When
+        that playlist announces each segment's bit rate (packaged media, #EXT-X-BITRATE), every
+        rendition's playlist is read too, so the ABR weighs the real sizes of what it chooses."""
         while True:
             edge = self.current
             view = self.edges[edge]
             try:
                 master = await self._master(view)
                 first = await self._media(view, master.ladder_kbps[0])
+                sizes: dict[int, tuple[int, ...]] | None = None
+                if first.bitrates_kbps is not None:
+                    sizes = {}
+                    for rung in master.ladder_kbps:
+                        known = (await self._media(view, rung)).bitrates_kbps
+                        if known is None:
+                            sizes = None
+                            break
+                        sizes[rung] = known
                 break
             except _EdgeFailure as failure:
                 await self._fail_over(edge, failure)
@@ -344,6 +355,7 @@ class _Player:
             buffer_cap_s=max(self.buffer_cap_s, segment_s),
             last_segment_s=durations[-1] if n > 1 else segment_s,
             failover_policy=self.policy,
+            segment_kbps=sizes,
         )
         self.pre.replay(session)
         return session

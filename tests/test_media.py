@@ -378,3 +378,14 @@ def test_locust_viewers_play_real_media_and_check_it(tmp_path: Path) -> None:
         assert_qoe(qoe, viewers=3)
     finally:
         up.close()
+
+
+def test_packaged_playlists_announce_each_segments_real_bit_rate(packaged: tuple[Path, Path, PackageResult]) -> None:
+    from player.playlists import parse_media
+    out, _, result = packaged
+    for facts in result.digests.renditions:
+        text = (out / "clip" / str(facts.kbps) / "index.m3u8").read_text()
+        media = parse_media(text, "http://e/content/clip/x/index.m3u8")
+        want = tuple(max(1, round(8 * n / d / 1000)) for n, d in zip(facts.sizes, facts.durations, strict=True))
+        assert media.bitrates_kbps == want
+        assert [s.bitrate for s in m3u8.loads(text).segments] == list(want)  # a real parser reads them too
