@@ -158,7 +158,9 @@ function log(text, cls) {
   const line = document.createElement("div");
   line.textContent = ((performance.now() - T0) / 1000).toFixed(2) + "s " + text;
   if (cls) line.className = cls;
-  $("log").appendChild(line); $("log").scrollTop = $("log").scrollHeight;
+  $("log").appendChild(line);
+  while ($("log").childNodes.length > 200) $("log").removeChild($("log").firstChild);  // a long film stays light
+  $("log").scrollTop = $("log").scrollHeight;
 }
 function setState(s) { W.state = s; $("s-state").textContent = s; }
 function hostOf(url) { try { return new URL(url).host; } catch (e) { return "?"; } }
@@ -232,7 +234,7 @@ function start(index, position) {
   });
   hls.on(Hls.Events.ERROR, (ev, d) => {
     const what = d.type + "/" + d.details + (d.response && d.response.code !== undefined ? " " + d.response.code : "");
-    if (!d.fatal) { W.errors.push(what); log(what + " (recovering)"); return; }
+    if (!d.fatal) { W.errors.push(what); if (W.errors.length > 200) W.errors.shift(); log(what + " (recovering)"); return; }
     W.fatal.push({edge: W.edge, what: what, at: (performance.now() - T0) / 1000});
     log("fatal: " + what + " on " + W.edge, "bad");
     if (d.type === Hls.ErrorTypes.MEDIA_ERROR) { mine.recoverMediaError(); return; }
