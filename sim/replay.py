@@ -143,12 +143,7 @@ def replay(trace: Trace, policy: str, capacity: int, edges: int = 1,
 
 
 def _replay_one(trace: Trace, cache: EvictionPolicy, stats: EdgeStats) -> None:
-    request = cache.request
-    hits = hit_bytes = 0
-    for key, size, now in zip(trace.keys, trace.sizes, trace.times):
-        if request(key, size, now):
-            hits += 1
-            hit_bytes += size
+    hits, hit_bytes = cache.replay(trace.keys, trace.sizes)
     stats.requests += len(trace)
     stats.hits += hits
     stats.bytes_requested += trace.requested_bytes
