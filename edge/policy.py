@@ -924,8 +924,10 @@ class WTinyLFUPolicy(EvictionPolicy):
         resident, pinned = self._sizes, self._pinned
         window, probation, protected = self._window, self._probation, self._protected
         window_move, protected_move = window.move_to_end, protected.move_to_end
-        room = self.capacity - self._pinned_bytes
-        admit, adaptive = self._admit, self.adaptive
+        capacity = self.capacity
+        room = capacity - self._pinned_bytes
+        window_pop, admit_to_main, adaptive = window.popitem, self._admit_to_main, self.adaptive
+        scratch: list[str] = []
         sketch = self.sketch
         counts, door, additions = sketch._counts, sketch._door, sketch._additions
         sample, max_count = sketch.sample_size, sketch.max_count
@@ -960,13 +962,41 @@ class WTinyLFUPolicy(EvictionPolicy):
             elif key in pinned:
                 pass
             else:
-                if 0 <= size <= room:
-                    sketch._additions = additions
-                    admit(key, size)
-                    if self.sketch is not sketch:
-                        sketch = self.sketch
-                        counts, door, additions = sketch._counts, sketch._door, sketch._additions
-                        sample, max_count = sketch.sample_size, sketch.max_count
+                if not 0 <= size <= room:
+                    continue
+                # _admit, written out (without the list of evicted keys)
+                sketch._additions = additions
+                if adaptive:
+                    self._sample_miss_bytes += size
+                    if self._sample_requests >= sample:
+                        self._climb()
+                if len(resident) >= self._sketch_entries:
+                    self._sketch_entries = 2 * len(resident)
+                    sketch = self.sketch = self._new_sketch()
+                    counts, door, additions = sketch._counts, sketch._door, sketch._additions
+                    sample, max_count = sketch.sample_size, sketch.max_count
+                window[key] = size
+                window_bytes = self._window_bytes + size
+                resident[key] = size
+                used = self.used + size
+                self.used = used
+                window_target = self._window_target
+                while window_bytes > window_target and window:
+                    candidate, candidate_size = window_pop(False)
+                    window_bytes -= candidate_size
+                    if used <= capacity or admit_to_main(candidate, scratch):
+                        probation[candidate] = candidate_size
+                    else:
+                        used -= resident.pop(candidate)
+                        self.used = used
+                    used = self.used
+                    scratch.clear()
+                while used > capacity and window:  # pins crowd out main: shrink the window
+                    candidate, candidate_size = window_pop(False)
+                    window_bytes -= candidate_size
+                    used -= resident.pop(candidate)
+                self._window_bytes = window_bytes
+                self.used = used
                 continue
             hits += 1
             hit_bytes += size
@@ -1199,6 +1229,10 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
         """TinyLFU's test, applied only when main has no room left for ``key``."""
         if self._main_bytes + size <= self._main_target or not self._main:
             return True
+        return self._beats_main_victim(key)
+
+    def _beats_main_victim(self, key: str) -> bool:
+        """TinyLFU's comparison of ``key`` with main's next victim (main is not empty)."""
         victim = self._next_main_victim()
         if victim is None:
             return True
@@ -1277,11 +1311,17 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
         return False
 
     def replay(self, keys: Sequence[str], sizes: Sequence[int]) -> tuple[int, int]:
-        # request() per item with the sketch's increment and the hit written out; a miss
-        # goes through _admit (which may replace the sketch: then the locals are reloaded).
+        # request() per item, with the sketch's increment, _admit, _make_room, _evict_one
+        # and _insert written out; only the TinyLFU comparison is a call.
         freq, resident = self._freq, self._sizes
-        room = self.capacity - self._pinned_bytes
-        admit = self._admit
+        small, main, ghost = self._small, self._main, self._ghost
+        small_pop, ghost_pop, ghost_take = small.popitem, ghost.popitem, ghost.pop
+        capacity = self.capacity
+        room = capacity - self._pinned_bytes
+        small_target, main_target, ghost_target = self._small_target, self._main_target, self._ghost_target
+        small_bytes, main_bytes, ghost_bytes = self._small_bytes, self._main_bytes, self._ghost_bytes
+        used = self.used
+        beats, next_main_victim = self._beats_main_victim, self._next_main_victim
         sketch = self.sketch
         counts, door, additions = sketch._counts, sketch._door, sketch._additions
         sample, max_count = sketch.sample_size, sketch.max_count
@@ -1304,17 +1344,64 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
                     freq[key] = count + 1
                 hits += 1
                 hit_bytes += size
-            elif key in resident:  # pinned
+                continue
+            if key in resident:  # pinned
                 hits += 1
                 hit_bytes += size
-            elif 0 <= size <= room:
-                sketch._additions = additions
-                admit(key, size)
-                if self.sketch is not sketch:
-                    sketch = self.sketch
-                    counts, door, additions = sketch._counts, sketch._door, sketch._additions
-                    sample, max_count = sketch.sample_size, sketch.max_count
+                continue
+            if not 0 <= size <= room:
+                continue
+            if len(resident) >= self._sketch_entries:  # Caffeine's ensureCapacity
+                self._sketch_entries = 2 * len(resident)
+                sketch = self.sketch = FrequencySketch(self._sketch_entries, sample_factor=self._sample_factor)
+                counts, door, additions = sketch._counts, sketch._door, sketch._additions
+                sample, max_count = sketch.sample_size, sketch.max_count
+            while used + size > capacity:
+                victim = None
+                while small:
+                    if small_bytes < small_target and main:
+                        break
+                    candidate, candidate_size = small_pop(False)
+                    small_bytes -= candidate_size
+                    if freq[candidate] and (main_bytes + candidate_size <= main_target or not main
+                                            or beats(candidate)):
+                        freq[candidate] = 0
+                        main[candidate] = candidate_size
+                        main_bytes += candidate_size
+                        continue
+                    del freq[candidate]
+                    ghost[candidate] = candidate_size
+                    ghost_bytes += candidate_size
+                    while ghost_bytes > ghost_target:
+                        ghost_bytes -= ghost_pop(False)[1]
+                    victim = candidate
+                    break
+                if victim is None:
+                    if not main:
+                        break
+                    victim = next_main_victim()
+                    assert victim is not None
+                    main_bytes -= main.pop(victim)
+                    del freq[victim]
+                used -= resident.pop(victim)
+            freq[key] = 0
+            ghost_size = ghost_take(key, None)
+            if ghost_size is not None:
+                ghost_bytes -= ghost_size
+                if main_bytes + size <= main_target or not main or beats(key):
+                    main[key] = size
+                    main_bytes += size
+                else:
+                    small[key] = size
+                    small_bytes += size
+            else:
+                small[key] = size
+                small_bytes += size
+            resident[key] = size
+            used += size
         sketch._additions = additions
+        self._small_bytes, self._main_bytes, self._ghost_bytes = small_bytes, main_bytes, ghost_bytes
+        self.used = used
         return hits, hit_bytes
 
 
