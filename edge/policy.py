@@ -724,34 +724,39 @@ class FrequencySketch:
     compatibility and unused.
     """
 
-    __slots__ = ("_counts", "_door", "_additions", "sample_size", "max_count")
+    __slots__ = ("_cells", "_additions", "sample_size", "max_count", "_saturated")
 
     def __init__(self, entries: int, width_factor: int = 4, sample_factor: int = 10,
                  max_count: int = 15) -> None:
         entries = max(entries, 16)
-        self._counts: dict[str, int] = {}
-        self._door: set[str] = set()
+        # One dict for both structures (one hash lookup per access): a key's cell is
+        # 2 x its counter + 1 if the doorkeeper holds it.
+        self._cells: dict[str, int] = {}
         self._additions = 0
         self.sample_size = entries * sample_factor
         self.max_count = max_count
+        self._saturated = 2 * max_count + 1  # counter at max_count, doorkeeper set
 
     def increment(self, key: str) -> None:
-        door = self._door
-        if key in door:
-            counts = self._counts
-            count = counts.get(key, 0)
-            if count < self.max_count:
-                counts[key] = count + 1
+        cells = self._cells
+        cell = cells.get(key, 0)
+        if cell & 1:
+            if cell < self._saturated:
+                cells[key] = cell + 2
         else:
-            door.add(key)
+            cells[key] = cell | 1
         self._additions += 1
         if self._additions >= self.sample_size:
-            self._counts = {k: c >> 1 for k, c in self._counts.items() if c > 1}
-            door.clear()
-            self._additions //= 2
+            self._reset()
+
+    def _reset(self) -> None:
+        """Counters halve (a key whose counter halves to 0 is dropped), the doorkeeper empties."""
+        self._cells = {k: (c >> 2) << 1 for k, c in self._cells.items() if c >= 4}
+        self._additions //= 2
 
     def estimate(self, key: str) -> int:
-        return self._counts.get(key, 0) + (key in self._door)
+        cell = self._cells.get(key, 0)
+        return (cell >> 1) + (cell & 1)
 
 
 # Caffeine's constants (``BoundedLocalCache``): the hill climber on the window/main split
@@ -929,21 +934,21 @@ class WTinyLFUPolicy(EvictionPolicy):
         window_pop, admit_to_main, adaptive = window.popitem, self._admit_to_main, self.adaptive
         scratch: list[str] = []
         sketch = self.sketch
-        counts, door, additions = sketch._counts, sketch._door, sketch._additions
-        sample, max_count = sketch.sample_size, sketch.max_count
+        cells, additions = sketch._cells, sketch._additions
+        sample, saturated = sketch.sample_size, sketch._saturated
         hits = hit_bytes = 0
         for key, size in zip(keys, sizes):
-            if key in door:
-                seen = counts.get(key, 0)
-                if seen < max_count:
-                    counts[key] = seen + 1
+            cell = cells.get(key, 0)  # FrequencySketch.increment, written out
+            if cell & 1:
+                if cell < saturated:
+                    cells[key] = cell + 2
             else:
-                door.add(key)
+                cells[key] = cell | 1
             additions += 1
             if additions >= sample:
-                counts = sketch._counts = {k: c >> 1 for k, c in counts.items() if c > 1}
-                door.clear()
-                additions //= 2
+                sketch._additions = additions
+                sketch._reset()
+                cells, additions = sketch._cells, sketch._additions
             if adaptive:
                 self._sample_requests += 1
                 held = resident.get(key)
@@ -973,8 +978,8 @@ class WTinyLFUPolicy(EvictionPolicy):
                 if len(resident) >= self._sketch_entries:
                     self._sketch_entries = 2 * len(resident)
                     sketch = self.sketch = self._new_sketch()
-                    counts, door, additions = sketch._counts, sketch._door, sketch._additions
-                    sample, max_count = sketch.sample_size, sketch.max_count
+                    cells, additions = sketch._cells, sketch._additions
+                    sample, saturated = sketch.sample_size, sketch._saturated
                 window[key] = size
                 window_bytes = self._window_bytes + size
                 resident[key] = size
@@ -1323,21 +1328,21 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
         used = self.used
         beats, next_main_victim = self._beats_main_victim, self._next_main_victim
         sketch = self.sketch
-        counts, door, additions = sketch._counts, sketch._door, sketch._additions
-        sample, max_count = sketch.sample_size, sketch.max_count
+        cells, additions = sketch._cells, sketch._additions
+        sample, saturated = sketch.sample_size, sketch._saturated
         hits = hit_bytes = 0
         for key, size in zip(keys, sizes):
-            if key in door:
-                seen = counts.get(key, 0)
-                if seen < max_count:
-                    counts[key] = seen + 1
+            cell = cells.get(key, 0)  # FrequencySketch.increment, written out
+            if cell & 1:
+                if cell < saturated:
+                    cells[key] = cell + 2
             else:
-                door.add(key)
+                cells[key] = cell | 1
             additions += 1
             if additions >= sample:
-                counts = sketch._counts = {k: c >> 1 for k, c in counts.items() if c > 1}
-                door.clear()
-                additions //= 2
+                sketch._additions = additions
+                sketch._reset()
+                cells, additions = sketch._cells, sketch._additions
             count = freq.get(key)
             if count is not None:
                 if count < 3:
@@ -1354,8 +1359,8 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
             if len(resident) >= self._sketch_entries:  # Caffeine's ensureCapacity
                 self._sketch_entries = 2 * len(resident)
                 sketch = self.sketch = FrequencySketch(self._sketch_entries, sample_factor=self._sample_factor)
-                counts, door, additions = sketch._counts, sketch._door, sketch._additions
-                sample, max_count = sketch.sample_size, sketch.max_count
+                cells, additions = sketch._cells, sketch._additions
+                sample, saturated = sketch.sample_size, sketch._saturated
             while used + size > capacity:
                 victim = None
                 while small:
