@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-access-log", dest="access_log", action="store_false", help="do not log one line per request")
     p.add_argument("--events", default="", metavar="nats://HOST:PORT",
                    help="publish steer.play and job.progress events to NATS JetStream")
+    p.add_argument("--pipeline", default="", metavar="URL",
+                   help="the event collector's read API (ocsim pipeline): pre-position jobs value files by the "
+                        "bytes they streamed there (falls back to the catalog's popularity)")
+    p.add_argument("--popularity-window", type=float, default=86_400.0, metavar="SECONDS",
+                   help="how far back a job looks in the pipeline for what streamed (1 s to 7 days)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return p
 
@@ -70,6 +75,8 @@ def make_config(args: argparse.Namespace) -> ControlConfig:
     catalog: Catalog | None = load_catalog(args.catalog) if args.catalog else None
     if args.token_ttl <= 0 or args.heartbeat_interval <= 0 or args.plan_timeout <= 0 or args.max_candidates < 1:
         raise ValueError("--token-ttl, --heartbeat-interval, --plan-timeout and --max-candidates must be positive")
+    if args.pipeline and not args.pipeline.startswith(("http://", "https://")):
+        raise ValueError("--pipeline must be an http(s):// URL of the collector's read API")
     return ControlConfig(
         db_path=Path(args.db) if args.db else state / "control.db",
         operator_token=operator_token, fleet_secret=fleet_secret, keyring=keyring,
@@ -77,6 +84,7 @@ def make_config(args: argparse.Namespace) -> ControlConfig:
         steer_to_origin=args.steer_to_origin, heartbeat_interval_s=args.heartbeat_interval,
         plan_timeout_s=args.plan_timeout, fill_bandwidth_bps=max(0, args.fill_bandwidth_bps),
         origin_wait_s=args.origin_wait, max_candidates=args.max_candidates, events=args.events,
+        pipeline_url=args.pipeline, popularity_window_s=args.popularity_window,
     )
 
 

@@ -43,12 +43,16 @@ class ControlConfig:
     origin_wait_s: float = 10.0
     max_candidates: int = 4
     events: str = ""  # nats://... : publish steer.play and job.progress (common.eventsink)
+    pipeline_url: str = ""  # the collector's read API: jobs value files by what streamed (control.popularity)
+    popularity_window_s: float = 86_400.0  # ... over this many seconds back
 
     def __post_init__(self) -> None:
         if not self.operator_token:
             raise ValueError("an operator token is required")
         if len(self.fleet_secret) < 16:
             raise ValueError("the fleet secret must be at least 16 bytes")
+        if not 1.0 <= self.popularity_window_s <= 7 * 86_400.0:
+            raise ValueError("the popularity window must be 1 s to 7 days")
 
 
 class ControlState:

@@ -343,10 +343,13 @@ class Supervisor:
         origin = self._start(Child("origin", "origin",
                                    origin_args(self.topo, self.secrets, self.state_dir, self.topo.origin.port,
                                                self.host), self.log_dir))
+        collector = next((c.url for c in self.children if c.kind == "pipeline"), None)
+        # with a collector, pre-position jobs value files by what streamed (control.popularity)
+        pipeline = ["--pipeline", collector] if collector else []
         control = self._start(Child("control", "control",
                                     self._with_events(control_args(
                                         self.topo, self.topology_file, origin.url, self.secrets, self.state_dir,
-                                        self.topo.control.port, self.host)),
+                                        self.topo.control.port, self.host)) + pipeline,
                                     self.log_dir))
         ports = {e.id: e.port or free_port(self.host) for e in self.topo.edges}
         for edge in self.topo.edges:
