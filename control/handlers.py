@@ -385,8 +385,13 @@ def _job_spec(st: ControlState, body: JsonObject) -> JobSpec:
         for t in titles or ():  # well-formed, but not what this title has: a conflict with the catalog
             if not set(renditions) & set(t.renditions):
                 raise Conflict(f"renditions: title {t.id} has none of the renditions {list(renditions)}")
-        if titles is None and not any(set(renditions) & set(t.renditions) for t in st.catalog.titles.values()):
-            raise Conflict(f"renditions: no title has any of the renditions {list(renditions)}")
+        # every rendition named must be one some title of the job (or of the catalog) has
+        known = {r for t in (titles if titles is not None else st.catalog.titles.values()) for r in t.renditions}
+        unknown = [r for r in renditions if r not in known]
+        if unknown:
+            where = "the job's titles have" if titles is not None else "the catalog has"
+            raise Conflict(f"renditions: {unknown} {'is' if len(unknown) == 1 else 'are'} not a rendition "
+                           f"{where}")
     bandwidth = int_field(body, "bandwidth_bps", 0, 10**12)
     replicas = int_field(body, "replicas", 1, 64)
     if isp not in st.known_isps():
@@ -440,7 +445,8 @@ async def start_job(st: ControlState, spec: JobSpec, now: float) -> Job:
         held = {k: v for k, v in st.jobs.placed_files(r.edge_id).items() if split_file_key(k)[0] in r.titles}
         spaces.append(FileSpace(r.edge_id, edge_budget(r.capacity_bytes, r.pinned_bytes,
                                                        st.jobs.in_flight_bytes(r.edge_id), sum(held.values()),
-                                                       refresh=spec.refresh), frozenset(held)))
+                                                       refresh=spec.refresh, headroom=st.config.pin_headroom),
+                                  frozenset(held)))
     urls = {r.edge_id: r.url for r in edges}
     catalog = dict(st.catalog.titles)
     popularity = popularity_view(st, spec.isp)
