@@ -120,7 +120,8 @@ def live_half(args: argparse.Namespace) -> None:
         rest = days[1:] or days
         players = sum(d.to_players for d in rest)
         return 1.0 - sum(d.origin for d in rest) / players if players else 0.0
-    print(f"LIVE steady-state offload (days 2-{args.live_days}): {100 * steady(results['with']):.1f} % with "
+    span = "day 2" if args.live_days == 2 else f"days 2-{args.live_days}"
+    print(f"LIVE steady-state offload ({span}): {100 * steady(results['with']):.1f} % with "
           f"pre-positioning and nightly refresh, {100 * steady(results['without']):.1f} % without "
           f"({time.perf_counter() - started:.0f} s)")
 
