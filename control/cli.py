@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -54,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", default="", metavar="nats://HOST:PORT",
                    help="publish steer.play and job.progress events to NATS JetStream")
     p.add_argument("--pipeline", default="", metavar="URL",
-                   help="the event collector's read API (ocsim pipeline): pre-position jobs value files by the "
-                        "bytes they streamed there (falls back to the catalog's popularity)")
+                   help="the event collector's read API (ocsim pipeline): the dashboard draws its time series, "
+                        "and pre-position jobs value files by the bytes they streamed there (else by the catalog)")
     p.add_argument("--popularity-window", type=float, default=86_400.0, metavar="SECONDS",
                    help="how far back a job looks in the pipeline for what streamed (1 s to 7 days)")
     p.add_argument("--pin-headroom", type=float, default=0.0, metavar="FRACTION",
@@ -77,8 +78,6 @@ def make_config(args: argparse.Namespace) -> ControlConfig:
     catalog: Catalog | None = load_catalog(args.catalog) if args.catalog else None
     if args.token_ttl <= 0 or args.heartbeat_interval <= 0 or args.plan_timeout <= 0 or args.max_candidates < 1:
         raise ValueError("--token-ttl, --heartbeat-interval, --plan-timeout and --max-candidates must be positive")
-    if args.pipeline and not args.pipeline.startswith(("http://", "https://")):
-        raise ValueError("--pipeline must be an http(s):// URL of the collector's read API")
     return ControlConfig(
         db_path=Path(args.db) if args.db else state / "control.db",
         operator_token=operator_token, fleet_secret=fleet_secret, keyring=keyring,
@@ -86,8 +85,19 @@ def make_config(args: argparse.Namespace) -> ControlConfig:
         steer_to_origin=args.steer_to_origin, heartbeat_interval_s=args.heartbeat_interval,
         plan_timeout_s=args.plan_timeout, fill_bandwidth_bps=max(0, args.fill_bandwidth_bps),
         origin_wait_s=args.origin_wait, max_candidates=args.max_candidates, events=args.events,
-        pipeline_url=args.pipeline, popularity_window_s=args.popularity_window, pin_headroom=args.pin_headroom,
+        pipeline_url=pipeline_url(args.pipeline), popularity_window_s=args.popularity_window,
+        pin_headroom=args.pin_headroom,
     )
+
+
+def pipeline_url(value: str) -> str:
+    """--pipeline: an http(s) URL with a host, or nothing."""
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(f"--pipeline must be an http(s)://HOST:PORT URL, not {value[:80]!r}")
+    return value.rstrip("/")
 
 
 def main(argv: Sequence[str]) -> int:

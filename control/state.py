@@ -43,8 +43,10 @@ class ControlConfig:
     origin_wait_s: float = 10.0
     max_candidates: int = 4
     events: str = ""  # nats://... : publish steer.play and job.progress (common.eventsink)
-    pipeline_url: str = ""  # the collector's read API: jobs value files by what streamed (control.popularity)
-    popularity_window_s: float = 86_400.0  # ... over this many seconds back
+    # the collector's read API: the dashboard's time series (control.pipeline_read), and what
+    # pre-position jobs value files by (control.popularity)
+    pipeline_url: str = ""
+    popularity_window_s: float = 86_400.0  # how far back a job looks in the pipeline
     pin_headroom: float = 0.0  # share of each edge a job leaves unpinned (rule F1's headroom)
 
     def __post_init__(self) -> None:
