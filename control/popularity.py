@@ -16,6 +16,9 @@ catalog's popularity otherwise". So:
 The job records which one it used (`Job.popularity`: "pipeline" or "catalog", with the
 reason for a fallback), so an operator can see what a placement was based on. Only the
 fetch is IO; the rest are plain functions over rows.
+
+Known bias: `edge.request` events do not say who asked, so bytes an edge served to a peer
+filling from it (tier fill, `FillPlan.sources`) count as streamed in the ISP too.
 """
 from __future__ import annotations
 
