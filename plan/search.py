@@ -200,6 +200,12 @@ def _shortfalls(p: PlanInputs, evaluated: list[Evaluated], nmin: dict[str, int])
                    f"({best_off.choice.describe()}); {t.offload:.0%} offload needs >= {store / 1e12:.2f} TB per ISP "
                    f"(envelope), the largest option gives {largest / 1e12:g} TB x up to {most} edges = "
                    f"{largest * most / 1e12:g} TB; offer larger disks (edge.options) or more edges (edge.extra_edges)")
+    for isp in p.audience.peak_viewers:
+        runs = [e.runs[isp] for e in evaluated if isp in e.runs]
+        if runs and all(r.offload < t.offload for r in runs) and best_off.offload >= t.offload:
+            r = max(runs, key=lambda r: r.offload)
+            out.append(f"offload {t.offload:.1%} in {isp} is not met: the best is {r.offload:.1%} with {r.edges} edges "
+                       f"of {r.policy}; offer larger disks (edge.options) or more edges (edge.extra_edges)")
     failing = {f for e in evaluated for f in e.failures}
     if any(f.startswith("startup") for f in failing) and all(any(f.startswith("startup") for f in e.failures)
                                                              for e in evaluated):

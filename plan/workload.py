@@ -105,10 +105,11 @@ def make_day(p: PlanInputs, scale: Scale, seed: int | None = None) -> Day:
 
     # sessions: about scale.requests segment requests over all ISPs, ISPs by their size
     mean_watch = max(1.0, a.mean_watch_minutes * 60 / scale.time_factor / SEGMENT_SECONDS)
-    viewers = sum(a.peak_viewers.values())
+    # Every ISP gets the same sample: each one's real day is far denser than any sample, so
+    # sampling by size would make a smaller ISP look colder (more first-time misses) than it is.
     sessions: list[Session] = []
-    for isp, peak in a.peak_viewers.items():
-        want = scale.requests * peak / viewers
+    for isp in a.peak_viewers:
+        want = scale.requests / len(a.peak_viewers)
         got = 0
         while got < want:
             start = _arrival(rng, a.daily_amplitude, a.peak_hour)
