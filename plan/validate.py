@@ -271,7 +271,7 @@ def validate(p: PlanInputs, ev: Evaluated, opts: ValidateOptions, out: Path, say
     say(f"  predicted and measured offload {'agree' if agree else 'DO NOT agree'} within 3 points "
         f"({100 * abs(meas_off - pred_off):.1f})")
     return {"predicted": {"offload": pred_off, "hit_ratio": pred_hits, "origin_bytes": pred_origin,
-                          "bytes": pred_bytes, "per_isp": {k: {"offload": r.offload, "hit_ratio": r.hit_ratio}
+                          "bytes": pred_bytes, "requests": sum(r.requests for r in runs.values()), "per_isp": {k: {"offload": r.offload, "hit_ratio": r.hit_ratio}
                                                            for k, r in runs.items()}},
             "measured": {"offload": meas_off, "hit_ratio": meas_hits, "origin_bytes": live["origin_bytes"],
                          "bytes": m.bytes, "requests": m.requests, "errors": m.errors,
