@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "back-of-envelope derivation, a simulated search, a topology file for "
                                             "`ocsim up`, and (--validate) a live check of the simulator.")
     p.add_argument("file", help="plan TOML (see plans/example.toml)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a field of the file, e.g. --set targets.offload=0.95 --set audience.isps.isp-a=50000")
     p.add_argument("--out", help="directory for curves.csv/png, topology.toml, plan.json "
                                  "(default: plans/out/<file stem>)")
     p.add_argument("--validate", action="store_true",
@@ -88,7 +90,7 @@ def summary(result: SearchResult) -> dict[str, Any]:
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     try:
-        p = load_plan(args.file)
+        p = load_plan(args.file, args.set)
     except PlanError as exc:
         print(f"ocsim plan: {exc}", file=sys.stderr)
         return 2

@@ -29,7 +29,7 @@ from edge.policy import POLICIES
 from origin.link import parse_rate
 
 __all__ = ["Audience", "CatalogSpec", "EdgeOption", "EdgeSpecs", "Ladder", "Network", "PlanError", "PlanInputs",
-           "SimSpec", "Targets", "load_plan", "parse_plan", "window_seconds"]
+           "SimSpec", "Targets", "apply_overrides", "load_plan", "parse_plan", "window_seconds"]
 
 
 class PlanError(ValueError):
@@ -307,7 +307,29 @@ def parse_plan(doc: Mapping[str, Any]) -> PlanInputs:
     return PlanInputs(audience, catalog, ladder, targets, network, edge, sim)
 
 
-def load_plan(path: str | Path) -> PlanInputs:
+def apply_overrides(doc: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`FIELD=VALUE` flags over the file: `targets.offload=0.95`, `audience.isps.isp-a=50000`,
+    `edge.policies=["lru"]`. VALUE is a TOML value (a bare word is taken as a string)."""
+    for item in overrides:
+        name, sep, text = item.partition("=")
+        parts = name.strip().split(".")
+        if not sep or not all(parts):
+            raise PlanError(f"--set {item!r}: must be FIELD=VALUE, e.g. targets.offload=0.95")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        table = doc
+        for k in parts[:-1]:
+            nxt = table.setdefault(k, {})
+            if not isinstance(nxt, dict):
+                raise PlanError(f"--set {item!r}: {k} is not a table")
+            table = nxt
+        table[parts[-1]] = value
+    return doc
+
+
+def load_plan(path: str | Path, overrides: list[str] | None = None) -> PlanInputs:
     p = Path(path)
     try:
         doc = tomllib.loads(p.read_text())
@@ -315,6 +337,7 @@ def load_plan(path: str | Path) -> PlanInputs:
         raise PlanError(f"{p}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise PlanError(f"{p}: not valid TOML: {exc}") from None
+    doc = apply_overrides(doc, overrides or [])
     try:
         return parse_plan(doc)
     except PlanError as exc:

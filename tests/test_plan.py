@@ -80,6 +80,16 @@ def test_a_missing_table_is_named() -> None:
         parse_plan(doc)
 
 
+def test_flags_override_the_file_and_are_checked_the_same_way() -> None:
+    p = load_plan(ROOT / "plans" / "example.toml", ["targets.offload=0.95", "audience.isps.isp-d=5000",
+                                                    'edge.policies=["lru"]'])
+    assert p.targets.offload == 0.95 and p.audience.peak_viewers["isp-d"] == 5000 and p.edge.policies == ("lru",)
+    with pytest.raises(PlanError, match=r"ladder\.share: sums to"):
+        load_plan(ROOT / "plans" / "example.toml", ["ladder.share=[0.5, 0.5, 0, 0, 0.1]"])
+    with pytest.raises(PlanError, match="FIELD=VALUE"):
+        load_plan(ROOT / "plans" / "example.toml", ["targets.offload"])
+
+
 def test_window_seconds_cross_midnight() -> None:
     assert window_seconds("02:00-14:00") == 12 * 3600
     assert window_seconds("22:00-06:00") == 8 * 3600
@@ -222,3 +232,13 @@ def test_the_chosen_topology_loads_with_the_real_loader(tmp_path: Path) -> None:
     assert all(e.capacity == full * 2 and e.policy == "lru" for e in topo.edges)
     assert topo.isps["isp-a"].fill_window == "02:00-14:00"
     assert tomllib.loads(path.read_text())["origin"]["total_bandwidth"] == str(p.targets.origin_egress_cap_bps)
+
+
+def test_the_cli_refuses_bad_input_with_the_field_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from plan.cli import main
+    bad = tmp_path / "bad.toml"
+    bad.write_text((ROOT / "plans" / "example.toml").read_text().replace("share = [0.05, 0.10, 0.20, 0.30, 0.35]",
+                                                                         "share = [0.05, 0.10, 0.20, 0.30, 0.30]"))
+    assert main([str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "ladder.share: sums to 0.95, must sum to 1" in err and "Traceback" not in err
