@@ -105,10 +105,10 @@ def main(argv: Sequence[str]) -> int:
             say("    " + f.line())
 
     t0 = time.monotonic()
-    day = make_day(p, Scale(p.sim.titles, p.sim.requests, p.sim.time_factor))
+    day = make_day(p, Scale(p.sim.titles, p.sim.requests, p.sim.time_factor, p.sim.warmup))
     say(f"\n== simulated search ==\n  scale: {p.sim.titles} titles (catalog and disks / {day.catalog_factor:g}), "
         f"durations and watch / {p.sim.time_factor:g}, {len(day.sessions):,} sessions = {day.requests:,} segment "
-        f"requests (seed {p.sim.seed}; generated in {time.monotonic() - t0:.1f} s)")
+        f"requests (seed {p.sim.seed}; {'after a warm-up day; ' if p.sim.warmup else ''}generated in {time.monotonic() - t0:.1f} s)")
     result = search(p, day, progress=None if args.quiet else (lambda m: say("  " + m)))
     say(f"  {len(result.evaluated)} candidates, {len(result.runs)} replays in {result.elapsed_s:.1f} s")
     csv_path, png_path = __import__("plan.output", fromlist=["write_curves"]).write_curves(

@@ -104,6 +104,7 @@ class SimSpec:
     seed: int
     time_budget_s: float
     time_factor: float  # simulated durations and watch times are the plan's / this
+    warmup: bool  # replay a day before the measured one (steady state, not a cold start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,12 +297,16 @@ def parse_plan(doc: Mapping[str, Any]) -> PlanInputs:
     s = doc.get("sim", {})
     if not isinstance(s, dict):
         raise PlanError("sim: must be a table")
-    bad = sorted(set(s) - {"titles", "requests", "seed", "time_budget_s", "time_factor"})
+    bad = sorted(set(s) - {"titles", "requests", "seed", "time_budget_s", "time_factor", "warmup"})
     if bad:
-        raise PlanError(f"sim.{bad[0]}: unknown field (allowed: requests, seed, time_budget_s, time_factor, titles)")
+        raise PlanError(f"sim.{bad[0]}: unknown field (allowed: requests, seed, time_budget_s, time_factor, titles, "
+                        f"warmup)")
+    if not isinstance(s.get("warmup", True), bool):
+        raise PlanError("sim.warmup: must be true or false")
     sim = SimSpec(_int(s, "sim", "titles", 2, 100_000, min(catalog.titles, 200)),
                   _int(s, "sim", "requests", 1000, 10**7, 60_000), _int(s, "sim", "seed", 0, 2**31, 1),
-                  _num(s, "sim", "time_budget_s", 1, 3600, 60.0), _num(s, "sim", "time_factor", 1, 1000, 10.0))
+                  _num(s, "sim", "time_budget_s", 1, 3600, 60.0), _num(s, "sim", "time_factor", 1, 1000, 10.0),
+                  bool(s.get("warmup", True)))
     if sim.titles > catalog.titles:
         raise PlanError(f"sim.titles: at most catalog.titles ({catalog.titles}), got {sim.titles}")
     return PlanInputs(audience, catalog, ladder, targets, network, edge, sim)

@@ -15,7 +15,10 @@ What it does is what the live system does, call for call, through the same cores
    over `EdgeView`s whose `titles` are what each edge holds, refreshed once per
    heartbeat; the load window and the heartbeat are in the day's time, `time_scale`
    times the live seconds they last.
-3. A request: the edge's policy `lookup`; on a miss the ISP's other edges are asked in
+3. A warm-up day (`Day.warmup`, the day before, no release launched yet) is replayed the
+   same way first and not counted, so the figures are of a steady-state day, not of a
+   cold start (`ocsim plan --validate` runs without one, as its live run starts cold).
+4. A request: the edge's policy `lookup`; on a miss the ISP's other edges are asked in
    order (`only-if-cached`: a `lookup` there), then the origin; the edge `admit`s what it
    filled, and its evictions leave its title summary.
 
@@ -150,14 +153,14 @@ def simulate_isp(day: Day, isp: str, edges: int, capacity: int, policy: str,
                      for eid, h in zip(ids, holds))
 
     # every segment request of the day, in time order; a session's first one steers it
-    mine = [s for s in day.sessions if s.isp == isp]
+    mine = [s for s in day.warmup if s.isp == isp] + [s for s in day.sessions if s.isp == isp]
     events: list[tuple[float, int, int]] = []
     for j, s in enumerate(mine):
         events.extend((s.start_s + k * 4.0, j, s.first + k) for k in range(s.count))
     events.sort()
     where = [0] * len(mine)
     fleet = views()
-    next_beat = beat
+    next_beat = float("-inf")
     index = {eid: i for i, eid in enumerate(ids)}
     per_edge_hour = [[0] * 24 for _ in ids]
     rtt, o_rtt = network.edge_rtt_ms / 1000, network.origin_rtt_ms / 1000
@@ -175,6 +178,18 @@ def simulate_isp(day: Day, isp: str, edges: int, capacity: int, policy: str,
         e = where[j]
         key = f"/content/{s.title}/{s.kbps}/{n}.seg"
         size = day.segment_sizes(s.title, s.kbps)[n]
+        if now < 0:  # the warm-up day: the caches live it, the figures do not count it
+            cache = caches[e]
+            if not cache.lookup(key, now):
+                for p in range(len(ids)):  # the peers are asked as on a counted day
+                    if p != e and caches[p].lookup(key, now):
+                        break
+                adm = cache.admit(key, size, now)
+                if adm.admitted:
+                    holds[e][s.title] += 1
+                for k in adm.evicted:
+                    holds[e][_title(k)] -= 1
+            continue
         hour = int(now // 3600) % 24
         run.requests += 1
         run.bytes += size

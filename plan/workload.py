@@ -35,6 +35,7 @@ class Scale:
     titles: int  # simulated catalog size
     requests: int  # segment requests of the day, over all ISPs (about)
     time_factor: float = 1.0  # durations and watch times are divided by this
+    warmup: bool = False  # also draw the day before, replayed first and not counted (steady state)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,7 @@ class Day:
     catalog: Catalog  # popularity = the title's expected share of the day's plays
     sessions: tuple[Session, ...]  # by start time
     catalog_factor: float  # plan titles / simulated titles (disks are divided by it)
+    warmup: tuple[Session, ...] = ()  # the day before (start_s < 0): replayed first, not counted
     _sizes: dict[tuple[str, int], list[int]] = field(default_factory=dict, compare=False, repr=False)
     memo: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
 
@@ -107,22 +109,28 @@ def make_day(p: PlanInputs, scale: Scale, seed: int | None = None) -> Day:
     mean_watch = max(1.0, a.mean_watch_minutes * 60 / scale.time_factor / SEGMENT_SECONDS)
     # Every ISP gets the same sample: each one's real day is far denser than any sample, so
     # sampling by size would make a smaller ISP look colder (more first-time misses) than it is.
-    sessions: list[Session] = []
-    for isp in a.peak_viewers:
-        want = scale.requests / len(a.peak_viewers)
-        got = 0
-        while got < want:
-            start = _arrival(rng, a.daily_amplitude, a.peak_hour)
-            weights = list(base)
-            for i, launch in releases.items():
-                age = start - launch
-                weights[i] = 0.0 if age < 0 else base[0] * c.release_boost * 0.5 ** (age / half_life)
-            t = rng.choices(range(n), weights=weights)[0]
-            kbps = rng.choices(lad.kbps, weights=lad.share)[0]
-            segs = math.ceil(durations[t] / SEGMENT_SECONDS - 1e-9)
-            first = 0 if rng.random() < 0.7 else rng.randrange(segs)
-            watch = min(segs - first, max(1, int(rng.expovariate(1.0 / mean_watch))))
-            sessions.append(Session(start, isp, names[t], kbps, first, watch))
-            got += watch
-    sessions.sort(key=lambda s: (s.start_s, s.isp, s.title))
-    return Day(catalog, tuple(sessions), factor)
+    def draw(day_start: float) -> list[Session]:
+        """A day of sessions; `day_start` -DAY_S is the day before (no release has launched yet)."""
+        out: list[Session] = []
+        for isp in a.peak_viewers:
+            want = scale.requests / len(a.peak_viewers)
+            got = 0
+            while got < want:
+                start = day_start + _arrival(rng, a.daily_amplitude, a.peak_hour)
+                weights = list(base)
+                for i, launch in releases.items():
+                    age = start - launch
+                    weights[i] = 0.0 if age < 0 else base[0] * c.release_boost * 0.5 ** (age / half_life)
+                t = rng.choices(range(n), weights=weights)[0]
+                kbps = rng.choices(lad.kbps, weights=lad.share)[0]
+                segs = math.ceil(durations[t] / SEGMENT_SECONDS - 1e-9)
+                first = 0 if rng.random() < 0.7 else rng.randrange(segs)
+                watch = min(segs - first, max(1, int(rng.expovariate(1.0 / mean_watch))))
+                out.append(Session(start, isp, names[t], kbps, first, watch))
+                got += watch
+        out.sort(key=lambda s: (s.start_s, s.isp, s.title))
+        return out
+
+    sessions = draw(0.0)
+    warmup = draw(-DAY_S) if scale.warmup else []
+    return Day(catalog, tuple(sessions), factor, tuple(warmup))

@@ -191,7 +191,7 @@ def test_search_picks_the_cheapest_option_that_meets_the_targets() -> None:
     # 2x is cheaper, so it is the answer
     p = parse_plan(small(edge__options=[{"disk": int(full * 0.01), "cost": 1.0}, {"disk": full * 2, "cost": 2.0},
                                         {"disk": full * 4, "cost": 3.0}]))
-    day = make_day(p, Scale(p.sim.titles, p.sim.requests, p.sim.time_factor))
+    day = make_day(p, Scale(p.sim.titles, p.sim.requests, p.sim.time_factor, p.sim.warmup))
     result = search(p, day)
     assert result.best is not None
     assert result.best.choice.option.disk_bytes == full * 2
@@ -205,7 +205,7 @@ def test_search_says_which_target_fails_and_what_would_meet_it() -> None:
     base = parse_plan(small())
     full = _catalog_bytes(base)
     p = parse_plan(small(edge__options=[{"disk": int(full * 0.01), "cost": 1.0}]))
-    result = search(p, make_day(p, Scale(p.sim.titles, p.sim.requests, p.sim.time_factor)))
+    result = search(p, make_day(p, Scale(p.sim.titles, p.sim.requests, p.sim.time_factor, p.sim.warmup)))
     assert result.best is None
     text = " ".join(result.shortfalls)
     assert "offload 90.0% is not met" in text and "needs >=" in text and "TB per ISP" in text
@@ -214,7 +214,7 @@ def test_search_says_which_target_fails_and_what_would_meet_it() -> None:
 def test_search_stops_at_its_time_budget_and_says_so() -> None:
     p = parse_plan(small(sim__time_budget_s=1.0, edge__options=[{"disk": "1GB", "cost": 1}, {"disk": "2GB", "cost": 2}]))
     ticks = iter(range(0, 1000, 5))  # every clock read is 5 s later
-    result = search(p, make_day(p, Scale(p.sim.titles, p.sim.requests, p.sim.time_factor)),
+    result = search(p, make_day(p, Scale(p.sim.titles, p.sim.requests, p.sim.time_factor, p.sim.warmup)),
                     clock=lambda: float(next(ticks)))
     assert not result.complete
     assert any("time budget" in s for s in result.shortfalls)
@@ -224,7 +224,7 @@ def test_the_chosen_topology_loads_with_the_real_loader(tmp_path: Path) -> None:
     base = parse_plan(small())
     full = _catalog_bytes(base)
     p = parse_plan(small(edge__options=[{"disk": full * 2, "cost": 1.0}], audience__isps={"isp-a": 1000, "isp-b": 500}))
-    result = search(p, make_day(p, Scale(p.sim.titles, p.sim.requests, p.sim.time_factor)))
+    result = search(p, make_day(p, Scale(p.sim.titles, p.sim.requests, p.sim.time_factor, p.sim.warmup)))
     assert result.best is not None
     path = write_topology(topology_for(p, result.best), tmp_path / "topology.toml")
     topo = load_topology(path)
@@ -242,3 +242,15 @@ def test_the_cli_refuses_bad_input_with_the_field_and_exit_2(tmp_path: Path, cap
     assert main([str(bad), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "ladder.share: sums to 0.95, must sum to 1" in err and "Traceback" not in err
+
+
+def test_a_warm_up_day_is_lived_but_not_counted() -> None:
+    p = parse_plan(small())
+    cold = make_day(p, Scale(20, 3000, 10.0))
+    warm = make_day(p, Scale(20, 3000, 10.0, warmup=True))
+    assert warm.sessions == cold.sessions and warm.warmup and all(s.start_s < 0 for s in warm.warmup)
+    cap = 2 * 10**8
+    r_cold = simulate_isp(cold, "isp-a", 1, cap, "lru", 0, p.network, 1.0)
+    r_warm = simulate_isp(warm, "isp-a", 1, cap, "lru", 0, p.network, 1.0)
+    assert r_warm.requests == r_cold.requests == cold.requests
+    assert r_warm.hits > r_cold.hits  # the caches start the counted day holding yesterday's titles

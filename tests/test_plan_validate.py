@@ -28,7 +28,7 @@ PLAN = {
 @pytest.mark.timeout(240)
 def test_predicted_and_measured_offload_agree(tmp_path: Path) -> None:
     p = parse_plan(PLAN)
-    result = search(p, make_day(p, Scale(p.sim.titles, p.sim.requests, p.sim.time_factor)))
+    result = search(p, make_day(p, Scale(p.sim.titles, p.sim.requests, p.sim.time_factor, p.sim.warmup)))
     assert result.best is not None, result.shortfalls
     assert result.best.choice.edges == (("isp-a", 2),)
     lines: list[str] = []
