@@ -256,7 +256,7 @@ def validate(p: PlanInputs, ev: Evaluated, opts: ValidateOptions, out: Path, say
              f"{100 * (live['origin_bytes'] / pred_origin - 1) if pred_origin else 0:+.0f} %"),
             ("bytes to viewers", f"{pred_bytes / 1e6:,.0f} MB", f"{m.bytes / 1e6:,.0f} MB", ""),
             ("segment requests", f"{sum(r.requests for r in runs.values()):,}", f"{m.requests:,}", "")]
-    say(f"  crowd played in {live['crowd_s']:.1f} s, {m.sessions:,} sessions, {m.errors} errors")
+    say(f"  crowd played in {live['crowd_s']:.1f} s, {m.sessions:,} sessions, {m.errors} request errors (each retried on the next candidate)")
     say(f"  {'':<18}{'predicted':>12}{'measured':>12}{'diff':>10}")
     for r in rows:
         say(f"  {r[0]:<18}{r[1]:>12}{r[2]:>12}{r[3]:>10}")
