@@ -197,9 +197,12 @@ def _shortfalls(p: PlanInputs, evaluated: list[Evaluated], nmin: dict[str, int])
         largest = p.edge.options[-1].disk_bytes
         most = max(nmin.values()) + p.edge.extra_edges
         out.append(f"offload {t.offload:.1%} is not met: the best candidate reaches {best_off.offload:.1%} "
-                   f"({best_off.choice.describe()}); {t.offload:.0%} offload needs >= {store / 1e12:.2f} TB per ISP "
-                   f"(envelope), the largest option gives {largest / 1e12:g} TB x up to {most} edges = "
-                   f"{largest * most / 1e12:g} TB; offer larger disks (edge.options) or more edges (edge.extra_edges)")
+                   f"({best_off.choice.describe()}); the envelope's lower bound for {t.offload:.0%} is "
+                   f"{store / 1e12:.2f} TB per ISP, and the largest option, {largest / 1e12:g} TB x up to {most} edges "
+                   f"= {largest * most / 1e12:g} TB per ISP, "
+                   + ("is below it" if largest * most < store else
+                      "is above it but not enough once the planner's replicas and first-request misses are counted")
+                   + "; offer larger disks (edge.options) or more edges (edge.extra_edges)")
     for isp in p.audience.peak_viewers:
         runs = [e.runs[isp] for e in evaluated if isp in e.runs]
         if runs and all(r.offload < t.offload for r in runs) and best_off.offload >= t.offload:

@@ -216,6 +216,8 @@ async def _run_live(p: PlanInputs, ev: Evaluated, day: Day, tops: dict[str, int]
                     await asyncio.sleep(0.5)  # polling the collector against a deadline
     finally:
         await up.stop()
+        from ocsim.demo import discard_dir
+        discard_dir(work / "state")  # gigabytes of caches; removed in the background
     origin_bytes = int((after or {}).get("bytes", 0)) - int((before or {}).get("bytes", 0))
     if not before or not after:
         raise RuntimeError("the origin's counters could not be read")

@@ -208,7 +208,7 @@ def test_search_says_which_target_fails_and_what_would_meet_it() -> None:
     result = search(p, make_day(p, Scale(p.sim.titles, p.sim.requests, p.sim.time_factor, p.sim.warmup)))
     assert result.best is None
     text = " ".join(result.shortfalls)
-    assert "offload 90.0% is not met" in text and "needs >=" in text and "TB per ISP" in text
+    assert "offload 90.0% is not met" in text and "lower bound" in text and "TB per ISP" in text and "is below it" in text
 
 
 def test_search_stops_at_its_time_budget_and_says_so() -> None:
