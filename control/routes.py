@@ -4,8 +4,9 @@ and what its OpenAPI entry says. The router, the operator check and the OpenAPI 
 
 Who may call what:
 
-    public    the catalog, one title, POST /v1/play, /healthz, /metrics, /openapi.json,
-              /dashboard (the page; its data calls need the token)
+    public    the catalog, one title and its digest list, POST /v1/play, /healthz, /metrics, /openapi.json,
+              /dashboard (the page; its data calls need the token), /watch/{title} (a player
+              page) and the files it loads (/static/hls.min.js and its licence)
     edge      register and heartbeat: msgpack signed with the per-edge key (common/wire.py);
               the handlers verify the signature
     operator  everything else, with `Authorization: Bearer <operator token>`
@@ -24,6 +25,7 @@ from aiohttp import web
 from common.http_input import require_bearer
 from control import handlers as h
 from control import openapi
+from control import watch as w
 from control.openapi import BAD_INPUT, ISP_NAME, error, json_body, ref
 from control.state import STATE
 
@@ -83,6 +85,21 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/dashboard", h.get_dashboard, P,
           "Fleet and jobs at a glance (HTML; the page asks for the operator token)", tag="service",
           responses={"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}),
+    Route("GET", "/watch/{title}", w.get_watch, P,
+          "Watch a title through the CDN in the browser (HTML; hls.js plays the best candidate of /v1/play, "
+          "fails over, shows edge, rendition, buffer, start-up and rebuffers)", tag="service",
+          query=({"name": "isp", "in": "query", "description": "the ISP to steer for (default: from the client address)",
+                  "schema": {"type": "string", "pattern": ISP_NAME["pattern"], "maxLength": 32}},
+                 {"name": "buffer", "in": "query", "description": "hls.js's forward buffer goal, seconds",
+                  "schema": {"type": "integer", "minimum": 4, "maximum": 120, "default": w.DEFAULT_BUFFER_S}}),
+          responses={"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
+                     "400": error("Invalid title id, isp or buffer"), "404": error("Unknown title")}),
+    Route("GET", "/static/hls.min.js", w.get_hls_js, P,
+          f"hls.js {w.HLS_JS_VERSION}, vendored (sha256 {w.HLS_JS_SHA256[:16]}...)", tag="service",
+          responses={"200": {"description": "JavaScript",
+                             "content": {"text/javascript": {"schema": {"type": "string"}}}}}),
+    Route("GET", "/static/hls.js.LICENSE", w.get_hls_js_license, P, "hls.js's licence (Apache-2.0)", tag="service",
+          responses={"200": {"description": "Text", "content": {"text/plain": {"schema": {"type": "string"}}}}}),
     Route("GET", "/v1/catalog", h.get_catalog, P, "The catalog, most popular first (same shape as the origin's)",
           responses={"200": json_body(ref("Catalog"), "Catalog")}),
     Route("POST", "/v1/titles", h.add_title, O, "Add a title", request_schema=ref("Title"),
@@ -91,6 +108,15 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/titles/{id}", h.get_title, P, "One title",
           responses={"200": json_body(ref("CatalogTitle"), "The title"), "400": error("Invalid title id"),
                      "404": error("Unknown title")}),
+    Route("GET", "/v1/digests/{title}", h.get_title_digests, P,
+          "A packaged title's digest list (length and SHA-256 of every file): the origin's, passed on; what "
+          "players verify real media against (same path and shape as the origin's)",
+          responses={"200": json_body({"type": "object", "required": ["format", "title", "files"],
+                                       "properties": {"format": {"const": "ocsim-media/1"}, "title": {"type": "string"},
+                                                      "files": {"type": "object"}}}, "The digest list"),
+                     "400": error("Invalid title id"), "404": error("Unknown title, or a synthetic one"),
+                     "502": error("The origin failed or sent a malformed list"),
+                     "503": error("No origin configured"), "504": error("The origin timed out")}),
     Route("DELETE", "/v1/titles/{id}", h.retire_title, O,
           "Retire a title (it stays retired across origin catalog reloads)",
           responses={"200": json_body({"type": "object", "properties": {"id": {"type": "string"},

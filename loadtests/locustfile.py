@@ -13,7 +13,11 @@ keep-alive connection to that edge (`loadtests.edge_http`: one per viewer per
 edge, bodies read into a reused buffer); the control plane is asked through
 Locust's client. Every segment's length and header bytes are checked; a share
 of the segments (OCSIM_VERIFY_SHARE) is verified byte for byte; OCSIM_VERIFY=1
-verifies every byte of every segment.
+verifies every byte of every segment. Packaged real media (the catalog says
+`"media": "packaged"`) has no header to check: its digest list (`GET /v1/digests/{title}`,
+once per process) gives every file's length, checked always, and SHA-256, checked
+on the same share; each rendition's init segment (``init``) is fetched before its
+first segment, as a real player does.
 
 Locust's request table holds only real HTTP requests, named by kind: ``play``,
 ``catalog``, ``manifest``, ``segment`` (the segment times are a diagnostic). What
@@ -67,7 +71,7 @@ from player.errors import PlaylistError, SteeringError
 from player.play_answer import Candidate, parse_play_answer
 from player.playlists import MasterPlaylist, MediaPlaylist, parse_master, parse_media
 from player.session import PlaybackSession, StartupFailover
-from player.verify import check_segment_head, failure_reason_for_status
+from player.verify import MediaDigests, check_segment_head, failure_reason_for_status
 
 
 def _env_float(name: str, default: float) -> float:
@@ -112,6 +116,8 @@ class _Catalog:
         self.lock = Semaphore()
         self.ids: list[str] = []
         self.weights: list[float] = []
+        self.packaged: set[str] = set()  # real media (ocsim package): checked against their digest lists
+        self.digests: dict[str, MediaDigests | None] = {}
 
     def load(self, user: FastHttpUser) -> None:
         with self.lock:
@@ -122,6 +128,7 @@ class _Catalog:
                     titles = json.loads(resp.content or b"null")["titles"]
                     ids = [str(t["id"]) for t in titles]
                     pops = [float(t.get("popularity") or 0.0) for t in titles]
+                    self.packaged = {str(t["id"]) for t in titles if t.get("media") == "packaged"}
                 except (ValueError, KeyError, TypeError) as exc:
                     resp.failure(f"bad catalog: {exc}")
                     return
@@ -134,6 +141,23 @@ class _Catalog:
             else:  # Zipf by catalog order
                 weights = [1.0 / (rank ** ZIPF_ALPHA) for rank in range(1, len(ids) + 1)]
             self.ids, self.weights = ids, weights
+
+    def digest_list(self, user: FastHttpUser, title: str) -> MediaDigests | None:
+        """A packaged title's digest list, fetched once per process (None: it could not be had,
+        already reported as a failed `digests` request; the viewing then checks statuses only)."""
+        with self.lock:
+            if title not in self.digests:
+                got: MediaDigests | None = None
+                with user.client.get(f"/v1/digests/{title}", name="digests", catch_response=True) as resp:
+                    try:
+                        if resp.status_code != 200:
+                            raise ValueError(f"HTTP {resp.status_code}")
+                        got = MediaDigests.from_json(json.loads(resp.content or b"null"))
+                        resp.success()
+                    except ValueError as exc:
+                        resp.failure(f"digest list of {title}: {exc}")
+                self.digests[title] = got
+            return self.digests[title]
 
     def pick(self, rng: random.Random) -> str:
         return rng.choices(self.ids, weights=self.weights, k=1)[0]
@@ -230,11 +254,15 @@ class Viewer(FastHttpUser):
             response_length=length, exception=None if error is None else RuntimeError(error[:200]),
             context={}, url=url)
 
-    def _edge_get(self, url: str, name: str, *, body: bool = False,
-                  segment: SegmentId | None = None, full: bool = False) -> bytes | int | FailureReason:
+    def _edge_get(self, url: str, name: str, *, body: bool = False, segment: SegmentId | None = None,
+                  full: bool = False, digests: MediaDigests | None = None) -> bytes | int | FailureReason:
         """GET url from an edge over this viewer's connection to it. Playlists (`body`):
         the body. Segments: the length, after the header check (and, when `full`, a byte
-        for byte check). Else why it failed (already reported to Locust as a failure)."""
+        for byte check). Packaged media (`digests`): the length, checked against the
+        digest list (and, when `full`, the SHA-256 of the body). Else why it failed
+        (already reported to Locust as a failure)."""
+        if digests is not None:
+            return self._packaged_get(url, name, digests, full)
         t0 = time.perf_counter()
         verified: list[bool] = [True]
         spec: list[SegmentSpec | None] = [None]
@@ -279,6 +307,37 @@ class Viewer(FastHttpUser):
         assert ans.body is not None
         self._report(name, url, t0, ans.length, None)
         return ans.body
+
+    def _packaged_get(self, url: str, name: str, digests: MediaDigests, full: bool) -> int | FailureReason:
+        t0 = time.perf_counter()
+        try:
+            conn, target = self.edges.for_url(url)
+            ans = conn.get(target, keep_head=0, keep_body=full)
+        except (socket.timeout, gevent.Timeout, TimeoutError) as exc:
+            self._report(name, url, t0, 0, f"{FailureReason.TIMEOUT.value}: {exc!r}")
+            return FailureReason.TIMEOUT
+        except EdgeProtocolError as exc:
+            self._report(name, url, t0, 0, f"{FailureReason.CORRUPT.value}: {exc}")
+            return FailureReason.CORRUPT
+        except OSError as exc:
+            self._report(name, url, t0, 0, f"{FailureReason.CONNECT.value}: {exc!r}")
+            return FailureReason.CONNECT
+        why = failure_reason_for_status(ans.status)
+        if why is not None:
+            self._report(name, url, t0, ans.length, f"HTTP {ans.status}")
+            return why
+        if full:
+            assert ans.body is not None
+            problem = digests.check(url, bytes(ans.body))
+        else:  # the cheap check: the length the digest list records
+            want = digests.files.get(digests.name_of(url) or "")
+            problem = None if want is not None and want[0] == ans.length else \
+                f"{ans.length} bytes, the digest list says {want[0] if want else 'nothing'}"
+        if problem is not None:
+            self._report(name, url, t0, ans.length, f"corrupt: {problem}")
+            return FailureReason.CORRUPT
+        self._report(name, url, t0, ans.length, None)
+        return ans.length
 
     def _steer(self, title: str) -> tuple[Candidate, ...]:
         body: dict[str, str] = {"title": title}
@@ -330,8 +389,10 @@ class _Viewing:
         self.ranked: list[str] = []
         self.masters: dict[str, MasterPlaylist] = {}
         self.media: dict[tuple[str, int], MediaPlaylist] = {}
+        self.inits: set[tuple[str, int]] = set()  # (edge, rendition) whose init segment came
         self.current = ""
         self.t0 = time.monotonic()
+        self.digests = CATALOG.digest_list(user, title) if title in CATALOG.packaged else None
 
     def report(self) -> Any:
         return None if self.session is None else self.session.report()
@@ -348,6 +409,7 @@ class _Viewing:
         self.ranked = [c.edge for c in cands]
         self.masters.clear()
         self.media.clear()
+        self.inits.clear()
 
     def fail_over(self, edge: str, reason: FailureReason) -> None:
         nxt = self.book.fail_over(self.ranked, edge, reason)
@@ -393,13 +455,33 @@ class _Viewing:
                 return FailureReason.CORRUPT
         return mp
 
+    def _segment_kbps(self, edge: str, m: MasterPlaylist) -> dict[int, tuple[int, ...]] | None:
+        """Every rung's per-segment bit rates, when all its playlists on `edge` announce them."""
+        out: dict[int, tuple[int, ...]] = {}
+        for rung in m.ladder_kbps:
+            mp = self.media.get((edge, rung))
+            if mp is None or mp.bitrates_kbps is None:
+                return None
+            out[rung] = mp.bitrates_kbps
+        return out
+
     def run(self) -> None:
+        if self.title in CATALOG.packaged and self.digests is None:
+            raise _Failed(f"no digest list for packaged title {self.title}: its bytes cannot be checked")
         self.steer()
         self.current = self.ranked[0]
         while True:  # bootstrap: master + lowest rendition, to size the session
             edge = self.current
             m = self.master(edge)
             first = m if isinstance(m, FailureReason) else self.media_playlist(edge, m.ladder_kbps[0])
+            if not isinstance(first, FailureReason) and first.bitrates_kbps is not None:
+                # packaged media announce each segment's bit rate: read every rung's, for the ABR
+                assert isinstance(m, MasterPlaylist)
+                for rung in m.ladder_kbps:
+                    rung_mp = self.media_playlist(edge, rung)
+                    if isinstance(rung_mp, FailureReason):
+                        first = rung_mp
+                        break
             if not isinstance(first, FailureReason):
                 break
             self.fail_over(edge, first)
@@ -409,7 +491,7 @@ class _Viewing:
         s = PlaybackSession(m.ladder_kbps, segment_s=seg_s, n_segments=n,
                             abr=make_abr("bba", m.ladder_kbps), buffer_cap_s=max(BUFFER_S, seg_s),
                             last_segment_s=first.durations[n - 1] if n > 1 else seg_s,
-                            failover_policy=self.policy)
+                            failover_policy=self.policy, segment_kbps=self._segment_kbps(edge, m))
         assert isinstance(self.book, StartupFailover)
         self.book.replay(s)
         self.book = self.session = s
@@ -431,7 +513,15 @@ class _Viewing:
             started = self.now()  # after the playlist: a switch is not a slow network
             r, i = req.bitrate_kbps, req.index
             full = VERIFY_SHARE >= 1.0 or (VERIFY_SHARE > 0.0 and rng.random() < VERIFY_SHARE)
-            got = self.user._edge_get(mp.segment_urls[i], "segment", segment=SegmentId(self.title, r, i), full=full)
+            if mp.init_url is not None and (edge, r) not in self.inits:  # fMP4: the init segment first
+                init = self.user._edge_get(mp.init_url, "init", digests=self.digests, full=full)
+                if isinstance(init, FailureReason):
+                    self.fail_over(edge, init)
+                    continue
+                self.inits.add((edge, r))
+                started = self.now()
+            got = self.user._edge_get(mp.segment_urls[i], "segment", segment=SegmentId(self.title, r, i), full=full,
+                                      digests=self.digests)
             if isinstance(got, FailureReason):
                 self.fail_over(edge, got)
                 continue

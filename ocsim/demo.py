@@ -15,6 +15,12 @@
 
 Counters are diffed between the end of pre-positioning and the end of the crowd, so the
 offload and hit ratios describe the crowd only.
+
+`--media real` runs the same story on packaged real media (H.264/AAC fMP4, `ocsim package`):
+the titles of `--media-dir DIR`, or, without it, `REAL_TITLES` generated test-source titles
+packaged into the state directory (through the packaging cache, so only the first run
+encodes). The origin serves only those; `--verify` then checks every file against the
+titles' digest lists.
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +82,51 @@ class DemoOptions:
     settle_s: float = 30.0
     preposition_timeout_s: float = 60.0
     preposition_bandwidth_bps: int = 400_000_000  # per plan; the origin's uplink caps the sum anyway
+    media: str = "synthetic"  # "real": packaged titles (ocsim package) instead of the synthetic catalog
+    media_dir: Path | None = None  # with media="real": these packaged titles (default: generated ones)
+
+
+MEDIA_KINDS = ("synthetic", "real")
+REAL_TITLES = 4          # generated test-source titles of `ocsim demo --media real`
+REAL_TITLE_S = 24.0      # six 4 s segments each
+REAL_LADDER = "235,750,1750"  # the renditions the demo pre-positions; small enough to encode in seconds
+
+
+def real_media(opts: DemoOptions, state_dir: Path) -> tuple[Path, Catalog]:
+    """The media directory of a `--media real` demo and its catalog (Zipf popularity by id order).
+    Raises RuntimeError with the reason when nothing playable can be had."""
+    from common.errors import OcsimError
+    from media.encode import TestSource, find_ffmpeg
+    from media.ladder import parse_ladder
+    from media.package import PackageRequest, default_cache_dir, package
+    from origin.media import load_media_library
+
+    try:
+        if opts.media_dir is not None:
+            media_dir = opts.media_dir
+        else:
+            media_dir = state_dir / "media"
+            exe, ladder = find_ffmpeg(), parse_ladder(REAL_LADDER)
+            for i in range(1, REAL_TITLES + 1):
+                title = f"real-{i:02d}"
+                t0 = time.monotonic()
+                result = package(PackageRequest(TestSource(title, REAL_TITLE_S), title, media_dir, ladder,
+                                                default_cache_dir()), exe, lambda done, total: None, lambda msg: None)
+                say(f"packaged {title} ({'encoded' if result.encoded else 'from the cache'}, "
+                    f"{time.monotonic() - t0:.1f}s)")
+        lib = load_media_library(media_dir)
+    except OcsimError as exc:
+        raise RuntimeError(f"--media real: {exc.reason}") from None
+    for name, why in lib.refused.items():
+        say(f"media: refusing {name}: {why}")
+    if not lib.titles:
+        raise RuntimeError(f"--media real: no packaged title in {media_dir} (make some with `ocsim package`)")
+    ids = sorted(lib.titles)
+    weights = [1.0 / rank ** 0.9 for rank in range(1, len(ids) + 1)]
+    total = sum(weights)
+    catalog = Catalog.of(Title(t, lib.titles[t].duration_s, lib.titles[t].renditions, round(w / total, 6),
+                               media="packaged") for t, w in zip(ids, weights))
+    return media_dir, catalog
 
 
 def demo_catalog(n: int, seed: int, alpha: float = 0.9) -> Catalog:
@@ -365,13 +416,22 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
     base = load_topology(opts.topology) if opts.topology else DEFAULT_TOPOLOGY
     own_state = opts.state_dir is None
     state_dir = Path(tempfile.mkdtemp(prefix="ocsim-demo-")) if own_state else Path(opts.state_dir or "")
-    catalog = demo_catalog(opts.titles, opts.seed)
-    catalog_file = state_dir / "catalog.json"
     state_dir.mkdir(parents=True, exist_ok=True)
-    catalog_file.write_text(json.dumps(catalog.to_json()))
     topo: Topology = base.with_ephemeral_ports()
-    if opts.topology is None or base.origin.catalog is None:
-        topo = topo.with_catalog(catalog_file)
+    if opts.media == "real":
+        try:
+            media_dir, catalog = real_media(opts, state_dir)
+        except RuntimeError:
+            if own_state:
+                discard_dir(state_dir)
+            raise
+        topo = topo.with_catalog(None).with_media(media_dir, only=True)
+    else:
+        catalog = demo_catalog(opts.titles, opts.seed)
+        catalog_file = state_dir / "catalog.json"
+        catalog_file.write_text(json.dumps(catalog.to_json()))
+        if opts.topology is None or base.origin.catalog is None:
+            topo = topo.with_catalog(catalog_file)
     # Access logs of thousands of requests a second cost the 2 cores the demo has; the
     # report reads counters, not logs.
     topo = topo.with_extra_args("--no-access-log")
@@ -386,7 +446,7 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
             f"({time.monotonic() - wall0:.1f}s)")
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
         async with aiohttp.ClientSession(connector=connector) as http:
-            jobs = await preposition(http, state, opts)
+            jobs = await preposition(http, state, replace(opts, top=min(opts.top, len(catalog))))
             snapshots: dict[str, Any] = {"killed": {}}
             snapshots["origin_before"] = await try_json(http, f"{state['origin']}/admin/stats",
                                                         state["origin_admin_token"])
@@ -410,7 +470,7 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
         if own_state:
             discard_dir(state_dir)
     settings = {"duration_s": opts.duration_s, "viewers": opts.viewers, "speed": opts.speed,
-                "titles": opts.titles, "top": opts.top, "seed": opts.seed,
+                "titles": len(catalog), "top": min(opts.top, len(catalog)), "seed": opts.seed, "media": opts.media,
                 "preposition_renditions": list(opts.preposition_renditions),
                 "topology": topo.describe(),
                 "origin": {"latency_ms": topo.origin.latency_ms, "total_bandwidth_bps": topo.origin.total_bandwidth_bps}}
@@ -439,6 +499,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the crowd and the catalog")
     p.add_argument("--topology", help="topology TOML (default: built-in; ports are made ephemeral)")
     p.add_argument("--state-dir", help="keep secrets, caches and logs here (default: a temporary directory)")
+    p.add_argument("--media", choices=MEDIA_KINDS, default="synthetic",
+                   help="synthetic titles, or real: packaged H.264/AAC media (see --media-dir)")
+    p.add_argument("--media-dir", help="with --media real: the packaged titles of this directory (`ocsim package "
+                                       "--out DIR`); default: generate and package a few test-source titles")
     return p
 
 
@@ -451,7 +515,10 @@ def main(argv: Sequence[str]) -> int:
                        viewers=args.viewers, speed=args.speed, titles=args.titles, top=min(args.top, args.titles),
                        kill=args.kill, seed=args.seed, topology=Path(args.topology) if args.topology else None,
                        state_dir=Path(args.state_dir) if args.state_dir else None, verify=args.verify,
-                       events=args.events)
+                       events=args.events, media=args.media,
+                       media_dir=Path(args.media_dir) if args.media_dir else None)
+    if opts.media_dir is not None and opts.media != "real":
+        parser.error("--media-dir needs --media real")
     if opts.topology:
         try:
             load_topology(opts.topology)

@@ -149,8 +149,13 @@ def build_report(*, sessions: Sequence[Mapping[str, Any]], edges: Mapping[str, M
         "timeline": [dict(t) for t in timeline],
         "session_list": [{k: s.get(k) for k in ("title", "isp", "state", "startup_s", "rebuffer_count",
                                                  "rebuffer_s", "avg_bitrate_kbps", "switches", "qoe_lin",
-                                                 "failovers", "bytes", "edges", "errors", "wall_s")}
+                                                 "failovers", "bytes", "edges", "errors", "wall_s", "verified",
+                                                 "media")}
                          for s in sessions],
+        # players that verified: how many sessions had every byte checked (ids or digest lists)
+        "verified": {"sessions": sum(1 for s in sessions if s.get("verified")),
+                     "asked": sum(1 for s in sessions if s.get("verify")),
+                     "media": sorted({str(s["media"]) for s in sessions if s.get("media")})},
     }
 
 
@@ -183,6 +188,10 @@ def render_text(r: Mapping[str, Any]) -> str:
          f"in {r['sessions_with_failover']} sessions; {r['resteers']} re-steers, "
          f"{r['failed_requests']} failed requests recovered"),
     ])
+    v = r.get("verified") or {}
+    if v.get("asked"):
+        lines.append(f"  verified every byte in {v['sessions']} of {v['asked']} sessions "
+                     f"({', '.join(v.get('media') or []) or '-'} media)")
     if r.get("killed_edge"):
         k = r["killed_edge"]
         lines.append(f"  killed {k['edge']} (SIGKILL) at t={k['at_s']:.1f} s")

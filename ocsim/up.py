@@ -45,6 +45,7 @@ from typing import Any
 from common.auth import load_or_create_secret
 from common.cli_args import HelpFormatter
 from common.json_client import ApiError, request_json
+from common.ids import is_title_id
 from common.sizes import format_size
 from common.tokens import Keyring
 from common.wire import edge_key
@@ -145,6 +146,8 @@ def origin_args(topo: Topology, secrets: Secrets, state_dir: Path, port: int, ho
             "--config", str(state_dir / "origin.toml"), "--state-dir", str(state_dir / "origin")]
     if o.catalog:
         args += ["--catalog", o.catalog]
+    if o.media:
+        args += ["--media", o.media] + (["--media-only"] if o.media_only else [])
     return args + list(o.args)
 
 
@@ -525,11 +528,22 @@ class Supervisor:
 
 # --- command line ----------------------------------------------------------------------------
 
-def ready_text(services: int, seconds: float, state_file: Path, control_url: str, token_file: Path) -> str:
-    """What `ocsim up` says once all is healthy: where the dashboard and the token are."""
+def ready_text(services: int, seconds: float, state_file: Path, control_url: str, token_file: Path,
+               watch: Sequence[str] = ()) -> str:
+    """What `ocsim up` says once all is healthy: where the dashboard and the token are, and
+    the watch page of each packaged title (`watch`)."""
+    pages = "".join(f"watch: {control_url}/watch/{title}\n" for title in watch)
     return (f"{services} services healthy in {seconds:.1f}s; state file {state_file}\n"
             f"dashboard: {control_url}/dashboard  (paste the operator token from {token_file})\n"
-            f"Ctrl-C stops all")
+            f"{pages}Ctrl-C stops all")
+
+
+def packaged_titles(media: str | None, limit: int = 10) -> list[str]:
+    """The titles a media directory holds (those with a digest list), for the ready text."""
+    if not media:
+        return []
+    root = Path(media)
+    return sorted(p.name for p in root.iterdir() if is_title_id(p.name) and (p / "digests.json").is_file())[:limit]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -540,6 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-file", help="JSON state file (default: STATE_DIR/state.json)")
     p.add_argument("--restart", action="store_true", help="restart a child that dies, with backoff")
     p.add_argument("--ephemeral-ports", action="store_true", help="bind every service to an ephemeral port")
+    p.add_argument("--media", metavar="DIR", help="serve the packaged titles of DIR (`ocsim package --out DIR`) "
+                   "at the origin, beside the catalog (overrides the topology's origin.media)")
+    p.add_argument("--media-only", action="store_true", help="with --media: serve only the packaged titles")
     p.add_argument("--health-timeout", type=float, default=60.0, help="seconds to wait for all to be healthy")
     p.add_argument("--events", nargs="?", const="local", default="", metavar="nats://HOST:PORT",
                    help="the event pipeline: alone, start a local nats-server -js (store under the state dir) "
@@ -576,6 +593,15 @@ def main(argv: Sequence[str]) -> int:
         return 2
     if args.ephemeral_ports:
         topo = topo.with_ephemeral_ports()
+    if args.media_only and not args.media:
+        print("ocsim up: --media-only needs --media DIR", file=sys.stderr)
+        return 2
+    if args.media:
+        if not Path(args.media).is_dir():
+            print(f"ocsim up: --media {args.media}: no such directory (make one with `ocsim package ... --out DIR`)",
+                  file=sys.stderr)
+            return 2
+        topo = topo.with_media(args.media, args.media_only)
     state_dir = Path(args.state_dir)
     if args.init_secrets:
         for path in write_service_configs(topo, load_secrets(state_dir), state_dir):
@@ -602,7 +628,7 @@ def main(argv: Sequence[str]) -> int:
     def ready() -> None:
         print(sup.table())
         print(ready_text(len(sup.children), time.monotonic() - t0, state_file, sup.child("control").url,
-                         sup.state_dir / "operator_token"), flush=True)
+                         sup.state_dir / "operator_token", packaged_titles(topo.origin.media)), flush=True)
 
     code = 0
     try:
