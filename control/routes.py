@@ -25,6 +25,7 @@ from aiohttp import web
 from common.http_input import require_bearer
 from control import handlers as h
 from control import openapi
+from control import pipeline_read
 from control import watch as w
 from control.openapi import BAD_INPUT, ISP_NAME, error, json_body, ref
 from control.state import STATE
@@ -165,6 +166,29 @@ ROUTES: tuple[Route, ...] = (
               "jobs": {"type": "array", "items": ref("Job")}}}, "Jobs")}),
     Route("GET", "/v1/prepositions/{id}", h.get_job, O, "One job with its plans",
           responses={"200": json_body(ref("Job"), "The job"), "404": error("Unknown job")}),
+    Route("GET", "/v1/pipeline/series", pipeline_read.get_pipeline_series, O,
+          "One time series from the event pipeline's read API (what the dashboard draws)", tag="pipeline",
+          query=({"name": "metric", "in": "query", "required": True,
+                  "description": "a series of the collector (`GET /v1/metrics` there): bytes_to_players, offload, "
+                                 "sps, startup_s, rebuffer_ratio, misses.cold, ...",
+                  "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_.]{0,39}$"}},
+                 {"name": "by", "in": "query", "schema": {"type": "string", "enum": list(pipeline_read.BY),
+                                                          "default": "isp"}},
+                 {"name": "step", "in": "query", "schema": {"type": "string", "enum": list(pipeline_read.STEPS),
+                                                            "default": "10s"}},
+                 {"name": "since", "in": "query", "description": "epoch seconds, or a window back from now",
+                  "schema": {"type": "string", "default": "5m",
+                             "pattern": r"^([0-9]{1,6}(\.[0-9]{1,3})?(s|m|h)|[0-9]{1,11}(\.[0-9]{1,6})?)$"}}),
+          responses={"200": json_body({"type": "object", "properties": {
+              "metric": {"type": "string"}, "unit": {"type": "string"}, "by": {"type": "string"},
+              "step": {"type": "string"}, "since": {"type": "number"},
+              "series": {"type": "object", "additionalProperties": {"type": "array", "items": {
+                  "type": "array", "items": {"type": ["number", "null"]}}}}}},
+              "Points [t, value] per key (ISP or edge), oldest first"),
+              "400": error("Bad parameter, or one the collector refused (its message)"),
+              "502": error("The collector is unreachable or answered badly"),
+              "404": error("No event pipeline configured (--pipeline)"),
+              "504": error("The collector did not answer in time")}),
 )
 
 # (method, path) of every operator route; the auth tests walk this list.

@@ -43,6 +43,13 @@ Configuration (environment):
     OCSIM_CROWD_S       the shape's T: flash window / evening ramp / steady ramp-up, s
     OCSIM_FLASH_TITLE   the flash crowd's title (default: the least popular one)
     OCSIM_TIMEOUT       network timeout per read, seconds (default 10)
+    OCSIM_EVENTS        nats://... to publish player.session events to (default: the
+                        state file's `events`, set by `ocsim up --events`); `off`: none
+
+With an event pipeline, each viewing sends its play id as `X-Ocsim-Session` (so the
+edges' events join to it and to steering's decision) and emits `player.session` events:
+`start` when steering answered, `progress` every few segments, `end` with its QoE, the
+fields of `ocsim play --json` (`loadtests.session_events`: a relay child, no asyncio here).
 """
 from __future__ import annotations
 
@@ -64,7 +71,9 @@ from locust.runners import MasterRunner, WorkerRunner
 from common.ids import SegmentId
 from common.segbytes import HEADER_LEN, SegmentSpec
 from loadtests.edge_http import EdgeConnections, EdgeProtocolError
-from loadtests.qoe import QoeTable, SessionRecord, publish_session_qoe
+from common.events import PlayerSession
+from loadtests.qoe import QoeTable, SessionRecord
+from loadtests.session_events import SessionEvents, make_session_events
 from player.abr import FailoverPolicy, FailureReason, make_abr
 # Pure modules only: Locust's gevent process must never import aiohttp (player.driver).
 from player.errors import PlaylistError, SteeringError
@@ -101,6 +110,8 @@ BUFFER_S = _env_float("OCSIM_BUFFER_S", 60.0)
 ZIPF_ALPHA = _env_float("OCSIM_ZIPF_ALPHA", 0.8)
 TIMEOUT_S = _env_float("OCSIM_TIMEOUT", 10.0)
 SHAPE_NAME = os.environ.get("OCSIM_SHAPE", "").strip()
+EVENTS: SessionEvents | None = make_session_events(dict(os.environ), STATE)
+PROGRESS_EVERY = 5  # a player.session progress event every this many segments (as player.driver)
 
 if SHAPE_NAME:
     from loadtests import shapes as _shapes
@@ -186,9 +197,9 @@ def _live_records() -> list[SessionRecord]:
     return [v.record(failed=False) for v in list(LIVE.values())]
 
 
-def _finish(record: SessionRecord, report: Any, title: str) -> None:
-    _UNSENT.append(record)
-    publish_session_qoe(record, report, title)  # the hook for the event pipeline
+def _finish(viewing: "_Viewing", *, failed: bool) -> None:
+    _UNSENT.append(viewing.record(failed=failed))
+    viewing.publish("end", failed=failed)
 
 
 def _on_report_to_master(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
@@ -204,6 +215,8 @@ def _on_worker_report(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
 
 def _on_quitting(environment: Environment, **_kw: Any) -> None:
     if isinstance(environment.runner, WorkerRunner):
+        if EVENTS is not None:
+            EVENTS.close()
         return
     if not isinstance(environment.runner, MasterRunner):  # local run: this process's own sessions
         for rec in _UNSENT:
@@ -211,6 +224,9 @@ def _on_quitting(environment: Environment, **_kw: Any) -> None:
         _UNSENT.clear()
         QOE.set_live("local", _live_records())
     print("\n" + QOE.format_table(), flush=True)
+    if EVENTS is not None:
+        EVENTS.close()
+        print(f"player.session events: {EVENTS.stats()}", flush=True)
     prefix = getattr(environment.parsed_options, "csv_prefix", None)
     if prefix:
         Path(f"{prefix}_qoe.csv").write_text(QOE.to_csv())
@@ -255,14 +271,15 @@ class Viewer(FastHttpUser):
             context={}, url=url)
 
     def _edge_get(self, url: str, name: str, *, body: bool = False, segment: SegmentId | None = None,
-                  full: bool = False, digests: MediaDigests | None = None) -> bytes | int | FailureReason:
+                  full: bool = False, digests: MediaDigests | None = None,
+                  session: str | None = None) -> bytes | int | FailureReason:
         """GET url from an edge over this viewer's connection to it. Playlists (`body`):
         the body. Segments: the length, after the header check (and, when `full`, a byte
         for byte check). Packaged media (`digests`): the length, checked against the
         digest list (and, when `full`, the SHA-256 of the body). Else why it failed
         (already reported to Locust as a failure)."""
         if digests is not None:
-            return self._packaged_get(url, name, digests, full)
+            return self._packaged_get(url, name, digests, full, session)
         t0 = time.perf_counter()
         verified: list[bool] = [True]
         spec: list[SegmentSpec | None] = [None]
@@ -281,7 +298,7 @@ class Viewer(FastHttpUser):
         try:
             conn, target = self.edges.for_url(url)
             ans = conn.get(target, keep_head=HEADER_LEN if segment else 0, keep_body=body,
-                           on_chunk=on_chunk if full and segment is not None else None)
+                           on_chunk=on_chunk if full and segment is not None else None, session=session)
         except (socket.timeout, gevent.Timeout, TimeoutError) as exc:
             self._report(name, url, t0, 0, f"{FailureReason.TIMEOUT.value}: {exc!r}")
             return FailureReason.TIMEOUT
@@ -308,11 +325,12 @@ class Viewer(FastHttpUser):
         self._report(name, url, t0, ans.length, None)
         return ans.body
 
-    def _packaged_get(self, url: str, name: str, digests: MediaDigests, full: bool) -> int | FailureReason:
+    def _packaged_get(self, url: str, name: str, digests: MediaDigests, full: bool,
+                      session: str | None = None) -> int | FailureReason:
         t0 = time.perf_counter()
         try:
             conn, target = self.edges.for_url(url)
-            ans = conn.get(target, keep_head=0, keep_body=full)
+            ans = conn.get(target, keep_head=0, keep_body=full, session=session)
         except (socket.timeout, gevent.Timeout, TimeoutError) as exc:
             self._report(name, url, t0, 0, f"{FailureReason.TIMEOUT.value}: {exc!r}")
             return FailureReason.TIMEOUT
@@ -339,7 +357,8 @@ class Viewer(FastHttpUser):
         self._report(name, url, t0, ans.length, None)
         return ans.length
 
-    def _steer(self, title: str) -> tuple[Candidate, ...]:
+    def _steer(self, title: str) -> tuple[str | None, str | None, tuple[Candidate, ...]]:
+        """(the ISP steering answered for, the play id, the ranked candidates)."""
         body: dict[str, str] = {"title": title}
         if self.isp:
             body["isp"] = self.isp
@@ -348,12 +367,15 @@ class Viewer(FastHttpUser):
                 resp.failure(f"play: HTTP {resp.status_code}")
                 raise _Failed(f"play answered {resp.status_code}")
             try:
-                _, candidates = parse_play_answer(json.loads(resp.content or b"null"))
+                obj = json.loads(resp.content or b"null")
+                isp, candidates = parse_play_answer(obj)
             except (ValueError, SteeringError) as exc:
                 resp.failure(f"play: {exc}")
                 raise _Failed(str(exc)) from None
             resp.success()
-            return candidates
+            pid = obj.get("play_id")
+            ok = isinstance(pid, str) and 0 < len(pid) <= 64 and pid.isascii() and pid.isalnum()
+            return isp, (pid if ok else None), candidates
 
     # ------------------------------------------------------------ one viewing
 
@@ -369,10 +391,10 @@ class Viewer(FastHttpUser):
             viewing.run()
         except _Failed:
             del LIVE[id(viewing)]
-            _finish(viewing.record(failed=True), viewing.report(), title)
+            _finish(viewing, failed=True)
             return
         del LIVE[id(viewing)]
-        _finish(viewing.record(failed=False), viewing.report(), title)
+        _finish(viewing, failed=False)
 
 
 class _Viewing:
@@ -392,6 +414,10 @@ class _Viewing:
         self.inits: set[tuple[str, int]] = set()  # (edge, rendition) whose init segment came
         self.current = ""
         self.t0 = time.monotonic()
+        self.play_id: str | None = None   # the latest play answer's; sent as X-Ocsim-Session
+        self.answered_isp: str | None = None
+        self.started = False
+        self.segments_done = 0
         self.digests = CATALOG.digest_list(user, title) if title in CATALOG.packaged else None
 
     def report(self) -> Any:
@@ -403,8 +429,30 @@ class _Viewing:
     def now(self) -> float:
         return (time.monotonic() - self.t0) * SPEED
 
+    def publish(self, phase: str, *, failed: bool = False) -> None:
+        """One player.session event: the QoE so far (as player.driver's, from the same core)."""
+        if EVENTS is None or self.play_id is None:
+            return
+        q = self.report()
+        isp = self.answered_isp if self.answered_isp is not None else self.user.isp
+        verified = (not failed) if VERIFY and phase == "end" else None
+        if q is None:
+            state = "failed" if failed else "starting"
+            EVENTS.emit(PlayerSession(self.play_id, phase, self.title, isp, self.current or None, state, None,
+                                      0, 0.0, 0.0, 0, 0, int(failed), 0, 0, 0.0, 0.0, verified))
+            return
+        EVENTS.emit(PlayerSession(
+            self.play_id, phase, self.title, isp, self.current or None, "failed" if failed else q.state,
+            q.startup_s, q.rebuffer_count, q.rebuffer_s, q.avg_bitrate_kbps, q.switches, q.failovers,
+            q.errors + int(failed), q.bytes, q.segments, q.played_s, q.qoe_lin, verified))
+
     def steer(self) -> None:
-        cands = self.user._steer(self.title)
+        self.answered_isp, pid, cands = self.user._steer(self.title)
+        if pid is not None:
+            self.play_id = pid
+        if not self.started:
+            self.started = True
+            self.publish("start")
         self.candidates = {c.edge: c for c in cands}
         self.ranked = [c.edge for c in cands]
         self.masters.clear()
@@ -424,7 +472,7 @@ class _Viewing:
         m = self.masters.get(edge)
         if m is None:
             url = self.candidates[edge].url
-            got = self.user._edge_get(url, "manifest", body=True)
+            got = self.user._edge_get(url, "manifest", body=True, session=self.play_id)
             if isinstance(got, FailureReason):
                 return got
             assert isinstance(got, bytes)
@@ -443,7 +491,7 @@ class _Viewing:
             url = m.renditions.get(rendition)
             if url is None:
                 return FailureReason.CORRUPT
-            got = self.user._edge_get(url, "manifest", body=True)
+            got = self.user._edge_get(url, "manifest", body=True, session=self.play_id)
             if isinstance(got, FailureReason):
                 return got
             assert isinstance(got, bytes)
@@ -514,14 +562,15 @@ class _Viewing:
             r, i = req.bitrate_kbps, req.index
             full = VERIFY_SHARE >= 1.0 or (VERIFY_SHARE > 0.0 and rng.random() < VERIFY_SHARE)
             if mp.init_url is not None and (edge, r) not in self.inits:  # fMP4: the init segment first
-                init = self.user._edge_get(mp.init_url, "init", digests=self.digests, full=full)
+                init = self.user._edge_get(mp.init_url, "init", digests=self.digests, full=full,
+                                           session=self.play_id)
                 if isinstance(init, FailureReason):
                     self.fail_over(edge, init)
                     continue
                 self.inits.add((edge, r))
                 started = self.now()
             got = self.user._edge_get(mp.segment_urls[i], "segment", segment=SegmentId(self.title, r, i), full=full,
-                                      digests=self.digests)
+                                      digests=self.digests, session=self.play_id)
             if isinstance(got, FailureReason):
                 self.fail_over(edge, got)
                 continue
@@ -529,4 +578,7 @@ class _Viewing:
             finished = self.now()
             s.advance(finished)
             s.on_segment_downloaded(i, r, got, started, finished, edge=edge)
+            self.segments_done += 1
+            if self.segments_done % PROGRESS_EVERY == 0:
+                self.publish("progress")
 

@@ -48,7 +48,8 @@ from common.content import DEFAULT_LADDER, Catalog, Title
 from common.eventsink import EventSink, make_sink
 from common.json_client import ApiError, call_json_async, request_json_async
 from common.service import run_main
-from ocsim.report import build_report, render_html, render_text
+from ocsim.report import PipelineRows, build_report, edge_delta, render_html, render_text, \
+    with_pipeline_figures
 from ocsim.topology import DEFAULT_TOPOLOGY, Topology, TopologyError, load_topology
 
 __all__ = ["DemoOptions", "build_parser", "demo_catalog", "main", "run_demo"]
@@ -309,6 +310,44 @@ async def pipeline_figures(http: aiohttp.ClientSession, state: dict[str, Any], s
     return out
 
 
+PIPELINE_SQL = {
+    "edges": """SELECT edge, isp, count(*) FILTER (WHERE cache = 'hit'), count(*) FILTER (WHERE cache = 'cold'),
+                count(*) FILTER (WHERE cache = 'evicted'), count(*) FILTER (WHERE cache = 'coalesced'),
+                count(*) FILTER (WHERE cache = 'peer'), count(*) FILTER (WHERE cache = 'stale'),
+                count(*) FILTER (WHERE cache <> 'none'), coalesce(sum(bytes), 0)
+                FROM edge_request WHERE ts >= {since} GROUP BY 1, 2 ORDER BY 1""",
+    "fills": "SELECT edge, source, count(*), coalesce(sum(bytes), 0) FROM edge_fill WHERE ts >= {since} "
+             "GROUP BY 1, 2 ORDER BY 1, 2",
+    "sessions": """SELECT state, errors, startup_s, rebuffer_count, rebuffer_s, avg_bitrate_kbps, switches, qoe_lin,
+                   bytes, isp FROM player_session WHERE ts >= {since} AND phase = 'end' AND src = '{src}'
+                   ORDER BY ts""",
+    "plays": "SELECT count(*) FROM steer_play WHERE ts >= {since}",
+}
+PLAYERS_SRC = "demo-players"
+
+
+async def pipeline_rows(http: aiohttp.ClientSession, state: dict[str, Any], since: float, sessions: int,
+                        edges: dict[str, Any], timeout: float = 20.0) -> PipelineRows | None:
+    """The crowd phase as the pipeline stored it, once it has caught up: every session's end
+    event, and for each edge that was not killed as many requests as its counters say
+    (events reach the store within a second or two; bounded wait). None: no answer."""
+    base = state["pipeline"]
+    deadline = time.monotonic() + timeout
+    while True:
+        got: dict[str, list[list[Any]]] = {}
+        for name, sql in PIPELINE_SQL.items():
+            ans = await call_json_async(http, "POST", f"{base}/v1/query", timeout=HTTP_TIMEOUT_S, body={
+                "sql": sql.format(since=repr(float(since)), src=PLAYERS_SRC)})
+            got[name] = list(ans.get("rows", []))
+        stored = {str(r[0]): int(r[2]) + int(r[3]) + int(r[4]) + int(r[5]) for r in got["edges"]}
+        caught_up = len(got["sessions"]) >= sessions and all(
+            stored.get(e, 0) >= edge_delta(d.get("before"), d.get("after"))["requests"]
+            for e, d in edges.items() if not d.get("killed"))
+        if caught_up or time.monotonic() > deadline:
+            return PipelineRows(got["edges"], got["fills"], got["sessions"], int(got["plays"][0][0]))
+        await asyncio.sleep(0.25)  # polling the collector with a deadline
+
+
 async def run_crowd(http: aiohttp.ClientSession, state: dict[str, Any], catalog: Catalog, opts: DemoOptions,
                     snapshots: dict[str, Any], events: EventSink | None = None,
                     ) -> tuple[Crowd, list[dict[str, Any]], dict[str, Any] | None]:
@@ -439,6 +478,7 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
     topology_file.write_text(topo.to_toml())
     up = UpProcess(topology_file, state_dir, ["--events"] if opts.events else [])
     pipeline: dict[str, Any] | None = None
+    rows: PipelineRows | None = None
     try:
         say(f"starting the topology ({topo.describe()})")
         state = await up.start()
@@ -450,20 +490,26 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
             snapshots: dict[str, Any] = {"killed": {}}
             snapshots["origin_before"] = await try_json(http, f"{state['origin']}/admin/stats",
                                                         state["origin_admin_token"])
+            crowd_since = time.time()  # the pipeline's view of the crowd phase starts here
             before = await edge_stats(http, state)
-            sink = make_sink(state.get("events"), "demo-players")
+            sink = make_sink(state.get("events"), PLAYERS_SRC)
             await sink.start()
             try:
                 crowd, timeline, failure = await run_crowd(http, state, catalog, opts, snapshots, sink)
             finally:
                 await sink.close(timeout=10)
             say(f"crowd done: {len(crowd.reports)} sessions")
-            pipeline = await pipeline_figures(http, state, len(crowd.reports)) if state.get("pipeline") else None
             after = await edge_stats(http, state)
             after.update({k: v for k, v in snapshots["killed"].items() if v is not None})
             origin_after = await try_json(http, f"{state['origin']}/admin/stats", state["origin_admin_token"])
-        edges = {e["id"]: {"isp": e["isp"], "before": before.get(e["id"]), "after": after.get(e["id"]),
-                           "killed": e["id"] in snapshots["killed"]} for e in state["edges"]}
+            edges = {e["id"]: {"isp": e["isp"], "before": before.get(e["id"]), "after": after.get(e["id"]),
+                               "killed": e["id"] in snapshots["killed"]} for e in state["edges"]}
+            if state.get("pipeline"):
+                try:
+                    rows = await pipeline_rows(http, state, crowd_since, len(crowd.reports), edges)
+                except ApiError as exc:
+                    say(f"the pipeline did not answer ({exc}); the report's figures are the counters'")
+                pipeline = await pipeline_figures(http, state, len(crowd.reports))
     finally:
         await up.stop()
         say("topology stopped")
@@ -477,8 +523,10 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
     report = build_report(sessions=crowd.reports, edges=edges, origin_before=snapshots["origin_before"],
                         origin_after=origin_after, settings=settings, preposition=jobs, failure=failure,
                         timeline=timeline, wall_s=time.monotonic() - wall0)
+    if rows is not None:  # the figures from the events, checked against the counters
+        report = with_pipeline_figures(report, rows, crowd.reports)
     if pipeline is not None:
-        report["pipeline"] = pipeline  # the same crowd seen through the event pipeline
+        report["pipeline"] = pipeline  # the pipeline's own views of the same crowd
     return report
 
 

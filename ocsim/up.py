@@ -284,6 +284,7 @@ class Supervisor:
         # "" no pipeline; "local" a nats-server -js child; else nats://... of an existing server
         self.events = events
         self.events_url = ""
+        self.pipeline_url = ""  # the collector's read API, once started; control's --pipeline
         self.nats: Any = None  # pipeline.natsserver.NatsServer when local
         self.state_dir = state_dir.resolve()
         self.state_file = state_file
@@ -323,9 +324,12 @@ class Supervisor:
         else:
             self.events_url = self.events
         db = self.state_dir / "pipeline" / "events.duckdb"
+        # a fixed port, so a restarted collector is where the control plane's --pipeline points
         col = self._start(Child("pipeline", "pipeline", [
-            "pipeline", "--host", self.host, "--port", "0", "--events", self.events_url, "--db", str(db)],
+            "pipeline", "--host", self.host, "--port", str(free_port(self.host)), "--events", self.events_url,
+            "--db", str(db)],
             self.log_dir))
+        self.pipeline_url = col.url
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline and not self.stopping.is_set():
             status, body = http_json(f"{col.url}/healthz")
@@ -346,11 +350,11 @@ class Supervisor:
         origin = self._start(Child("origin", "origin",
                                    origin_args(self.topo, self.secrets, self.state_dir, self.topo.origin.port,
                                                self.host), self.log_dir))
-        control = self._start(Child("control", "control",
-                                    self._with_events(control_args(
-                                        self.topo, self.topology_file, origin.url, self.secrets, self.state_dir,
-                                        self.topo.control.port, self.host)),
-                                    self.log_dir))
+        control_argv = self._with_events(control_args(self.topo, self.topology_file, origin.url, self.secrets,
+                                                      self.state_dir, self.topo.control.port, self.host))
+        if self.pipeline_url:  # the dashboard draws the pipeline's series through the control plane
+            control_argv += ["--pipeline", self.pipeline_url]
+        control = self._start(Child("control", "control", control_argv, self.log_dir))
         ports = {e.id: e.port or free_port(self.host) for e in self.topo.edges}
         for edge in self.topo.edges:
             peers = [f"http://{self.host}:{ports[p.id]}" for p in self.topo.isps[edge.isp].edges if p.id != edge.id]
