@@ -423,9 +423,12 @@ def abort_response(request: web.BaseRequest, resp: web.StreamResponse) -> None:
 _SIMPLE_GET_RE = re.compile(
     rb"GET (/[A-Za-z0-9._~!$&'()*+,;=:@/-]*) HTTP/1\.1"
     rb"(?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t -~]*)*\Z")
-# Fields that change how the request is framed or answered: those go to aiohttp.
+# Fields that change how the request is framed or answered: those go to aiohttp. Cache
+# directives and credentials too (RFC 9111 5.2.1, 3.5): only a request without them is
+# answered from a fresh object without judging it in full.
 _SLOW_FIELD_RE = re.compile(
-    rb"\r\n(?:content-length|transfer-encoding|range|if-[a-z-]*|connection|expect|upgrade|te|trailer)[\t ]*:",
+    rb"\r\n(?:content-length|transfer-encoding|range|if-[a-z-]*|connection|expect|upgrade|te|trailer"
+    rb"|cache-control|pragma|authorization)[\t ]*:",
     re.IGNORECASE)
 # A line end that is not CRLF: an LF without its CR, or a CR followed by anything but LF
 # (a CR as the last byte buffered may still get its LF in the next read).
