@@ -233,6 +233,7 @@ class DiskStore:
         self.tmp_dir = self.root / "tmp"
         self.policy = policy
         self.index: dict[CacheKey, Entry] = {}
+        self.by_text: dict[str, Entry] = {}  # the same entries by `key.text` (the fast lane's lookup)
         self.max_open_files = max_open_files
         self._open: OrderedDict[CacheKey, OpenFile] = OrderedDict()
         self._reservations: dict[CacheKey, Reservation] = {}
@@ -308,6 +309,7 @@ class DiskStore:
             if entry.key.variant:
                 self._variants.setdefault(entry.key.path, set()).add(entry.key)
         self.index[entry.key] = entry
+        self.by_text[entry.key.text] = entry
         self._ghosts.pop(entry.key, None)
         self._close_fd(entry.key)
 
@@ -315,6 +317,7 @@ class DiskStore:
         """Forget `key`; `on_evict(key, entry, reason)` hears of it (capacity, replaced, purge)."""
         entry = self.index.pop(key, None)
         if entry is not None:
+            self.by_text.pop(key.text, None)
             t = entry.key.title or ""
             self._titles[t] -= 1
             if self._titles[t] <= 0:

@@ -440,3 +440,27 @@ async def test_bad_requests_get_a_4xx(rig: Rig) -> None:
     for target in (b"/a/../x", b"/a/%2e%2e/x", b"/" + b"a" * 3000, b"/a\\..\\x"):
         assert 400 <= await raw_status(rig.edge, target) < 500, target
     assert not [s for s in rig.origin.seen if s.method != "GET"]
+
+
+@pytest.mark.parametrize("field", [b"Cache-Control: no-cache", b"Pragma: no-cache", b"Authorization: Bearer x",
+                                   b"cache-control: max-age=0"])
+def test_the_fast_lane_leaves_requests_with_directives_or_credentials_to_the_full_path(field: bytes) -> None:
+    """RFC 9111 5.2.1 / 3.5: only a request without directives of its own is answered from
+    a fresh object by the fast lane's freshness check alone."""
+    from edge.hitpath import simple_get_target
+
+    assert simple_get_target(b"GET /a HTTP/1.1\r\nHost: x") == "/a"
+    assert simple_get_target(b"GET /a HTTP/1.1\r\nHost: x\r\n" + field) is None
+
+
+async def test_the_fast_lane_serves_only_fresh_objects(rig: Rig) -> None:
+    """RFC 9111 4.2: a RAM hit answered below aiohttp is fresh; once stale, the full path
+    revalidates it (the fast lane's answer is None, so nothing stale leaves from RAM)."""
+    rig.origin.on("/f", Answer(headers={"Cache-Control": "max-age=60", "ETag": '"f"'}),
+                  Answer(headers={"Cache-Control": "max-age=60", "Age": "100", "ETag": '"f"'}))
+    await rig.get("/f")
+    assert rig.node._fast_get("/f") is not None
+    rig.origin.on("/g", Answer(headers={"Cache-Control": "max-age=60", "Age": "100"}))
+    await rig.get("/g")
+    assert rig.node.hot is not None and "/g" in rig.node.hot  # in RAM, and stale
+    assert rig.node._fast_get("/g") is None
