@@ -776,10 +776,17 @@ class EdgeNode:
 
     @staticmethod
     def _key_of(body: dict[str, Any]) -> CacheKey:
+        """A content path's key, or any other origin path's (as a request would name it)."""
         path = body.get("path")
         if not isinstance(path, str):
             raise BadRequest('expected {"path": "/content/..."}')
-        return parse_content_key(split_token_path(path)[1])
+        token, rest = split_token_path(path)
+        if token is not None or rest.startswith("/content/"):
+            return parse_content_key(rest)
+        if not rest.startswith("/") or len(rest) > MAX_TARGET or any(ord(c) < 0x21 for c in rest) \
+                or ".." in rest.split("/"):
+            raise BadRequest("malformed path")
+        return CacheKey(rest)
 
     async def purge(self, request: web.Request) -> web.Response:
         self._authorize(request)
@@ -789,7 +796,8 @@ class EdgeNode:
             keys = set(self.store.keys_of_title(title))
             keys.update(k for k in self.coalescer.inflight if k.title == title)
         else:
-            keys = {self._key_of(body)}
+            key = self._key_of(body)
+            keys = {key, *self.store.keys_of_path(key.path)}  # every Vary variant of it
         purged = [k.path for k in sorted(keys, key=lambda k: k.text) if await self.store.remove(k)]
         if self.hot is not None:
             for k in keys:

@@ -464,3 +464,16 @@ async def test_the_fast_lane_serves_only_fresh_objects(rig: Rig) -> None:
     await rig.get("/g")
     assert rig.node.hot is not None and "/g" in rig.node.hot  # in RAM, and stale
     assert rig.node._fast_get("/g") is None
+
+
+async def test_purge_takes_any_origin_path_and_every_variant(rig: Rig) -> None:
+    """The operator's purge (not an RFC rule): an origin's own path, all its variants."""
+    rig.origin.on("/p?x=1", lambda r: Answer(headers={"Cache-Control": "max-age=600", "Vary": "Accept-Language"},
+                                             body=r.headers.get("Accept-Language", "-").encode()))
+    for lang in ("en", "fr"):
+        await rig.get("/p?x=1", {"Accept-Language": lang})
+    async with rig.s.post(rig.edge + "/admin/purge", json={"path": "/p?x=1"},
+                          headers={"Authorization": "Bearer op-token-for-tests"}) as r:
+        assert r.status == 200 and (await r.json())["purged"] == 2
+    for lang in ("en", "fr"):
+        assert (await rig.get("/p?x=1", {"Accept-Language": lang}))[1]["X-Cache"] == "MISS"
