@@ -348,6 +348,9 @@ class EdgeNode:
         entry = self.store.by_text.get(path)
         if entry is None:
             return None
+        vary = self.vary
+        if vary and vary.get(path):
+            return None  # the path has variants now (RFC 9111 4.1): the full path selects one
         key = entry.key
         view = self._hit_view(entry)
         head, meta, fresh = view.head, view.meta, view.fresh

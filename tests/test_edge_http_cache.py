@@ -477,3 +477,16 @@ async def test_purge_takes_any_origin_path_and_every_variant(rig: Rig) -> None:
         assert r.status == 200 and (await r.json())["purged"] == 2
     for lang in ("en", "fr"):
         assert (await rig.get("/p?x=1", {"Accept-Language": lang}))[1]["X-Cache"] == "MISS"
+
+
+async def test_once_a_path_varies_the_newest_variant_answers_not_an_older_plain_copy(rig: Rig) -> None:
+    """RFC 9111 4.1: with several stored responses that match, the most recent is used; the
+    fast lane (which reads no request fields) leaves a path with variants to the full path."""
+    rig.origin.on("/vx", Answer(headers={"Cache-Control": "max-age=600", "ETag": '"p"'}, body=b"plain"),
+                  Answer(headers={"Cache-Control": "max-age=600", "Vary": "Accept-Language"}, body=b"varied"))
+    await rig.get("/vx")
+    assert rig.node._fast_get("/vx") is not None
+    assert (await rig.get("/vx", {"Cache-Control": "no-cache"}))[2] == b"varied"  # 5.2.1.4: to the origin
+    assert rig.node._fast_get("/vx") is None
+    _, rh, body = await rig.get("/vx")
+    assert body == b"varied" and rh["X-Cache"] == "HIT"
