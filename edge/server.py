@@ -1,8 +1,15 @@
-"""The edge's HTTP front: content paths as a reverse cache, operator endpoints, stats.
+"""The edge's HTTP front: a shared HTTP cache (RFC 9111) for any origin, operator endpoints, stats.
 
-A content request goes: token check (when a keyring is configured) -> path parsed by
-`common.ids.parse_content_key` (a typed `CacheKey`: the canonical path, no token, no
-query, with its title; it becomes a string only for the eviction policy) -> the store's index. A hit is answered from disk (`edge.hitpath.HitSender`, sendfile) or
+A GET or HEAD goes: cache key (`_cache_key`: a content path gets the token check when a
+keyring is configured and `common.ids.parse_content_key`, a typed `CacheKey`: the canonical
+path, no token, no query, with its title; any other path is keyed by its raw target) ->
+its Vary variant (`edge.httpcache.VaryMemory`) -> the store's index -> RFC 9111 freshness
+(a fresh hit is one compare against `HitView.fresh.fresh_until`; a request with its own
+directives or a stale object is judged in full by `edge.rfc9111.judge`: serve, serve stale
+and refresh behind (RFC 5861), or revalidate through the coalescer, one conditional request
+for all). Other methods, requests with credentials and request `no-store` are forwarded
+(`_forward`), never stored; an unsafe method's non-error answer invalidates (RFC 9111 4.4).
+A hit is answered from disk (`edge.hitpath.HitSender`, sendfile) or
 from the RAM tier for small objects (a plain keep-alive GET of a RAM object is answered
 below aiohttp by the fast lane, `edge.hitpath.FastLane` + `EdgeNode._fast_get`, with the
 same headers and counters; `EdgeConfig.fast_lane`, `--no-fast-lane`, turns it off); a miss
