@@ -436,13 +436,26 @@ _BARE_LINE_END_RE = re.compile(rb"(?<!\r)\n|\r(?=[^\n])")
 _MAX_HEAD = 8190  # a header block longer than aiohttp's line limit is aiohttp's to refuse
 
 
+_SEEN_HEADS: dict[bytes, str | None] = {}  # simple_get_target's answers, by the exact head
+_SEEN_HEADS_MAX = 4096
+
+
 def simple_get_target(head: bytes) -> str | None:
     """The path of `head` (a request's header block, without the empty line) when the
-    fast lane may answer it; None for anything else."""
+    fast lane may answer it; None for anything else. A client asks for the same objects
+    with the same header block again and again (a player re-reading a playlist, wrk), so
+    the answer is remembered by the exact bytes: one hash instead of two regex passes."""
+    try:
+        return _SEEN_HEADS[head]
+    except KeyError:
+        pass
     m = _SIMPLE_GET_RE.match(head)
-    if m is None or _SLOW_FIELD_RE.search(head) is not None:
-        return None
-    return m.group(1).decode("ascii")
+    target = None if m is None or _SLOW_FIELD_RE.search(head) is not None else m.group(1).decode("ascii")
+    if len(head) <= 1024:
+        if len(_SEEN_HEADS) >= _SEEN_HEADS_MAX:
+            _SEEN_HEADS.clear()
+        _SEEN_HEADS[head] = target
+    return target
 
 
 FastAnswer = tuple[bytes, bytes]  # (status line and headers with the empty line, body)
