@@ -41,10 +41,8 @@ import enum
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-
-from collections.abc import AsyncIterator, Mapping
 
 from common.errors import NotFound, OcsimError, Unavailable, UpstreamError, UpstreamTimeout
 from common.ids import CacheKey, parse_content_key
