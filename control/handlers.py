@@ -15,11 +15,12 @@ import secrets
 import time
 from dataclasses import dataclass
 
+import aiohttp
 from aiohttp import web
 
 from common.content import DEFAULT_LADDER, MAX_DURATION_S, MAX_RENDITION_KBPS, Title
 from common.events import JobProgress, SteerPlay
-from common.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable
+from common.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable, UpstreamError, UpstreamTimeout
 from common.http_input import JsonObject, int_field, int_list_field, number_field, query_int, read_json_object, \
     read_limited, str_field
 from common.ids import ISP_RULE, TITLE_RULE, check_edge_id, check_isp, is_isp, is_title_id, master_path
@@ -28,6 +29,7 @@ from common.tokens import NO_ISP, token_url
 from common.wire import CONTENT_TYPE, EDGE_HEADER, MAX_MESSAGE_BYTES, SIGNATURE_HEADER, BadSignature, ControlReply, \
     FillPlan, Heartbeat, Register
 from control.fleet import EdgeRecord
+from media.digests import DigestList
 from control.health import UP
 from control.jobs import Job, rendition_bytes, build_file_plans, new_job_id
 from control.lifecycle import flush
@@ -513,3 +515,39 @@ async def get_dashboard(request: web.Request) -> web.Response:
                         headers={"Cache-Control": "no-cache",
                                  "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline' "
                                                             "'self'; style-src 'unsafe-inline'"})
+
+
+DIGESTS_TIMEOUT_S = 5.0
+MAX_DIGESTS_BYTES = 8 * 1024 * 1024
+
+
+async def get_title_digests(request: web.Request) -> web.Response:
+    """A packaged title's digest list (length and SHA-256 of every file), as the origin has it,
+    so a player that verifies (`ocsim play --verify`) checks real media against the origin's record.
+    404 for a synthetic title (its bytes verify from their ids); 502/504 when the origin fails."""
+    st = request.app[STATE]
+    tid = request.match_info["title"]
+    if not is_title_id(tid):
+        raise BadRequest("invalid title id")
+    title = st.catalog.get(tid)
+    if title.media != "packaged":
+        raise NotFound(f"title {title.id} is synthetic: its bytes verify from their ids, it has no digest list")
+    if not st.config.origin_url:
+        raise Unavailable("this control plane has no origin to ask for the digest list")
+    url = f"{st.config.origin_url.rstrip('/')}/v1/digests/{title.id}"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=DIGESTS_TIMEOUT_S)) as http:
+            async with http.get(url) as resp:
+                raw = await resp.content.read(MAX_DIGESTS_BYTES + 1)
+                status = resp.status
+    except asyncio.TimeoutError:
+        raise UpstreamTimeout(f"origin's digest list of {title.id}: timed out") from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(f"origin's digest list of {title.id}: {exc.__class__.__name__}") from None
+    if status != 200 or len(raw) > MAX_DIGESTS_BYTES:
+        raise UpstreamError(f"origin's digest list of {title.id}: status {status}")
+    try:
+        DigestList.loads(raw.decode("utf-8"))  # pass on only what a player can use
+    except (BadRequest, UnicodeDecodeError) as exc:
+        raise UpstreamError(f"origin's digest list of {title.id} is malformed: {exc}") from None
+    return web.Response(body=raw, content_type="application/json", headers={"Cache-Control": "no-cache"})

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.content import Title
-from common.ids import master_path
+from common.ids import INIT_SEGMENT, master_path
 from common.wire import REPORTED_PLAN_STATES, FillPlan, FillPlanState, FillProgress
 from control.placement import EdgeSpace, FilePlacement, split_file_key
 from control.window import FillWindow, is_open
@@ -274,9 +274,11 @@ def build_plans(job_id: str, assignments: Mapping[str, Sequence[str]], titles: M
 
 
 def file_paths(title: Title, rendition: int) -> list[str]:
-    """A file's content paths: its media playlist, then every segment."""
-    return [f"/content/{title.id}/{rendition}/index.m3u8"] + \
-        [f"/content/{title.id}/{rendition}/{i}.seg" for i in range(title.segment_count)]
+    """A file's content paths: its media playlist, its init segment (packaged media), then every segment."""
+    head = [f"/content/{title.id}/{rendition}/index.m3u8"]
+    if title.media == "packaged":
+        head.append(f"/content/{title.id}/{rendition}/{INIT_SEGMENT}")
+    return head + [f"/content/{title.id}/{rendition}/{i}.seg" for i in range(title.segment_count)]
 
 
 def build_file_plans(job_id: str, placement: FilePlacement, titles: Mapping[str, Title], bandwidth_bps: int,

@@ -64,7 +64,7 @@ JOB_ID = {"type": "string", "pattern": "^job-[0-9a-f]{10}$", "example": "job-012
 KBPS = {"type": "integer", "minimum": 1, "maximum": MAX_RENDITION_KBPS}
 MAX_POPULARITY = 1e12
 PATH_PARAMETERS: dict[str, dict[str, Any]] = {  # path prefix -> schema of its {id}
-    "/v1/titles/": TITLE_ID, "/v1/edges/": EDGE_ID, "/v1/prepositions/": JOB_ID}
+    "/v1/titles/": TITLE_ID, "/v1/edges/": EDGE_ID, "/v1/prepositions/": JOB_ID, "/watch/": TITLE_ID, "/v1/digests/": TITLE_ID}
 
 _EDGE_HEADERS = [
     {"name": "X-Ocsim-Edge", "in": "header", "required": True, "schema": EDGE_ID},

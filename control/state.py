@@ -43,6 +43,7 @@ class ControlConfig:
     origin_wait_s: float = 10.0
     max_candidates: int = 4
     events: str = ""  # nats://... : publish steer.play and job.progress (common.eventsink)
+    pipeline_url: str = ""  # the collector's read API: the dashboard's time series (control.pipeline_read)
 
     def __post_init__(self) -> None:
         if not self.operator_token:

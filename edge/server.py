@@ -16,7 +16,9 @@ same headers and counters; `EdgeConfig.fast_lane`, `--no-fast-lane`, turns it of
 joins the one fill in flight for the key (`edge.fill.FillCoalescer`) and streams from it.
 Range and conditionals are decided by `common.selection.select_response` (the origin's
 too) on both paths, against the length and ETag the origin announced. Every content
-response carries `X-Cache` and an RFC 9211 `Cache-Status`.
+response carries `X-Cache` and an RFC 9211 `Cache-Status`, and answers CORS as the origin
+does (`common.cors`: preflights by a middleware, the headers on every content answer; a
+hit's are part of its cached header view, so the fast lane sends them too).
 
 Rules of this module: it wires the parts and holds the handlers. Counters live in
 `edge.metrics`, token verdicts are remembered by `common.tokens.TokenVerdicts`, and
@@ -40,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
+from common.cors import CONTENT_PREFIXES, cors_headers, install_cors
 from common.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound, OcsimError, UriTooLong
 from common.events import EdgeEvict, EdgeFill, EdgeRequest
 from common.eventsink import make_sink
@@ -75,6 +78,7 @@ _OUTCOME = web.RequestKey("ocsim_outcome", str)
 _SIZE = web.RequestKey("ocsim_size", int)
 _TTFB = web.RequestKey("ocsim_ttfb", float)
 _T0 = web.RequestKey("ocsim_t0", float)
+_CORS = cors_headers()
 _DISCONNECTS = (ConnectionResetError, BrokenPipeError, aiohttp.ClientConnectionResetError)
 MAX_TARGET = 2048  # a request target longer than this is refused (414)
 RESERVED_PREFIXES = ("/admin/", "/healthz", "/metrics")  # the edge's own: never forwarded
@@ -178,6 +182,7 @@ class EdgeNode:
         app.router.add_get("/admin/stats", self.stats)
         route = app.router.add_get("/{tail:.*}", self.content)
         app.router.add_route("*", "/{tail:.*}", self.content)  # other methods: forwarded, never stored
+        install_cors(app, CONTENT_PREFIXES)  # preflights and the headers of every content answer
         # what common.service's middleware would count for a content hit
         self._fast_route = (route.resource.canonical if route.resource is not None else "unmatched",)
         self._fast_labels = (self._fast_route[0], "GET", "200")
@@ -326,6 +331,7 @@ class EdgeNode:
         h = self._object_headers(meta)
         h["X-Cache"] = "HIT"
         h["Cache-Status"] = self._hit_status
+        h.update(_CORS)  # in the view, so the fast lane's ready-made head carries it too
         head = fast_head(h, meta.length) if meta.length <= HOT_MAX_OBJECT else None
         view = entry.view = HitView(meta, h, head, self._freshness(meta))
         return view
