@@ -539,6 +539,10 @@ class EdgeNode:
                                              f"fwd-status={exc.status}; detail=stale-if-error")
                 if resp is not None:
                     return resp
+            cc = rfc9111.effective_cache_control(self._hit_view(entry).fresh.stored.headers)
+            if cc.has("must-revalidate") or cc.has("proxy-revalidate"):
+                # RFC 9111 5.2.2.2 / 5.2.2.8: an error, never the stale response; "SHOULD be 504"
+                return self._error(504, f"cannot revalidate: {exc.reason}", "fwd=stale")
             return self._error(exc.status, exc.reason, "fwd=stale")
         if fill.state is FillState.REVALIDATED and fill.validate is not None:
             request[_OUTCOME] = "hit"
