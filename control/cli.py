@@ -55,7 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", default="", metavar="nats://HOST:PORT",
                    help="publish steer.play and job.progress events to NATS JetStream")
     p.add_argument("--pipeline", default="", metavar="URL",
-                   help="the event collector's read API (ocsim pipeline); the dashboard draws its time series")
+                   help="the event collector's read API (ocsim pipeline): the dashboard draws its time series, "
+                        "and pre-position jobs value files by the bytes they streamed there (else by the catalog)")
+    p.add_argument("--popularity-window", type=float, default=86_400.0, metavar="SECONDS",
+                   help="how far back a job looks in the pipeline for what streamed (1 s to 7 days)")
+    p.add_argument("--pin-headroom", type=float, default=0.0, metavar="FRACTION",
+                   help="share of each edge a pre-position job leaves unpinned, for what is new (0 to <1)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return p
 
@@ -80,7 +85,8 @@ def make_config(args: argparse.Namespace) -> ControlConfig:
         steer_to_origin=args.steer_to_origin, heartbeat_interval_s=args.heartbeat_interval,
         plan_timeout_s=args.plan_timeout, fill_bandwidth_bps=max(0, args.fill_bandwidth_bps),
         origin_wait_s=args.origin_wait, max_candidates=args.max_candidates, events=args.events,
-        pipeline_url=pipeline_url(args.pipeline),
+        pipeline_url=pipeline_url(args.pipeline), popularity_window_s=args.popularity_window,
+        pin_headroom=args.pin_headroom,
     )
 
 

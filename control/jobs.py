@@ -179,6 +179,8 @@ class Job:
     left_out: dict[str, str] = field(default_factory=dict)  # file key -> why it was not placed
     window: FillWindow | None = None  # plans go out only while it is open (None: at once)
     refresh: bool = False
+    popularity: str = ""  # what the files were valued by: "pipeline" or "catalog" (control.popularity)
+    popularity_note: str = ""  # why the catalog, when a pipeline is configured
 
     @property
     def state(self) -> JobState:
@@ -227,6 +229,10 @@ class Job:
             out["shortfall"] = len(self.left_out)
         if self.refresh:
             out["refresh"] = True
+        if self.popularity:
+            out["popularity"] = self.popularity
+        if self.popularity_note:
+            out["popularity_note"] = self.popularity_note
         if self.window is not None:
             out["window"] = str(self.window)
         if state is JobState.WAITING:

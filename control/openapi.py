@@ -179,6 +179,10 @@ SCHEMAS: dict[str, Any] = {
         "left_out": {"type": "object", "description": "file -> why it was not placed"},
         "shortfall": {"type": "integer", "description": "files asked for but not placed (state partial)"},
         "window": {"type": "string"}, "waiting_for": {"type": "string"}, "refresh": {"type": "boolean"},
+        "popularity": {"enum": ["pipeline", "catalog"],
+                       "description": "what the files were valued by: the event pipeline's file_bytes view, "
+                                      "or the catalog's popularity and the plays counted"},
+        "popularity_note": {"type": "string", "description": "why the catalog, when a pipeline is configured"},
         "titles": {"type": "array", "items": {"type": "string"}},
         "renditions": {"type": ["array", "null"], "items": {"type": "integer"}},
         "bandwidth_bps": {"type": "integer"},

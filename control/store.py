@@ -227,14 +227,16 @@ class Store:
                             tuple(json.loads(rends)) if rends is not None else None, bw, created,
                             plans.get(jid, []), tuple(json.loads(unplaced)), err, updated,
                             {k: tuple(v) for k, v in d.get("placed", {}).items()}, dict(d.get("left_out", {})),
-                            FillWindow(w[0], w[1], w[2]) if w else None, bool(d.get("refresh", False))))
+                            FillWindow(w[0], w[1], w[2]) if w else None, bool(d.get("refresh", False)),
+                            str(d.get("popularity", "")), str(d.get("popularity_note", ""))))
         return jobs
 
 
 def _job_detail(job: Job) -> dict[str, Any]:
     w = job.window
     return {"placed": {k: list(v) for k, v in job.placed.items()}, "left_out": job.left_out,
-            "window": [w.start_min, w.end_min, w.tz] if w is not None else None, "refresh": job.refresh}
+            "window": [w.start_min, w.end_min, w.tz] if w is not None else None, "refresh": job.refresh,
+            "popularity": job.popularity, "popularity_note": job.popularity_note}
 
 
 def _plan_detail(p: PlanRecord) -> dict[str, Any]:

@@ -352,7 +352,9 @@ class Supervisor:
                                                self.host), self.log_dir))
         control_argv = self._with_events(control_args(self.topo, self.topology_file, origin.url, self.secrets,
                                                       self.state_dir, self.topo.control.port, self.host))
-        if self.pipeline_url:  # the dashboard draws the pipeline's series through the control plane
+        # the dashboard draws the pipeline's series through the control plane, and pre-position
+        # jobs value files by what streamed there (control.popularity)
+        if self.pipeline_url:
             control_argv += ["--pipeline", self.pipeline_url]
         control = self._start(Child("control", "control", control_argv, self.log_dir))
         ports = {e.id: e.port or free_port(self.host) for e in self.topo.edges}
