@@ -333,7 +333,7 @@ class Experiment:
             started = self.now()
             crowd = crowd_at is not None and started >= crowd_at
             title = self.catalog_ids[-1] if crowd else rng.choice(everyday)
-            cached_before = answers.used
+            cached_before, fallback_before = answers.used, answers.used_fallback
             try:
                 rep = await play_session(state["control"], title, client_ip=client_ip(isps[isp][0], rng),
                                          speed=self.speed, session=http, max_segments=self.max_segments,
@@ -349,6 +349,7 @@ class Experiment:
             report["started_at_s"] = started
             report["flash_crowd"] = crowd
             report["answer_from_cache"] = answers.used > cached_before
+            report["answer_from_fallback"] = answers.used_fallback > fallback_before  # a title never steered to
             self.session_ended(cohort, report)
 
     async def run(self) -> None:

@@ -9,6 +9,13 @@ It rides in the path ahead of the content path,
 so the relative URIs inside playlists keep it. The edge strips it before the cache
 lookup; the token never becomes part of a cache key. Key ids let keys rotate: a
 Keyring signs with its current key and accepts any key it still holds.
+
+A catalog token, `{kid}.{expiry}.{isp}.all.{sig}`, signs the prefix `/content/` instead
+(the same MAC, the same message with that prefix), so it is good for every title until
+its expiry. Steering hands one out beside each play answer (the answer's `fallback`) so
+that a player can start a title it was never steered to while the control plane is down
+(issue 11); it is still a signed, ISP-bound, expiring token, and the "all" marker cannot
+turn a title token into one (the MAC covers the prefix).
 """
 from __future__ import annotations
 
@@ -24,8 +31,10 @@ from common.ids import ISP_RE, content_prefix
 
 _KID_RE = re.compile(r"[a-z0-9]{1,16}\Z")
 # One spelling per token: the expiry has no leading zeros (else "0123" and "123" would both verify).
-_TOKEN_RE = re.compile(r"([a-z0-9]{1,16})\.(0|[1-9][0-9]{0,11})\.(-|[a-z0-9][a-z0-9-]{0,31})\.([A-Za-z0-9_-]{43})\Z")
+_TOKEN_RE = re.compile(
+    r"([a-z0-9]{1,16})\.(0|[1-9][0-9]{0,11})\.(-|[a-z0-9][a-z0-9-]{0,31})\.(?:(all)\.)?([A-Za-z0-9_-]{43})\Z")
 NO_ISP = "-"
+CATALOG_PREFIX = "/content/"  # what a catalog token signs: every title
 
 
 class TokenVerdict(enum.Enum):
@@ -78,6 +87,13 @@ class Keyring:
         sig = _mac(self.keys[self.current], self.current, expiry, isp, content_prefix(title))
         return f"{self.current}.{expiry}.{isp}.{sig}"
 
+    def sign_catalog(self, expiry: int, isp: str = NO_ISP) -> str:
+        """A token good for every title's content path until `expiry` (see the module doc)."""
+        if isp != NO_ISP and not ISP_RE.match(isp):
+            raise ValueError(f"invalid isp name {isp!r}")
+        sig = _mac(self.keys[self.current], self.current, expiry, isp, CATALOG_PREFIX)
+        return f"{self.current}.{expiry}.{isp}.all.{sig}"
+
     def check(self, token: str | None, content_path: str, now: float) -> TokenVerdict:
         """Is `token` valid for `content_path` at `now`? Constant-time in the signature."""
         return self.verify(token, content_path, now).verdict
@@ -90,7 +106,7 @@ class Keyring:
         m = _TOKEN_RE.match(token)
         if not m:
             return TokenCheck(TokenVerdict.MALFORMED)
-        kid, expiry_s, isp, sig = m.groups()
+        kid, expiry_s, isp, scope, sig = m.groups()
         key = self.keys.get(kid)
         if key is None:
             return TokenCheck(TokenVerdict.UNKNOWN_KEY)
@@ -98,7 +114,7 @@ class Keyring:
         if title is None:
             return TokenCheck(TokenVerdict.BAD_SIGNATURE)
         expiry = int(expiry_s)
-        expected = _mac(key, kid, expiry, isp, content_prefix(title))
+        expected = _mac(key, kid, expiry, isp, CATALOG_PREFIX if scope else content_prefix(title))
         if not hmac.compare_digest(expected.encode(), sig.encode()):
             return TokenCheck(TokenVerdict.BAD_SIGNATURE)
         if expiry < now:

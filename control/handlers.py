@@ -38,7 +38,7 @@ from control.placement import ALL_SPACE_PINNED, FileDemand, FileSpace, edge_budg
 from control.popularity import measured_from_pipeline, valuation
 from control.window import FillWindow, check_tz, parse_window
 from control.state import EVENTS, STATE, ControlState
-from control.steering import Ranking
+from control.steering import REASON_ORIGIN, Ranking
 
 log = logging.getLogger("ocsim.control")
 
@@ -110,6 +110,13 @@ async def play(request: web.Request) -> web.Response:
     expires = int(now) + st.config.token_ttl_s
     token = st.config.keyring.sign(title.id, expires, isp or NO_ISP)
     path = master_path(title.id)
+    # The fallback: where this client may start any title while the control plane cannot be
+    # reached (issue 11), a catalog token and the edges of this ranking (never the origin).
+    fb_expires = int(now) + min(st.config.fallback_ttl_s, st.config.token_ttl_s)
+    fallback = {
+        "token": st.config.keyring.sign_catalog(fb_expires, isp or NO_ISP), "expires": fb_expires,
+        "edges": [{"edge": c.edge_id, "url": c.url} for c in ranking.candidates if c.reason != REASON_ORIGIN],
+    }
     play_id = secrets.token_hex(8)  # players send it back as X-Ocsim-Session
     sink = app[EVENTS]
     if sink.enabled:
@@ -120,6 +127,7 @@ async def play(request: web.Request) -> web.Response:
         "title": title.id, "isp": isp, "expires": expires, "play_id": play_id,
         "candidates": [{"edge": c.edge_id, "url": token_url(c.url, token, path), "reason": c.reason}
                        for c in ranking.candidates],
+        "fallback": fallback,
     })
 
 

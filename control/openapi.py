@@ -116,6 +116,15 @@ SCHEMAS: dict[str, Any] = {
                 "properties": {"edge": {"type": "string"},
                                "url": {"type": "string", "description": "signed master playlist URL"},
                                "reason": {"type": "string"}}}},
+            "fallback": {
+                "type": "object", "required": ["token", "expires", "edges"],
+                "description": "for a player that cannot reach the control plane later: a catalog token "
+                               "(good for every title of this ISP until expires) and the edges to use it on; "
+                               "URL: {edge url}/t/{token}/content/{title}/master.m3u8",
+                "properties": {"token": {"type": "string"}, "expires": {"type": "integer"},
+                               "edges": {"type": "array", "items": {
+                                   "type": "object", "required": ["edge", "url"],
+                                   "properties": {"edge": {"type": "string"}, "url": {"type": "string"}}}}}},
         },
     },
     "Edge": {

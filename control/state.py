@@ -32,6 +32,9 @@ class ControlConfig:
     fleet_secret: bytes
     keyring: Keyring
     token_ttl_s: int = 3600
+    # the catalog token of a play answer's `fallback` (common.tokens): shorter-lived than a
+    # title token, as it opens every title; never longer than token_ttl_s
+    fallback_ttl_s: int = 900
     topology: Topology = field(default_factory=Topology)
     origin_url: str | None = None
     catalog: Catalog | None = None  # from --catalog

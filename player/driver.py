@@ -139,6 +139,7 @@ class _Player:
                  events: EventSink | None = None, answers: PlayAnswerCache | None = None) -> None:
         self.http = http
         self.answers = answers
+        self.answer_cached = False  # this session's play answer came from `answers`, not control
         self.events = events if events is not None and events.enabled else None
         self.play_id: str | None = None  # from the play answer; sent as X-Ocsim-Session
         self.segments_done = 0
@@ -193,6 +194,7 @@ class _Player:
             if old is None:
                 raise
             obj, cached = old, True
+        self.answer_cached = cached
         isp, candidates = parse_play_answer(obj)
         if self.answers is not None and not cached and isinstance(obj, dict):
             self.answers.put(self.title, obj, time.monotonic())
@@ -237,8 +239,15 @@ class _Player:
         base = f"{self.control_url}/v1/titles/{self.title}"
         timeout = self.timeouts.client(self.timeouts.steering_s)
         try:
-            async with self.http.get(base, timeout=timeout) as resp:
-                meta = json.loads(await _read_limited(resp, MAX_PLAY_ANSWER_BYTES)) if resp.status == 200 else None
+            try:
+                async with self.http.get(base, timeout=timeout) as resp:
+                    meta = json.loads(await _read_limited(resp, MAX_PLAY_ANSWER_BYTES)) if resp.status == 200 else None
+            except (aiohttp.ClientConnectionError, TimeoutError):
+                if not self.answer_cached:
+                    raise
+                # Control is down and the answer came from the cache: the bytes are checked
+                # as synthetic, which fails closed (CORRUPT) for packaged media.
+                return
             if not isinstance(meta, dict) or meta.get("media") != "packaged":
                 return
             async with self.http.get(f"{self.control_url}/v1/digests/{self.title}", timeout=timeout) as resp:

@@ -14,6 +14,12 @@ Rules of this module:
    unreachable (issue 11: players keep playing while control is down), as Netflix's
    clients keep prefetched playback manifests. A stale answer's tokens may have expired:
    the edge then answers 403 and the session fails as it would have without the cache.
+5. A title it was never steered to starts from the last answer's `fallback`
+   (`{"token", "expires", "edges": [{"edge", "url"}]}`: a catalog token, good for every
+   title until `expires`, and the edges that answer ranked): `get` builds the answer
+   `{edge}/t/{token}/content/{title}/master.m3u8` for each of those edges (counted in
+   `used_fallback`). A malformed fallback is ignored, never an error: the candidates are
+   what a play answer is for.
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ from dataclasses import dataclass
 
 from player.errors import SteeringError
 
-__all__ = ["Candidate", "PlayAnswerCache", "parse_play_answer"]
+__all__ = ["Candidate", "PlayAnswerCache", "parse_fallback", "parse_play_answer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +57,23 @@ def parse_play_answer(obj: object) -> tuple[str | None, tuple[Candidate, ...]]:
     return (isp if isinstance(isp, str) else None), tuple(out)
 
 
+def parse_fallback(obj: object) -> tuple[str, tuple[Candidate, ...]] | None:
+    """(catalog token, edges with their base URLs) from a play answer's `fallback`, or None."""
+    fb = obj.get("fallback") if isinstance(obj, dict) else None
+    if not isinstance(fb, dict):
+        return None
+    token, edges = fb.get("token"), fb.get("edges")
+    if not (isinstance(token, str) and 0 < len(token) <= 256 and token.isascii() and "/" not in token
+            and isinstance(edges, list)):
+        return None
+    out: list[Candidate] = []
+    for e in edges:
+        if (isinstance(e, dict) and isinstance(e.get("edge"), str) and isinstance(e.get("url"), str)
+                and e["url"].startswith(("http://", "https://")) and e["edge"] not in {c.edge for c in out}):
+            out.append(Candidate(e["edge"], e["url"]))
+    return (token, tuple(out)) if out else None
+
+
 class PlayAnswerCache:
     """title -> (the parsed JSON of its last good play answer, when it came); bounded, LRU."""
 
@@ -60,7 +83,9 @@ class PlayAnswerCache:
         self.max_age_s = max_age_s
         self.max_entries = max_entries
         self._answers: OrderedDict[str, tuple[dict[str, object], float]] = OrderedDict()
+        self._fallback: tuple[str, str | None, tuple[Candidate, ...], float] | None = None
         self.used = 0  # answers handed out in place of the control plane's
+        self.used_fallback = 0  # of those, built from a fallback (a title never steered to)
 
     def __len__(self) -> int:
         return len(self._answers)
@@ -68,13 +93,25 @@ class PlayAnswerCache:
     def put(self, title: str, answer: dict[str, object], now: float) -> None:
         self._answers[title] = (answer, now)
         self._answers.move_to_end(title)
+        fb = parse_fallback(answer)
+        if fb is not None:
+            isp = answer.get("isp")
+            self._fallback = (fb[0], isp if isinstance(isp, str) else None, fb[1], now)
         while len(self._answers) > self.max_entries:
             self._answers.popitem(last=False)
 
     def get(self, title: str, now: float) -> dict[str, object] | None:
-        """The answer if it is younger than `max_age_s` (counted in `used`), else None."""
+        """The answer if it is younger than `max_age_s` (counted in `used`), else one built
+        from the last fallback younger than that (Rule 5), else None."""
         hit = self._answers.get(title)
-        if hit is None or not 0 <= now - hit[1] <= self.max_age_s:
+        if hit is not None and 0 <= now - hit[1] <= self.max_age_s:
+            self.used += 1
+            return hit[0]
+        if self._fallback is None or not 0 <= now - self._fallback[3] <= self.max_age_s:
             return None
+        token, isp, edges, _ = self._fallback
+        path = f"/content/{title}/master.m3u8"
         self.used += 1
-        return hit[0]
+        self.used_fallback += 1
+        return {"title": title, "isp": isp,
+                "candidates": [{"edge": e.edge, "url": f"{e.url.rstrip('/')}/t/{token}{path}"} for e in edges]}
