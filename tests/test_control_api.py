@@ -144,7 +144,8 @@ async def test_play_answer_shape_and_tokens_verify(client: Client) -> None:
         await e.heartbeat()
     status, body = await play(client, title="alpha", client_ip="10.1.2.3")
     assert status == 200
-    assert set(body) == {"title", "isp", "candidates", "expires", "play_id"}  # play_id: X-Ocsim-Session
+    # play_id: X-Ocsim-Session; fallback: for starts while control is down (issue 11)
+    assert set(body) == {"title", "isp", "candidates", "expires", "play_id", "fallback"}
     assert body["title"] == "alpha" and body["isp"] == "isp-a"
     edges = [c["edge"] for c in body["candidates"]]
     assert set(edges[:2]) == {"a1", "a2"} and edges[2:] == ["b1"]
@@ -162,6 +163,11 @@ async def test_play_answer_shape_and_tokens_verify(client: Client) -> None:
         assert ring.check(token, "/content/beta/master.m3u8", now) is TokenVerdict.BAD_SIGNATURE
         assert ring.check(token, path, body["expires"] + 1) is TokenVerdict.EXPIRED
         assert token is not None and ".isp-a." in token
+    fb = body["fallback"]
+    assert [e["edge"] for e in fb["edges"]] == edges
+    assert all(e["url"] == {"a1": a1, "a2": a2, "b1": b1}[e["edge"]].url for e in fb["edges"])
+    assert now + 800 < fb["expires"] < body["expires"] and ".isp-a.all." in fb["token"]
+    assert ring.check(fb["token"], "/content/beta/master.m3u8", now) is TokenVerdict.OK
     # explicit ISP
     status, body = await play(client, title="beta", isp="isp-b")
     assert status == 200 and body["isp"] == "isp-b" and body["candidates"][0]["edge"] == "b1"
