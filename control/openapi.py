@@ -119,7 +119,7 @@ SCHEMAS: dict[str, Any] = {
             "fallback": {
                 "type": "object", "required": ["token", "expires", "edges"],
                 "description": "for a player that cannot reach the control plane later: a catalog token "
-                               "(good for every title of this ISP until expires) and the edges to use it on; "
+                               "(signed for this client's ISP, good for every title until expires) and the edges to use it on; "
                                "URL: {edge url}/t/{token}/content/{title}/master.m3u8",
                 "properties": {"token": {"type": "string"}, "expires": {"type": "integer"},
                                "edges": {"type": "array", "items": {
