@@ -113,6 +113,10 @@ async def test_a_new_title_starts_from_the_fallback_while_control_is_down(
         rep = (await play_session(control.url, second, answers=answers, **kw)).to_dict()
         assert rep["state"] == "ended" and rep["errors"] == 0 and rep["edges"] == ["a1"], (rep.get("error"), rep)
         assert rep["verified"] is True and answers.used_fallback == 1
+        # and `first` again, from its own cached answer: verified without the control plane too
+        rep = (await play_session(control.url, first, answers=answers, **kw)).to_dict()
+        assert rep["state"] == "ended" and rep["errors"] == 0 and rep["verified"] is True, rep.get("error")
+        assert answers.used == 2 and answers.used_fallback == 1
 
         # the edge still wants a good token on content paths
         path = f"/content/{second}/master.m3u8"
