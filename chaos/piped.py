@@ -1,7 +1,7 @@
 """A cohort's sessions as its event pipeline saw them: `player.session` rows -> session records.
 
 The runner (chaos/runner.py), when each cohort's copy runs its own pipeline, polls the
-collector's read API (`POST /v1/query`) about once a second and turns the rows into one
+collector's read API (`POST /v1/query`) every 0.5 s and turns the rows into one
 record per session, shaped like the players' reports that chaos/metrics.py reads
 (`started_at_s`, `state`, `errors`, `startup_s`, `rebuffer_s`, `played_s`, ...).
 

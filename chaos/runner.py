@@ -16,11 +16,15 @@
 3. Viewers are split into two equal cohorts (chaos/cohorts.py). Each viewer plays sessions
    back to back until `duration_s` against its cohort's control plane; each finished
    session's report (the player's own, `PlayReport.to_dict()`) feeds its cohort's values.
-   The metrics come from the players' own reports, not from the event pipeline (the
-   pipeline is not started here: two more processes per copy on a 2-core machine); they are
-   read as each session ends, which is what "near real time" needs for the abort rules.
+   By default the metrics come from the players' own reports, read as each session ends.
+   With `pipeline=True` (`--pipeline`) each copy runs its own event pipeline, the players
+   publish player.session to it, and the runner reads the sessions from each collector
+   every POLL_S (chaos/piped.py) for the abort rules, the samples and the verdict; the
+   report's `metrics_source` says which. Off by default: 4 more processes on 2 cores cost
+   set-up time and sessions (README "Chaos").
    `sps` (stream starts per second) is counted per 2 s window from the sessions' starts.
-4. After every finished session the abort rules are checked; a breach stops the run at once.
+4. After every finished session (with the pipeline: after every read of the collectors) the
+   abort rules are checked; a breach stops the run at once.
    A sampler records both cohorts' figures every second for the report's timeline.
 5. Always, also on abort or interrupt: every fault is undone (toxics removed, edge faults
    cleared, the origin's link restored, paused services resumed), then both copies are
@@ -66,6 +70,7 @@ SUPPORTED_LINKS = {"link:player-edge", "link:edge-control"}
 # player with a deep buffer allows an edge that has gone quiet before it fails over.
 PLAYER_TIMEOUTS = Timeouts(connect_s=1.0, read_s=1.5, segment_s=10.0, playlist_s=5.0, steering_s=3.0)
 COHORTS = ("control", "experiment")
+POLL_S = 0.5  # how often the runner reads the cohorts' collectors (with --pipeline)
 
 
 class PortMapConnector(aiohttp.TCPConnector):
@@ -351,7 +356,7 @@ class Experiment:
         return len(records(self.piped_rows[cohort], self._epoch0, ended_only=True))
 
     async def watcher(self) -> None:
-        """About once a second: both collectors read, then the abort rules checked."""
+        """Every POLL_S: both collectors read, then the abort rules checked."""
         while not self._stop.is_set():
             for cohort in COHORTS:
                 try:
@@ -360,7 +365,7 @@ class Experiment:
                     self.poll_errors.append(f"t={self.now()} {cohort}: {exc!r}"[:200])
             self.check_abort()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), 1.0)
+                await asyncio.wait_for(self._stop.wait(), POLL_S)
 
     async def drain(self, timeout_s: float = 10.0) -> None:
         """At the end: the sinks flushed, then the collectors read until every session's end is in."""
@@ -543,7 +548,7 @@ async def run_experiment(scenario: Scenario, *, speed: float = 20.0, max_segment
         "metrics_source": "pipeline" if exp.piped else "players",
         "metrics_source_detail": (
             "each cohort's own event pipeline: player.session events read from its collector "
-            "(POST /v1/query) about once a second for the abort rules and the samples, and once more "
+            "(POST /v1/query) every 0.5 s for the abort rules and the samples, and once more "
             "after the players stopped for the verdict; off_isp still from the players' reports"
             if exp.piped else
             "the players' own session reports, read as each session ends (no event pipeline in the copies)"),
