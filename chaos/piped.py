@@ -8,7 +8,7 @@ record per session, shaped like the players' reports that chaos/metrics.py reads
 Rules of this module:
 1. Pure: rows in, records out; the run's clock origin (`epoch0`, epoch seconds) is a parameter.
 2. A session's start time is its `start` event's `ts`; its QoE is that of its latest event
-   (`end` over `progress` over `start`): a session still playing counts as started (SPS) as
+   (by `ts`, then the publisher's event counter): a session still playing counts as started (SPS) as
    soon as a progress event carries its start-up time, and counts in the per-session metrics
    only once its `end` event is in (`ended_only`).
 3. `errors` in the events counts every failed request (the session's, recovered or not, plus
@@ -23,44 +23,55 @@ from typing import Any
 from common.eventsink import EventSink
 from common.events import Payload
 
-COLUMNS = ("session", "phase", "ts", "state", "startup_s", "rebuffer_s", "played_s", "failovers",
+COLUMNS = ("id", "session", "phase", "ts", "state", "startup_s", "rebuffer_s", "played_s", "failovers",
            "avg_bitrate_kbps", "qoe_lin")
-PHASE_RANK = {"start": 0, "progress": 1, "end": 2}
 # the metrics these records carry; others (off_isp) still come from the players' reports
 PIPED_METRICS = ("failed", "startup_s", "rebuffer_ratio", "rebuffer_s", "failovers", "avg_bitrate_kbps", "qoe_lin")
 
 
 def query_sql(since_epoch: float) -> str:
-    return (f"SELECT {', '.join(COLUMNS)} FROM player_session WHERE ts >= {since_epoch:.3f} "
-            f"ORDER BY ts, session")
+    return f"SELECT {', '.join(COLUMNS)} FROM player_session WHERE ts >= {since_epoch:.3f}"
+
+
+def _order(r: dict[str, Any]) -> tuple[float, int, str]:
+    eid = str(r["id"])
+    prefix, _, n = eid.rpartition("-")
+    try:
+        return float(r["ts"]), int(n, 16), prefix  # one source's counter breaks a tie of ts
+    except ValueError:
+        return float(r["ts"]), 0, eid
 
 
 def records(rows: list[list[Any]], epoch0: float, *, ended_only: bool = False) -> list[dict[str, Any]]:
-    """One record per session, in order of start; `ended_only` keeps those whose end is in."""
-    best: dict[str, tuple[int, float, dict[str, Any]]] = {}
-    starts: dict[str, float] = {}
-    for row in rows:
-        r = dict(zip(COLUMNS, row))
-        sid, phase, ts = str(r["session"]), str(r["phase"]), float(r["ts"])
-        if phase == "start":
-            starts[sid] = min(ts, starts.get(sid, ts))
-        rank = PHASE_RANK.get(phase, -1)
-        old = best.get(sid)
-        if old is None or (rank, ts) >= (old[0], old[1]):
-            best[sid] = (rank, ts, r)
+    """One record per session, in order of start; `ended_only` keeps those whose end is in.
+
+    A viewer that starts a title again from its cached play answer reuses the answer's play
+    id, so one id can carry several sessions of one viewer, one after another: an event after
+    an `end` of its id begins the next session (`ID#2`, `ID#3`, ...)."""
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for row in sorted((dict(zip(COLUMNS, row)) for row in rows), key=_order):
+        by_id.setdefault(str(row["session"]), []).append(row)
     out = []
-    for sid, (rank, ts, r) in best.items():
-        if ended_only and rank != PHASE_RANK["end"]:
-            continue
-        ended = rank == PHASE_RANK["end"]
-        out.append({
-            "play_id": sid, "state": r["state"], "ended": ended,
-            "errors": 0 if r["state"] == "ended" else 1,
-            "startup_s": r["startup_s"], "rebuffer_s": r["rebuffer_s"] or 0.0, "played_s": r["played_s"] or 0.0,
-            "failovers": r["failovers"] or 0, "avg_bitrate_kbps": r["avg_bitrate_kbps"] or 0.0,
-            "qoe_lin": r["qoe_lin"] or 0.0,
-            "started_at_s": round(starts.get(sid, ts) - epoch0, 3),
-        })
+    for sid, events in by_id.items():
+        parts: list[list[dict[str, Any]]] = [[]]
+        for r in events:
+            if parts[-1] and parts[-1][-1]["phase"] == "end":
+                parts.append([])
+            parts[-1].append(r)
+        for k, part in enumerate(parts):
+            last = part[-1]
+            ended = last["phase"] == "end"
+            if ended_only and not ended:
+                continue
+            start = next((float(r["ts"]) for r in part if r["phase"] == "start"), float(part[0]["ts"]))
+            out.append({
+                "play_id": sid if k == 0 else f"{sid}#{k + 1}", "state": last["state"], "ended": ended,
+                "errors": 0 if last["state"] == "ended" else 1,
+                "startup_s": last["startup_s"], "rebuffer_s": last["rebuffer_s"] or 0.0,
+                "played_s": last["played_s"] or 0.0, "failovers": last["failovers"] or 0,
+                "avg_bitrate_kbps": last["avg_bitrate_kbps"] or 0.0, "qoe_lin": last["qoe_lin"] or 0.0,
+                "started_at_s": round(start - epoch0, 3),
+            })
     out.sort(key=lambda x: (x["started_at_s"], x["play_id"]))
     return out
 

@@ -9,7 +9,7 @@ T0 = 1_000.0
 
 def row(sid: str, phase: str, ts: float, state: str = "playing", startup: float | None = 0.4,
         rebuffer: float = 0.0, played: float = 0.0) -> list[object]:
-    r = {"session": sid, "phase": phase, "ts": T0 + ts, "state": state, "startup_s": startup,
+    r = {"id": f"src-{int(ts * 1000):x}", "session": sid, "phase": phase, "ts": T0 + ts, "state": state, "startup_s": startup,
          "rebuffer_s": rebuffer, "played_s": played, "failovers": 0, "avg_bitrate_kbps": 800.0, "qoe_lin": 1.0}
     return [r[c] for c in COLUMNS]
 
@@ -37,3 +37,12 @@ def test_only_ended_sessions_feed_the_per_session_metrics_but_starts_count_at_on
 
 def test_rows_in_any_order_give_the_same_records() -> None:
     assert records(list(reversed(ROWS)), T0) == records(ROWS, T0)
+
+
+def test_sessions_that_reuse_a_cached_play_id_stay_apart() -> None:
+    again = [row("a", "end", 4.0, "failed", startup=None),  # failed before its start event
+             row("a", "start", 5.0, startup=None), row("a", "end", 6.0, "ended", played=3.0)]
+    got = records(ROWS + again, T0, ended_only=True)
+    assert [(r["play_id"], r["state"]) for r in got if r["play_id"].startswith("a")] == [
+        ("a", "ended"), ("a#2", "failed"), ("a#3", "ended")]
+    assert [r["started_at_s"] for r in got if r["play_id"].startswith("a")] == [1.0, 4.0, 5.0]
