@@ -279,6 +279,15 @@ class IdSource:
         self._n += 1
         return f"{self.prefix}-{self._n:x}"
 
+    @property
+    def upcoming(self) -> int:
+        """The counter of the id `next()` gives next (a batch frame's id run starts there)."""
+        return self._n + 1
+
+    def skip(self, n: int) -> None:
+        """Use up the next `n` ids (a batch frame named them as a run)."""
+        self._n += n
+
 
 _FIELD_NAMES: dict[str, tuple[str, ...]] = {t: (*ENVELOPE_FIELDS, *(sp.name for sp in specs)) for t, specs in SPECS.items()}
 _LIST_FIELDS: dict[str, tuple[int, ...]] = {
@@ -470,29 +479,6 @@ def _unpack_event(body: bytes) -> Any:
 
 
 @dataclass(slots=True)
-class FrameRows:
-    rows: list[EventRow]
-    rejected: dict[str, int]
-
-
-def decode_frame_rows(frame: bytes) -> FrameRows:
-    """A frame -> its good events as rows, and a count of the rest by reason (the collector's path)."""
-    out = FrameRows([], {})
-    try:
-        items = unpack_frame(frame)
-    except BadEvent as exc:
-        out.rejected[exc.reason] = 1
-        return out
-    append = out.rows.append
-    for body in items:
-        try:
-            append(decode_row(_unpack_event(body)))
-        except BadEvent as exc:
-            out.rejected[exc.reason] = out.rejected.get(exc.reason, 0) + 1
-    return out
-
-
-@dataclass(slots=True)
 class FrameResult:
     """What decoding one frame gave: the good events and a count of the rest by reason."""
 
@@ -501,18 +487,12 @@ class FrameResult:
 
 
 def decode_frame(frame: bytes) -> FrameResult:
-    out = FrameResult([], {})
-    try:
-        items = unpack_frame(frame)
-    except BadEvent as exc:
-        out.rejected[exc.reason] = 1
-        return out
-    for body in items:
-        try:
-            out.events.append(decode(body))
-        except BadEvent as exc:
-            out.rejected[exc.reason] = out.rejected.get(exc.reason, 0) + 1
-    return out
+    """A frame of either version (a batch frame, `common.eventbatch`, or an array of packed
+    events) -> its good events as Events, and a count of the rest by reason."""
+    from common.eventbatch import decode_frame_batches, events_of  # that module builds on this one
+
+    got = decode_frame_batches(frame)
+    return FrameResult([e for b in got.batches for e in events_of(b)], got.rejected)
 
 
 def subject_of(event_type: str, prefix: str = "ocsim.events") -> str:

@@ -43,7 +43,9 @@ from common.selection import Outcome, Selection, from_headers, select_response
 from common.service import BYTES, HEALTH, LATENCY, REGISTRY, REQUESTS, create_app, json_error
 from common.tokens import Keyring, TokenVerdict, TokenVerdicts, split_token_path
 from edge.fill import Fill, FillCoalescer
-from edge.hitpath import FastAnswer, FastHead, HitSender, HotTier, abort_response, fast_head, install_fast_lane
+from edge.hitpath import (
+    MAX_SESSION_LEN, FastAnswer, FastHead, HitSender, HotTier, abort_response, fast_head, install_fast_lane,
+)
 from edge.metrics import CACHE, FILL, EdgeMetrics, Gauges
 from edge.upstream import AiohttpUpstream
 from edge.policy import make_policy
@@ -121,8 +123,9 @@ class EdgeNode:
             on_done=self._fill_done if config.events else None)
         # Events (DESIGN "Events"): emit is a deque append; without --events a NullSink.
         self.events = make_sink(config.events, config.edge_id, self.app[REGISTRY])
-        self._event_refs: dict[str, tuple[str, str | None, int | None, int | None]] = {}
-        self._event_edge, self._event_isp = config.edge_id, config.isp
+        # edge.request goes straight into its buffer: record(ts, values), no lookups (None: off)
+        self._record = self.events.recorder(EdgeRequest) if self.events.enabled else None
+        self._event_refs: dict[str, tuple[str, str, str | None, int | None, int | None]] = {}
         self.agent: EdgeAgent | None = None
         self._agent_task: asyncio.Task[None] | None = None
         self._scrubber: asyncio.Task[None] | None = None
@@ -285,7 +288,7 @@ class EdgeNode:
         view = entry.view = (meta, h, head)
         return view
 
-    def _fast_get(self, target: str) -> FastAnswer | None:
+    def _fast_get(self, target: str, session: str | None = None) -> FastAnswer | None:
         """The fast lane's question (edge.hitpath.FastLane): the whole answer to a plain GET
         of `target` when it is a valid, authorized RAM hit, else None and the request goes
         the normal way (which handles every other case and every error). Counted exactly
@@ -321,39 +324,43 @@ class EdgeNode:
         self._http_bytes.inc(labels, n)
         took = time.perf_counter() - t0
         self._http_latency.observe(took, self._fast_route)
-        if self.events.enabled:
-            self._emit_request(path, 200, n, meta.length, "hit", took, took, None)
+        record = self._record
+        if record is not None:
+            ref = self._event_refs.get(path) or self._event_ref(path)
+            record(now, (*ref, 200, n, n, "hit", took, took, session))
         return head, data
 
-    def _emit_request(self, key: str, status: int, nbytes: int, size: int | None, cache: str, ttfb: float,
-                      duration: float, session: str | None) -> None:
-        """One edge.request, cheaply: the parsed path is remembered, no dataclass is built."""
-        ref = self._event_refs.get(key)
-        if ref is None:
-            try:
-                r = parse_content_path(key)
-                ref = (r.path, r.title, r.rendition, r.index)
-            except OcsimError:
-                ref = (key[:256], None, None, None)
-            if len(self._event_refs) < 100_000:
-                self._event_refs[key] = ref
-        self.events.emit_fields(EdgeRequest, (self._event_edge, self._event_isp, *ref, status, nbytes, size, cache,
-                                              ttfb, duration, session))
+    def _event_ref(self, key: str) -> tuple[str, str, str, str | None, int | None, int | None]:
+        """edge.request's first fields for a path (edge, ISP, path, title, rendition, segment),
+        parsed once and remembered, so an event costs a tuple and a deque append."""
+        cfg = self.config
+        try:
+            r = parse_content_path(key)
+            ref = (cfg.edge_id, cfg.isp, r.path, r.title, r.rendition, r.index)
+        except OcsimError:
+            ref = (cfg.edge_id, cfg.isp, key[:256], None, None, None)
+        if len(self._event_refs) < 100_000:
+            self._event_refs[key] = ref
+        return ref
 
     # -- content ------------------------------------------------------------------------------
 
     async def content(self, request: web.Request) -> web.StreamResponse:
-        if not self.events.enabled:
+        record = self._record
+        if record is None:
             return await self._content(request)
         t0 = request[_T0] = time.perf_counter()
         resp = await self._content(request)
         took = time.perf_counter() - t0
+        now = time.time()  # the event happened when the answer was done
         sent = resp.body_length if resp.prepared else (resp.content_length or 0)
         outcome = request.get(_OUTCOME, "none")  # what the counters counted, whatever the status
         ttfb = request.get(_TTFB, took)
         session = request.headers.get(SESSION_HEADER)
-        self._emit_request(request.get(_KEY, request.path), resp.status, sent, request.get(_SIZE), outcome,
-                           ttfb, took, session[:128] if session else None)
+        key = request.get(_KEY, request.path)
+        ref = self._event_refs.get(key) or self._event_ref(key)
+        record(now, (*ref, resp.status, sent, request.get(_SIZE), outcome, ttfb, took,
+                     session[:MAX_SESSION_LEN] if session else None))
         return resp
 
     async def _content(self, request: web.Request) -> web.StreamResponse:
