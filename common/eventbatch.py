@@ -1,17 +1,22 @@
-"""Batch frames: many events of one type from one source in one msgpack map, column by column.
+"""Batch frames: many events of one type from one source in one msgpack map.
 
     {"frame": 2, "type": str, "v": int, "src": str, "n": int,
      "id": {"base": str, "first": int} | [str, ...],
-     "ts": [float, ...],
-     "cols": {field: [value, ...], ...}}          # every payload field of `type` v`v`, n values each
+     "fields": [name | [name, ...], ...],   # what each row holds after its time
+     "const": {name: value, ...},           # fields with one value for every event of the frame
+     "rows": [[ts, value, ...], ...]}       # n rows: the event's time, then its `fields`
 
+`fields` and `const` together name every payload field of `type` version `v`, each once. An
+entry of `fields` that is a list of names is a group: the row holds an array of those fields'
+values there (the edge keeps one such tuple per path: path, title, rendition, segment).
 Each of the n events still carries the whole envelope of DESIGN "Events": its own id and
-time (`id[i]`, `ts[i]`) and the frame's type, schema version and source. An id run
+time (`id[i]`, `rows[i][0]`) and the frame's type, schema version and source. An id run
 `{"base": b, "first": k}` names the ids `f"{b}-{k + i:x}"` (what `common.events.IdSource`
 makes), so a publisher sends its ids without formatting one string per event; a list names
-them one by one. This is the publishers' wire format: one `msgpack.packb` per frame, no
-per-event map, and a collector that gets the columns the store wants without touching rows.
-Version 1 frames (an array of packed event maps, `common.events.pack_frame`) are still read.
+them one by one. This is the publishers' wire format: the hot path appends one flat tuple
+per event, and one `msgpack` call packs the list of them; the collector turns rows into
+the columns the store wants with one `zip`. Version 1 frames (an array of packed event
+maps, `common.events.pack_frame`) are still read.
 
 Rules of this module:
 1. No IO, no clock. Packing trusts its caller (the sink, values in SPECS order); decoding
@@ -36,7 +41,7 @@ from common.events import (
 
 FRAME_V2: Final = 2
 MAX_ID_LEN: Final = 128
-_FRAME_KEYS: Final = frozenset({"frame", "type", "v", "src", "n", "id", "ts", "cols"})
+_FRAME_KEYS: Final = frozenset({"frame", "type", "v", "src", "n", "id", "fields", "const", "rows"})
 _INT64: Final = (-(2 ** 63), 2 ** 63 - 1)
 _NAMES: Final[dict[str, tuple[str, ...]]] = {t: tuple(sp.name for sp in specs) for t, specs in SPECS.items()}
 _KIND_TYPES: Final[dict[Kind, frozenset[type]]] = {
@@ -53,9 +58,9 @@ class ColumnBatch:
     etype: str
     v: int
     ids: list[str]
-    ts: list[float | int]
+    ts: Sequence[float | int]
     src: list[str]
-    cols: list[list[Any]]  # one list per payload field, in SPECS order
+    cols: list[Sequence[Any]]  # one sequence per payload field, in SPECS order
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -76,20 +81,19 @@ def id_of(base: str, n: int) -> str:
     return f"{base}-{n:x}"
 
 
-def pack_batch(etype: str, version: int, src: str, id_base: str, first_id: int, ts: Sequence[float],
-               columns: Sequence[Sequence[Any]]) -> bytes:
-    """One batch frame for `len(ts)` events whose ids are the run `id_base`, `first_id`, ...
-    `columns` holds each payload field's values in SPECS order (tuples for list fields)."""
-    return _PACKER.pack({"frame": FRAME_V2, "type": etype, "v": version, "src": src, "n": len(ts),  # type: ignore[no-any-return]
-                         "id": {"base": id_base, "first": first_id}, "ts": ts,
-                         "cols": dict(zip(_NAMES[etype], columns))})
+def pack_batch(etype: str, version: int, src: str, id_base: str, first_id: int, fields: Sequence[str | Sequence[str]],
+               const: dict[str, Any], rows: Sequence[Sequence[Any]]) -> bytes:
+    """One batch frame for `len(rows)` events whose ids are the run `id_base`, `first_id`, ...
+    Each row is `(ts, *values of fields)`; `const` holds the other fields (trusted: the sink's)."""
+    return _PACKER.pack({"frame": FRAME_V2, "type": etype, "v": version, "src": src, "n": len(rows),  # type: ignore[no-any-return]
+                         "id": {"base": id_base, "first": first_id}, "fields": fields, "const": const,
+                         "rows": rows})
 
 
-def pack_batch_ids(etype: str, version: int, src: str, ids: Sequence[str], ts: Sequence[float],
-                   columns: Sequence[Sequence[Any]]) -> bytes:
-    """`pack_batch` with the ids listed one by one."""
-    return _PACKER.pack({"frame": FRAME_V2, "type": etype, "v": version, "src": src, "n": len(ts),  # type: ignore[no-any-return]
-                         "id": list(ids), "ts": ts, "cols": dict(zip(_NAMES[etype], columns))})
+def pack_batch_ids(etype: str, version: int, src: str, ids: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:
+    """A batch frame with the ids listed one by one; rows are `(ts, *every field in SPECS order)`."""
+    return _PACKER.pack({"frame": FRAME_V2, "type": etype, "v": version, "src": src, "n": len(rows),  # type: ignore[no-any-return]
+                         "id": list(ids), "fields": _NAMES[etype], "const": {}, "rows": rows})
 
 
 # -- decoding ---------------------------------------------------------------------------------
@@ -164,17 +168,33 @@ def _decode_v2(obj: dict[str, Any], out: Batches) -> None:
         _add(out.rejected, "unknown_version", n)
         return
     ids = _ids_of(obj["id"], n)
-    ts, cols = obj["ts"], obj["cols"]
-    if ids is None or type(ts) is not list or len(ts) != n or type(cols) is not dict:
+    fields, const, rows = obj["fields"], obj["const"], obj["rows"]
+    if (ids is None or type(fields) is not list or type(const) is not dict or type(rows) is not list
+            or len(rows) != n):
         _add(out.rejected, "malformed", n)
         return
-    if cols.keys() != set(_NAMES[etype]):
+    names = _NAMES[etype]
+    flat = [f for entry in fields for f in (entry if type(entry) is list else (entry,))]
+    if (not all(type(f) is str for f in flat) or len(set(flat)) != len(flat)
+            or set(flat) & const.keys() or set(flat) | const.keys() != set(names)):
         _add(out.rejected, "bad_field", n)
         return
-    columns = [cols[name] for name in _NAMES[etype]]
-    if any(type(c) is not list or len(c) != n for c in columns):
+    width = len(fields) + 1
+    if n and (set(map(type, rows)) != {list} or set(map(len, rows)) != {width}):
         _add(out.rejected, "malformed", n)
         return
+    transposed = list(zip(*rows)) if n else [() for _ in range(width)]
+    ts = transposed[0]
+    by_name: dict[str, Sequence[Any]] = {}
+    for entry, col in zip(fields, transposed[1:]):
+        if type(entry) is not list:
+            by_name[entry] = col
+            continue
+        if n and (set(map(type, col)) != {list} or set(map(len, col)) != {len(entry)}):
+            _add(out.rejected, "malformed", n)
+            return
+        by_name.update(zip(entry, zip(*col) if n else [() for _ in entry]))
+    columns = [by_name[name] if name in by_name else [const[name]] * n for name in names]
     if n == 0:
         return
     bad: dict[int, str] = {}  # event index -> why it is left out (the first reason found)

@@ -24,7 +24,6 @@ Rules of this module:
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import os
 import time
@@ -63,6 +62,9 @@ class FrameTransport(Protocol):
     def connected(self) -> bool: ...
 
 
+Recorder = Callable[[tuple[Any, ...]], None]
+
+
 class EventSink:
     """The interface services hold. `emit` must be cheap and must never raise."""
 
@@ -75,11 +77,20 @@ class EventSink:
         """`emit(cls(*values))` without building the dataclass (values in field order)."""
         raise NotImplementedError
 
-    def recorder(self, cls: type[Payload]) -> Callable[[float, tuple[Any, ...]], None]:
-        """A hot path's emit for one type: `record(ts, values)`, `ts` from the caller's clock."""
-        def record(ts: float, values: tuple[Any, ...]) -> None:
-            self.emit_fields(cls, values)
+    def recorder(self, cls: type[Payload], const: dict[str, Any] | None = None,
+                 groups: tuple[tuple[str, ...], ...] = ()) -> Recorder:
+        """A hot path's emit for one type: `record((ts, *values))`, `ts` from the caller's own
+        clock read, `values` the fields not in `const`, in SPECS order (trusted), each of
+        `groups` (consecutive fields) as one tuple."""
+        shape = Shape.of(cls, const, groups)
+
+        def record(row: tuple[Any, ...]) -> None:
+            self.emit_at(cls, row[0], shape.flatten(row))
         return record
+
+    def emit_at(self, cls: type[Payload], ts: float, values: tuple[Any, ...]) -> None:
+        """`emit_fields` with the event's time given (the default ignores it)."""
+        self.emit_fields(cls, values)
 
     async def start(self) -> None:
         return None
@@ -116,10 +127,8 @@ class MemorySink(EventSink):
     def emit_fields(self, cls: type[Payload], values: tuple[Any, ...]) -> None:
         self.emit(cls(*values))
 
-    def recorder(self, cls: type[Payload]) -> Callable[[float, tuple[Any, ...]], None]:
-        def record(ts: float, values: tuple[Any, ...]) -> None:
-            self.events.append(Event(self.ids.next(), ts, self.src, cls(*values)))
-        return record
+    def emit_at(self, cls: type[Payload], ts: float, values: tuple[Any, ...]) -> None:
+        self.events.append(Event(self.ids.next(), ts, self.src, cls(*values)))
 
     @property
     def enabled(self) -> bool:
@@ -129,7 +138,56 @@ class MemorySink(EventSink):
         return [e for e in self.events if e.type == event_type]
 
 
-Row = tuple[float, tuple[Any, ...]]  # (ts, payload field values in SPECS order): a buffered event
+_PLAIN: dict[type[Payload], Shape] = {}
+
+
+def _plain_shape(cls: type[Payload]) -> Shape:
+    shape = _PLAIN.get(cls)
+    if shape is None:
+        shape = _PLAIN[cls] = Shape.of(cls)
+    return shape
+
+
+Row = tuple[Any, ...]  # a buffered event: (ts, *values of its buffer's fields)
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What the rows of one buffer hold: a payload class, the fields each row has after its
+    time (SPECS order; a tuple of names is a group, held in the row as one tuple), and the
+    fields given once for all (a recorder's constants)."""
+
+    cls: type[Payload]
+    fields: tuple[str | tuple[str, ...], ...]
+    const: tuple[tuple[str, Any], ...] = ()
+
+    @staticmethod
+    def of(cls: type[Payload], const: dict[str, Any] | None = None,
+           groups: tuple[tuple[str, ...], ...] = ()) -> Shape:
+        const = const or {}
+        names = [sp.name for sp in SPECS[cls.TYPE]]
+        grouped = [f for g in groups for f in g]
+        unknown = (set(const) | set(grouped)) - set(names)
+        if unknown or len(set(grouped)) != len(grouped) or set(grouped) & set(const):
+            raise ValueError(f"{cls.TYPE}: bad constants or groups {sorted(unknown) or groups}")
+        fields: list[str | tuple[str, ...]] = []
+        for name in names:
+            group = next((g for g in groups if g[0] == name), None)
+            if group is not None:
+                fields.append(group)
+            elif name not in const and name not in grouped:
+                fields.append(name)
+        return Shape(cls, tuple(fields), tuple(const.items()))
+
+    def flatten(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        """A row's values in SPECS order (slow: MemorySink and tests)."""
+        given = dict(self.const)
+        for entry, value in zip(self.fields, row[1:]):
+            if isinstance(entry, tuple):
+                given.update(zip(entry, value))
+            else:
+                given[entry] = value
+        return tuple(given[sp.name] for sp in SPECS[self.cls.TYPE])
 
 
 def frames_of(events: list[Event], frame_ids: IdSource, prefix: str = "ocsim.events") -> list[Frame]:
@@ -139,34 +197,27 @@ def frames_of(events: list[Event], frame_ids: IdSource, prefix: str = "ocsim.eve
         groups.setdefault((type(ev.payload), ev.src), []).append(ev)
     frames: list[Frame] = []
     for (cls, src), evs in groups.items():
-        for chunk in _chunks(evs, MAX_FRAME_EVENTS):
-            data = pack_batch_ids(cls.TYPE, cls.VERSION, src, [e.id for e in chunk], [e.ts for e in chunk],
-                                  _columns([values_of(e.payload) for e in chunk], cls))
+        for i in range(0, len(evs), MAX_FRAME_EVENTS):
+            chunk = evs[i:i + MAX_FRAME_EVENTS]
+            data = pack_batch_ids(cls.TYPE, cls.VERSION, src, [e.id for e in chunk],
+                                  [(e.ts, *values_of(e.payload)) for e in chunk])
             frames.append(Frame(subject_of(cls.TYPE, prefix), frame_ids.next(), data, len(chunk)))
     return frames
 
 
-def _chunks(items: list[Any], size: int) -> list[list[Any]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
-
-
-def _columns(values: list[tuple[Any, ...]] | tuple[tuple[Any, ...], ...], cls: type[Payload]) -> list[Any]:
-    cols = list(zip(*values))
-    return cols if cols else [() for _ in SPECS[cls.TYPE]]
-
-
-def frames_of_rows(cls: type[Payload], rows: list[Row], ids: IdSource, src: str, frame_ids: IdSource,
+def frames_of_rows(shape: Shape, rows: list[Row], ids: IdSource, src: str, frame_ids: IdSource,
                    prefix: str = "ocsim.events") -> list[Frame]:
-    """Buffered rows of one type -> batch frames: one `msgpack` call per frame, the ids a run
+    """Buffered rows of one shape -> batch frames: one `msgpack` call per frame, the ids a run
     taken from `ids` in emit order. A frame over MAX_FRAME_BYTES is split in two and packed again
     (rare: only events with long strings get there)."""
+    cls = shape.cls
     frames: list[Frame] = []
     subject = subject_of(cls.TYPE, prefix)
-    todo = _chunks(rows, MAX_FRAME_EVENTS)
+    const = dict(shape.const)
+    todo = [rows[i:i + MAX_FRAME_EVENTS] for i in range(0, len(rows), MAX_FRAME_EVENTS)]
     while todo:
         chunk = todo.pop(0)
-        ts, values = zip(*chunk)
-        data = pack_batch(cls.TYPE, cls.VERSION, src, ids.prefix, ids.upcoming, ts, _columns(values, cls))
+        data = pack_batch(cls.TYPE, cls.VERSION, src, ids.prefix, ids.upcoming, shape.fields, const, chunk)
         if len(data) > MAX_FRAME_BYTES and len(chunk) > 1:
             half = len(chunk) // 2
             todo[:0] = [chunk[:half], chunk[half:]]
@@ -199,7 +250,7 @@ class BufferedSink(EventSink):
         prefix = id_prefix or f"{src}.{os.urandom(6).hex()}"
         self.ids = IdSource(prefix)
         self.frame_ids = IdSource(prefix + ".f")
-        self._buffers: dict[type[Payload], collections.deque[Row]] = {}
+        self._buffers: dict[Shape, list[Row]] = {}  # lists: a take is one slice, not a pop per event
         self.pending: list[Frame] = []   # frames taken from the buffers, not yet sent
         self.taken = 0
         self.published = 0
@@ -236,34 +287,38 @@ class BufferedSink(EventSink):
     def _in_buffers(self) -> int:
         return sum(len(b) for b in self._buffers.values())
 
-    def _buffer(self, cls: type[Payload]) -> collections.deque[Row]:
-        buf = self._buffers.get(cls)
+    def _buffer(self, shape: Shape) -> list[Row]:
+        buf = self._buffers.get(shape)
         if buf is None:
-            buf = self._buffers[cls] = collections.deque()
+            buf = self._buffers[shape] = []
         return buf
 
     def emit(self, payload: Payload) -> None:
         self.emit_fields(type(payload), values_of(payload))
 
     def emit_fields(self, cls: type[Payload], values: tuple[Any, ...]) -> None:
-        buf = self._buffer(cls)
+        buf = self._buffer(_plain_shape(cls))
         if len(buf) >= self.capacity:
             self._drop()
             return
-        buf.append((self.clock(), values))
+        buf.append((self.clock(), *values))
 
-    def recorder(self, cls: type[Payload]) -> Callable[[float, tuple[Any, ...]], None]:
-        """The hot path's emit for one type: `record(ts, values)` is a length check and one
-        deque append (values in SPECS order, trusted; `ts` from the caller's own clock read)."""
-        buf = self._buffer(cls)
+    def recorder(self, cls: type[Payload], const: dict[str, Any] | None = None,
+                 groups: tuple[tuple[str, ...], ...] = ()) -> Recorder:
+        """The hot path's emit for one type: `record((ts, *values))` is a length check and one
+        list append. `const` fields (e.g. the edge's id and ISP) are given here once and left
+        out of every row; the row holds the time (the caller's own clock read) and the other
+        fields in SPECS order, trusted, each of `groups` as one tuple (a tuple the caller
+        keeps, so building the row copies nothing)."""
+        buf = self._buffer(Shape.of(cls, const, groups))
         append = buf.append
         capacity = self.capacity
 
-        def record(ts: float, values: tuple[Any, ...]) -> None:
+        def record(row: tuple[Any, ...]) -> None:
             if len(buf) >= capacity:
                 self._drop()
                 return
-            append((ts, values))
+            append(row)
         return record
 
     def _drop(self) -> None:
@@ -284,7 +339,7 @@ class BufferedSink(EventSink):
         if self._dropped_unreported:
             n, self._dropped_unreported = self._dropped_unreported, 0
             # past the capacity on purpose: the report of drops must not itself be dropped
-            self._buffer(EventsDropped).append((self.clock(), (n, self.dropped, self._in_buffers())))
+            self._buffer(_plain_shape(EventsDropped)).append((self.clock(), n, self.dropped, self._in_buffers()))
             log_event(log, "events dropped", level=logging.WARNING, dropped=n, total=self.dropped)
 
     async def _report_drops(self) -> None:
@@ -294,13 +349,13 @@ class BufferedSink(EventSink):
 
     def _take(self) -> None:
         frames: list[Frame] = []
-        for cls, buf in list(self._buffers.items()):
+        for shape, buf in list(self._buffers.items()):
             n = min(len(buf), self.batch_events)
             if n:
-                popleft = buf.popleft
-                rows = [popleft() for _ in range(n)]
+                rows = buf[:n]
+                del buf[:n]
                 self.taken += n
-                frames.extend(frames_of_rows(cls, rows, self.ids, self.src, self.frame_ids, self.subject_prefix))
+                frames.extend(frames_of_rows(shape, rows, self.ids, self.src, self.frame_ids, self.subject_prefix))
         self.pending = frames
 
     async def _send_pending(self) -> bool:

@@ -67,6 +67,7 @@ _OUTCOME = web.RequestKey("ocsim_outcome", str)
 _SIZE = web.RequestKey("ocsim_size", int)
 _TTFB = web.RequestKey("ocsim_ttfb", float)
 _T0 = web.RequestKey("ocsim_t0", float)
+_REF_FIELDS = ("path", "title", "rendition", "segment")  # edge.request's fields a path decides
 _DISCONNECTS = (ConnectionResetError, BrokenPipeError, aiohttp.ClientConnectionResetError)
 
 
@@ -123,9 +124,11 @@ class EdgeNode:
             on_done=self._fill_done if config.events else None)
         # Events (DESIGN "Events"): emit is a deque append; without --events a NullSink.
         self.events = make_sink(config.events, config.edge_id, self.app[REGISTRY])
-        # edge.request goes straight into its buffer: record(ts, values), no lookups (None: off)
-        self._record = self.events.recorder(EdgeRequest) if self.events.enabled else None
-        self._event_refs: dict[str, tuple[str, str, str | None, int | None, int | None]] = {}
+        # edge.request goes straight into its buffer as one flat tuple (None: events off); the
+        # edge and ISP are the frame's constants, so a row starts at the path
+        self._record = (self.events.recorder(EdgeRequest, {"edge": config.edge_id, "isp": config.isp},
+                                             groups=(_REF_FIELDS,)) if self.events.enabled else None)
+        self._event_refs: dict[str, tuple[str, str | None, int | None, int | None]] = {}
         self.agent: EdgeAgent | None = None
         self._agent_task: asyncio.Task[None] | None = None
         self._scrubber: asyncio.Task[None] | None = None
@@ -327,18 +330,17 @@ class EdgeNode:
         record = self._record
         if record is not None:
             ref = self._event_refs.get(path) or self._event_ref(path)
-            record(now, (*ref, 200, n, n, "hit", took, took, session))
+            record((now, ref, 200, n, n, "hit", took, took, session))
         return head, data
 
-    def _event_ref(self, key: str) -> tuple[str, str, str, str | None, int | None, int | None]:
-        """edge.request's first fields for a path (edge, ISP, path, title, rendition, segment),
-        parsed once and remembered, so an event costs a tuple and a deque append."""
-        cfg = self.config
+    def _event_ref(self, key: str) -> tuple[str, str | None, int | None, int | None]:
+        """edge.request's fields of a path (path, title, rendition, segment), parsed once and
+        remembered, so an event costs one tuple and one list append."""
         try:
             r = parse_content_path(key)
-            ref = (cfg.edge_id, cfg.isp, r.path, r.title, r.rendition, r.index)
+            ref: tuple[str, str | None, int | None, int | None] = (r.path, r.title, r.rendition, r.index)
         except OcsimError:
-            ref = (cfg.edge_id, cfg.isp, key[:256], None, None, None)
+            ref = (key[:256], None, None, None)
         if len(self._event_refs) < 100_000:
             self._event_refs[key] = ref
         return ref
@@ -359,8 +361,8 @@ class EdgeNode:
         session = request.headers.get(SESSION_HEADER)
         key = request.get(_KEY, request.path)
         ref = self._event_refs.get(key) or self._event_ref(key)
-        record(now, (*ref, resp.status, sent, request.get(_SIZE), outcome, ttfb, took,
-                     session[:MAX_SESSION_LEN] if session else None))
+        record((now, ref, resp.status, sent, request.get(_SIZE), outcome, ttfb, took,
+                session[:MAX_SESSION_LEN] if session else None))
         return resp
 
     async def _content(self, request: web.Request) -> web.StreamResponse:
