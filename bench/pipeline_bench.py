@@ -127,6 +127,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2, help="off/on pairs for the edge comparison")
     ap.add_argument("--skip-edge", action="store_true")
+    ap.add_argument("--collector-nice", type=int, default=10, help="the collector's --nice (its default: 10)")
     args = ap.parse_args(argv)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="ocsim-pipeline-bench-") as tmpname:
@@ -141,7 +142,8 @@ def main(argv: list[str]) -> int:
 
         try:
             db = str(tmp / "ev.duckdb")
-            col_args = ("pipeline", "--port", "0", "--events", nats.url, "--db", db, "--no-access-log")
+            col_args = ("pipeline", "--port", "0", "--events", nats.url, "--db", db, "--no-access-log",
+                        "--nice", str(args.collector_nice))
             # 1. ingest: create the stream (a collector binds), stop it, publish a backlog, drain it
             first = service("pipeline-0", *col_args)
             first.stop()

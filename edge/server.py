@@ -93,6 +93,16 @@ class EdgeConfig:
     scrub_bytes_per_s: int = 8 * 1024 * 1024  # background re-verification of objects on disk; 0 = off
 
 
+def miss_class(klass: str, joined: bool, source: str) -> str:
+    """The class of a miss once its fill knows its source: a miss that started a fill which a
+    peer edge answered is a `peer` miss (no origin bytes), whatever made it a miss; one that
+    joined a fill in flight stays `coalesced`; otherwise `klass` (cold or evicted). A stale
+    serve (RFC 5861) is classed where it is served, as `stale`, never here."""
+    if not joined and source == "peer":
+        return "peer"
+    return klass
+
+
 def _only_if_cached(cache_control: str | None) -> bool:
     if not cache_control:
         return False
@@ -397,9 +407,12 @@ class EdgeNode:
                 return self._error(504, "not cached", "fwd=uri-miss; detail=only-if-cached")
         fill, joined = self.coalescer.join(key)
         klass = "coalesced" if joined else ("evicted" if refetch or self.store.was_evicted(key) else "cold")
+        return await self._serve_fill(request, fill, joined, klass)
+
+    def _count_miss(self, request: web.Request, klass: str) -> None:
+        """One miss, by class, in the counters and in the request's edge.request alike."""
         self.metrics.misses.inc((klass,))
         request[_OUTCOME] = klass
-        return await self._serve_fill(request, fill, joined)
 
     def _early(self, sel: Selection, meta: ObjectMeta, headers: dict[str, str]) -> web.Response | None:
         """The whole answer for a 304, 412 or 416 selection; None when a body follows (the
@@ -476,11 +489,13 @@ class EdgeNode:
         self._warming[key] = task
         task.add_done_callback(lambda _t: self._warming.pop(key, None))
 
-    async def _serve_fill(self, request: web.Request, fill: Fill, joined: bool) -> web.StreamResponse:
+    async def _serve_fill(self, request: web.Request, fill: Fill, joined: bool, klass: str) -> web.StreamResponse:
         try:
             await fill.headers()
         except OcsimError as exc:
+            self._count_miss(request, klass)
             return self._error(exc.status, exc.reason)
+        self._count_miss(request, miss_class(klass, joined, fill.source))
         if fill.passthrough is not None:
             p = fill.passthrough
             return web.Response(status=p.status, body=p.body, headers={
