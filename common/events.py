@@ -1,14 +1,17 @@
 """The pipeline's events as contracts: one msgpack envelope, typed payloads, strict decoding.
 
-An event on the wire is one msgpack map:
+An event is its envelope and its payload:
 
     {"id": str, "type": str, "v": int, "ts": float, "src": str, <payload fields>...}
 
 `id` is unique per event (the collector stores each id once), `type` names the payload
 class, `v` its schema version, `ts` seconds since the epoch when it happened, `src` the
-service id that emitted it. Events travel in *frames*: a msgpack array of packed events
-(each element `bin`), so a publisher pays one NATS message per batch and a collector can
-still measure, check and skip each event on its own.
+service id that emitted it. Events travel in *frames*, one NATS message each. Publishers
+send batch frames (`common.eventbatch`, frame version 2): the events of one type and source
+in one msgpack map, the envelope fields shared by the frame (type, v, src) given once, each
+event's id and ts given per event, the payloads as rows. A version 1 frame is a msgpack array
+of events packed one by one as the map above (each element `bin`; `pack_frame`, `encode`);
+collectors read both, and check and skip each event on its own either way.
 
 Rules of this module:
 1. No IO, no clock, no randomness: ids and times are given by the caller (`IdSource`
