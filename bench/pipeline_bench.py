@@ -16,7 +16,7 @@ One run, on 127.0.0.1 only, with a local `nats-server -js` and one collector (`o
 3. **Edge hit throughput, events on vs off, same run.** Two edges on one origin, identical but
    for `--events`; 16 KiB segments warmed to hits (RAM tier and the fast lane: the
    per-request-cost worst case) and ~2 MiB segments (sendfile); the same wrk command against
-   each, alternating off/on/off/on; the ratio of the medians. Goal >= 0.95x for both. The
+   each, alternating off/on, on/off, ...; the ratio of the medians. Goal >= 0.95x for both. The
    collector runs throughout, as it would in `ocsim up --events`.
 
 The ingest clock starts at the collector's first /healthz answer (its Python start-up is not
@@ -126,9 +126,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--wrk-duration", type=float, default=8.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--rounds", type=int, default=2, help="off/on pairs for the edge comparison")
+    ap.add_argument("--rounds", type=int, default=4, help="off/on pairs for the edge comparison")
     ap.add_argument("--skip-edge", action="store_true")
-    ap.add_argument("--collector-nice", type=int, default=10, help="the collector's --nice (its default: 10)")
+    ap.add_argument("--collector-nice", type=int, default=19, help="the collector's --nice (its default: 19)")
     args = ap.parse_args(argv)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="ocsim-pipeline-bench-") as tmpname:
@@ -230,8 +230,8 @@ def _edge_compare(args: argparse.Namespace, tmp: Path, events_url: str, service:
             if problem:
                 raise RuntimeError(problem)
             edge_bench.wrk(e.url, lua, args, 2.0, [e.pid])  # warm-up run (RAM tier, connections)
-        for _ in range(args.rounds):
-            for name in ("off", "on"):
+        for round_ in range(args.rounds):
+            for name in (("off", "on") if round_ % 2 == 0 else ("on", "off")):  # ABBA: no order bias
                 r = edge_bench.wrk(edges[name].url, lua, args, args.wrk_duration, [edges[name].pid])
                 if r.errors or r.non2xx:
                     raise RuntimeError(f"edge {name}: {r.errors} errors, {r.non2xx} non-2xx")
