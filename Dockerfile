@@ -17,10 +17,11 @@ RUN pip install -r /tmp/requirements.txt
 COPY . .
 RUN pip install ".[load]" \
     && useradd --system --uid 10001 --home-dir /var/lib/ocsim ocsim \
-    && mkdir -p /var/lib/ocsim/origin /var/lib/ocsim/control /var/cache/ocsim /secrets \
+    && mkdir -p /var/lib/ocsim/origin /var/lib/ocsim/control /var/lib/ocsim/nats /var/lib/ocsim/pipeline \
+       /var/cache/ocsim /secrets \
     && chown -R ocsim:ocsim /var/lib/ocsim /var/cache/ocsim /secrets
 
 USER ocsim
-EXPOSE 8000 8100 8101 8102 8201 8202 8089
+EXPOSE 8000 8100 8101 8102 8201 8202 8089 8300 4222
 ENTRYPOINT ["ocsim"]
 CMD ["--help"]

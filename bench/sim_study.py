@@ -14,9 +14,12 @@ bytes). With ``--trace FILE`` (CSV ``timestamp,object_id,size_bytes``) only that
 studied. For every policy the table shows ocsim's byte miss ratio, libCacheSim's on the
 same trace where libCacheSim has the policy (``-`` if not, or if ``libcachesim`` cannot
 be imported), the difference in points, the share of the LRU-to-Belady byte-miss gap
-ocsim's policy closes (Belady = ocsim's), and ocsim's replay speed. A summary of the
-gap closed, one row per workload and cache size, ends the output; it flags the rows
-where the default closes less than 40 % of the gap or does not beat LRU.
+ocsim's policy closes (Belady = ocsim's), and ocsim's replay speed: requests per second
+of wall clock and per second of this process's CPU time (on a shared machine the wall
+clock counts the time other jobs hold the core; the load average is printed at the
+start and the end). A summary of the gap closed, one row per workload and cache size,
+follows; it flags the rows where the default closes less than 40 % of the gap or does
+not beat LRU. The last table is each policy's slowest and median replay speed.
 
     .venv/bin/python bench/sim_study.py [--requests 500000] [--objects 50000]
         [--alphas 0.6,0.8,1.0] [--cache-sizes 0.01,0.05] [--trace FILE] [--no-libcachesim]
@@ -25,6 +28,7 @@ where the default closes less than 40 % of the gap or does not beat LRU.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +50,9 @@ NAMES: tuple[str, ...] = ("lru", BELADY) + tuple(p for p in POLICIES if p != "lr
 Row = dict[str, float]
 
 
+SPEEDS: dict[str, list[tuple[float, float]]] = {}  # policy -> [(wall req/s, CPU req/s)]
+
+
 def study(label: str, trace: Trace, fractions: list[float], with_lcs: bool) -> dict[str, Row]:
     """Per cache size, {policy: % of the gap closed}; prints one table per cache size."""
     out: dict[str, Row] = {}
@@ -55,10 +62,13 @@ def study(label: str, trace: Trace, fractions: list[float], with_lcs: bool) -> d
             ours: Row = {}
             theirs: Row = {}
             speed: Row = {}
+            cpu_speed: Row = {}
             for name in NAMES:
                 result = replay(trace, name, capacity)
                 ours[name] = result.total.to_dict()["byte_miss_ratio"]
                 speed[name] = result.requests_per_s
+                cpu_speed[name] = result.requests_per_cpu_s
+                SPEEDS.setdefault(name, []).append((speed[name], cpu_speed[name]))
                 if path and name in LIBCACHESIM_POLICIES:
                     theirs[name] = libcachesim_miss_ratios(path, name, capacity)[1]
             gap = ours["lru"] - ours[BELADY]
@@ -67,13 +77,13 @@ def study(label: str, trace: Trace, fractions: list[float], with_lcs: bool) -> d
             print(f"\n{label}, cache {fraction:.0%} of unique bytes ({capacity} B); "
                   f"default = {DEFAULT_POLICY}")
             print(f"{'policy':<18} {'ocsim':>8} {'libCacheSim':>12} {'diff pp':>8} "
-                  f"{'% gap':>7} {'req/s':>10}")
+                  f"{'% gap':>7} {'req/s':>10} {'req/CPU-s':>10}")
             for name in NAMES:
                 lcs = theirs.get(name)
                 lcs_text = f"{lcs:>12.4f} {100 * (ours[name] - lcs):>+8.2f}" if lcs is not None \
                     else f"{'-':>12} {'':>8}"
                 print(f"{name:<18} {ours[name]:>8.4f} {lcs_text} {closed[name]:>6.1f}% "
-                      f"{speed[name]:>10,.0f}", flush=True)
+                      f"{speed[name]:>10,.0f} {cpu_speed[name]:>10,.0f}", flush=True)
             out[f"{label} @{fraction:.0%}"] = closed
     return out
 
@@ -117,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     with_lcs = not args.no_libcachesim and libcachesim_available()
     if not with_lcs:
         print("libCacheSim columns off (--no-libcachesim, or `pip install -e '.[check]'`)")
+    print(f"load average at start: {_load()}")
     rows: dict[str, Row] = {}
     for label, make in workloads(args):
         trace = make()
@@ -135,7 +146,18 @@ def main(argv: list[str] | None = None) -> int:
               + ("  !" if bad else ""))
     worst = {name: min(closed[name] for closed in rows.values()) for name in names}
     print(f"{'worst case':<26}" + "".join(f" {worst[name]:>16.1f}%" for name in names))
+    print(f"\nreplay speed over the {len(rows)} runs (requests/s; load average at the end: {_load()})")
+    print(f"{'policy':<18} {'slowest wall':>13} {'median wall':>12} {'slowest CPU':>12} {'median CPU':>11}")
+    for name, runs in SPEEDS.items():
+        wall = sorted(r[0] for r in runs)
+        cpu = sorted(r[1] for r in runs)
+        print(f"{name:<18} {wall[0]:>13,.0f} {wall[len(wall) // 2]:>12,.0f} "
+              f"{cpu[0]:>12,.0f} {cpu[len(cpu) // 2]:>11,.0f}")
     return 1 if failing else 0
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ class CorsPolicy:
 
 
 CORS_POLICY = CorsPolicy()
+# Where content lives: the origin's and every edge's content paths, the edges' with a token ahead.
+CONTENT_PREFIXES = ("/content/", "/t/")
 
 
 def cors_headers(policy: CorsPolicy = CORS_POLICY) -> dict[str, str]:

@@ -53,8 +53,16 @@ class Conflict(PeerError):
     status = 409
 
 
+class MethodNotAllowed(PeerError):
+    status = 405
+
+
 class PayloadTooLarge(PeerError):
     status = 413
+
+
+class UriTooLong(PeerError):
+    status = 414
 
 
 class UnsupportedMediaType(PeerError):

@@ -46,7 +46,7 @@ REJECT_REASONS: Final = ("malformed", "oversized", "unknown_type", "unknown_vers
 # What the edge did for a request: a hit, or the class of miss (DESIGN: edge misses are
 # cold, evicted or coalesced; a fill from a peer and a stale serve are their own classes),
 # or "none" for answers that never reached the cache (403, 404, 416 ...).
-CACHE_OUTCOMES: Final = ("hit", "cold", "evicted", "coalesced", "peer", "stale", "none")
+CACHE_OUTCOMES: Final = ("hit", "cold", "evicted", "coalesced", "peer", "stale", "forwarded", "none")
 FILL_SOURCES: Final = ("origin", "peer")
 FILL_OUTCOMES: Final = ("stored", "uncached", "passed", "failed")
 SESSION_PHASES: Final = ("start", "progress", "end")

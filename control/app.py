@@ -28,6 +28,7 @@ from common.eventsink import make_sink
 from common.wire import MAX_MESSAGE_BYTES
 from control.lifecycle import lifecycle
 from control.metrics import register_metrics
+from control.pipeline_read import pipeline_http
 from control.routes import OPERATOR_ROUTES, add_routes
 from control.state import EVENTS, STATE, ControlConfig, ControlState
 
@@ -50,6 +51,7 @@ def build_app(config: ControlConfig) -> web.Application:
     app[EVENTS] = make_sink(config.events, "control", app[REGISTRY])
     app.cleanup_ctx.append(_events_lifecycle)
     app.cleanup_ctx.append(lifecycle)
+    app.cleanup_ctx.append(pipeline_http)
     add_routes(app.router)
     return app
 

@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -53,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-access-log", dest="access_log", action="store_false", help="do not log one line per request")
     p.add_argument("--events", default="", metavar="nats://HOST:PORT",
                    help="publish steer.play and job.progress events to NATS JetStream")
+    p.add_argument("--pipeline", default="", metavar="URL",
+                   help="the event collector's read API (ocsim pipeline): the dashboard draws its time series, "
+                        "and pre-position jobs value files by the bytes they streamed there (else by the catalog)")
+    p.add_argument("--popularity-window", type=float, default=86_400.0, metavar="SECONDS",
+                   help="how far back a job looks in the pipeline for what streamed (1 s to 7 days)")
+    p.add_argument("--pin-headroom", type=float, default=0.0, metavar="FRACTION",
+                   help="share of each edge a pre-position job leaves unpinned, for what is new (0 to <1)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return p
 
@@ -77,7 +85,19 @@ def make_config(args: argparse.Namespace) -> ControlConfig:
         steer_to_origin=args.steer_to_origin, heartbeat_interval_s=args.heartbeat_interval,
         plan_timeout_s=args.plan_timeout, fill_bandwidth_bps=max(0, args.fill_bandwidth_bps),
         origin_wait_s=args.origin_wait, max_candidates=args.max_candidates, events=args.events,
+        pipeline_url=pipeline_url(args.pipeline), popularity_window_s=args.popularity_window,
+        pin_headroom=args.pin_headroom,
     )
+
+
+def pipeline_url(value: str) -> str:
+    """--pipeline: an http(s) URL with a host, or nothing."""
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(f"--pipeline must be an http(s)://HOST:PORT URL, not {value[:80]!r}")
+    return value.rstrip("/")
 
 
 def main(argv: Sequence[str]) -> int:

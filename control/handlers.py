@@ -15,11 +15,12 @@ import secrets
 import time
 from dataclasses import dataclass
 
+import aiohttp
 from aiohttp import web
 
 from common.content import DEFAULT_LADDER, MAX_DURATION_S, MAX_RENDITION_KBPS, Title
 from common.events import JobProgress, SteerPlay
-from common.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable
+from common.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable, UpstreamError, UpstreamTimeout
 from common.http_input import JsonObject, int_field, int_list_field, number_field, query_int, read_json_object, \
     read_limited, str_field
 from common.ids import ISP_RULE, TITLE_RULE, check_edge_id, check_isp, is_isp, is_title_id, master_path
@@ -28,12 +29,13 @@ from common.tokens import NO_ISP, token_url
 from common.wire import CONTENT_TYPE, EDGE_HEADER, MAX_MESSAGE_BYTES, SIGNATURE_HEADER, BadSignature, ControlReply, \
     FillPlan, Heartbeat, Register
 from control.fleet import EdgeRecord
+from media.digests import DigestList
 from control.health import UP
 from control.jobs import Job, rendition_bytes, build_file_plans, new_job_id
 from control.lifecycle import flush
 from control.metrics import BAD_SIGNATURES, HEARTBEATS, MISSES, PLAYS, STALE, STEER_SECONDS
-from control.placement import ALL_SPACE_PINNED, FileDemand, FileSpace, edge_budget, file_values, plan_files, \
-    split_file_key
+from control.placement import ALL_SPACE_PINNED, FileDemand, FileSpace, edge_budget, plan_files, split_file_key
+from control.popularity import measured_from_pipeline, valuation
 from control.window import FillWindow, check_tz, parse_window
 from control.state import EVENTS, STATE, ControlState
 from control.steering import Ranking
@@ -385,8 +387,13 @@ def _job_spec(st: ControlState, body: JsonObject) -> JobSpec:
         for t in titles or ():  # well-formed, but not what this title has: a conflict with the catalog
             if not set(renditions) & set(t.renditions):
                 raise Conflict(f"renditions: title {t.id} has none of the renditions {list(renditions)}")
-        if titles is None and not any(set(renditions) & set(t.renditions) for t in st.catalog.titles.values()):
-            raise Conflict(f"renditions: no title has any of the renditions {list(renditions)}")
+        # every rendition named must be one some title of the job (or of the catalog) has
+        known = {r for t in (titles if titles is not None else st.catalog.titles.values()) for r in t.renditions}
+        unknown = [r for r in renditions if r not in known]
+        if unknown:
+            where = "the job's titles have" if titles is not None else "the catalog has"
+            raise Conflict(f"renditions: {unknown} {'is' if len(unknown) == 1 else 'are'} not a rendition "
+                           f"{where}")
     bandwidth = int_field(body, "bandwidth_bps", 0, 10**12)
     replicas = int_field(body, "replicas", 1, 64)
     if isp not in st.known_isps():
@@ -414,9 +421,8 @@ def _job_spec(st: ControlState, body: JsonObject) -> JobSpec:
 
 
 def popularity_view(st: ControlState, isp: str) -> dict[str, float]:
-    """Title -> predicted popularity in `isp`: plays observed there plus the catalog's
-    popularity. The valuation (`control.placement.file_values`) takes any such mapping,
-    so the event pipeline's per-file view can replace this one."""
+    """Title -> the prior popularity in `isp`: plays observed there plus the catalog's
+    popularity (what files are valued by when no pipeline measures them)."""
     return {t.id: st.observed(isp, t.id) + t.popularity for t in st.catalog.titles.values()}
 
 
@@ -441,26 +447,38 @@ async def start_job(st: ControlState, spec: JobSpec, now: float) -> Job:
         held = {k: v for k, v in st.jobs.placed_files(r.edge_id).items() if split_file_key(k)[0] in r.titles}
         spaces.append(FileSpace(r.edge_id, edge_budget(r.capacity_bytes, r.pinned_bytes,
                                                        st.jobs.in_flight_bytes(r.edge_id), sum(held.values()),
-                                                       refresh=spec.refresh), frozenset(held)))
+                                                       refresh=spec.refresh, headroom=st.config.pin_headroom),
+                                  frozenset(held)))
     urls = {r.edge_id: r.url for r in edges}
     catalog = dict(st.catalog.titles)
     popularity = popularity_view(st, spec.isp)
+    measured: dict[str, float] | None = None
+    note = ""
+    if st.config.pipeline_url:
+        measured, note = await measured_from_pipeline(st.config.pipeline_url, st.config.popularity_window_s,
+                                                      spec.isp, catalog)
     # Sizing files hashes every segment id and a plan lists every path: a few hundred ms for
     # a large job, so it runs on a worker thread over snapshots (titles are immutable).
-    job = await asyncio.to_thread(_plan_file_job, new_job_id(), spec, catalog, popularity, spaces, urls, now)
+    job = await asyncio.to_thread(_plan_file_job, new_job_id(), spec, catalog, popularity, spaces, urls, now,
+                                  measured, note)
     await st.db().call(st.db().store.insert_job, job)
     st.jobs.add(job)
     event(log, "preposition job created", job=job.id, isp=spec.isp, refresh=spec.refresh, plans=len(job.plans),
-          placed=len(job.placed), left_out=len(job.left_out), window=str(job.window) if job.window else None)
+          placed=len(job.placed), left_out=len(job.left_out), window=str(job.window) if job.window else None,
+          popularity=job.popularity)
     return job
 
 
 def _plan_file_job(job_id: str, spec: JobSpec, catalog: dict[str, Title], popularity: dict[str, float],
-                   spaces: list[FileSpace], urls: dict[str, str], now: float) -> Job:
-    """Placement of files and their fill plans for one job (pure; runs on a worker thread)."""
+                   spaces: list[FileSpace], urls: dict[str, str], now: float,
+                   measured: dict[str, float] | None = None, note: str = "") -> Job:
+    """Placement of files and their fill plans for one job (pure; runs on a worker thread).
+    `popularity`: the prior by title; `measured`: the pipeline's file values, if any
+    (`control.popularity`)."""
     chosen = spec.titles if spec.titles is not None else tuple(catalog.values())
     ladders = {t.id: [r for r in t.renditions if spec.renditions is None or r in spec.renditions] for t in chosen}
-    values = file_values(popularity, ladders)
+    valued = valuation(popularity, ladders, measured, note)
+    values = valued.values
     ranked = sorted(values, key=lambda k: (-values[k], k))
     if spec.top is not None:
         ranked = ranked[:spec.top]
@@ -488,7 +506,7 @@ def _plan_file_job(job_id: str, spec: JobSpec, catalog: dict[str, Title], popula
                tuple(sorted({split_file_key(k)[0] for k in asked_left_out} -
                             {split_file_key(k)[0] for k in placement.placed})),
                error, now, placed=dict(placement.placed), left_out=dict(asked_left_out), window=spec.window,
-               refresh=spec.refresh)
+               refresh=spec.refresh, popularity=valued.source, popularity_note=valued.note)
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -513,3 +531,39 @@ async def get_dashboard(request: web.Request) -> web.Response:
                         headers={"Cache-Control": "no-cache",
                                  "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline' "
                                                             "'self'; style-src 'unsafe-inline'"})
+
+
+DIGESTS_TIMEOUT_S = 5.0
+MAX_DIGESTS_BYTES = 8 * 1024 * 1024
+
+
+async def get_title_digests(request: web.Request) -> web.Response:
+    """A packaged title's digest list (length and SHA-256 of every file), as the origin has it,
+    so a player that verifies (`ocsim play --verify`) checks real media against the origin's record.
+    404 for a synthetic title (its bytes verify from their ids); 502/504 when the origin fails."""
+    st = request.app[STATE]
+    tid = request.match_info["title"]
+    if not is_title_id(tid):
+        raise BadRequest("invalid title id")
+    title = st.catalog.get(tid)
+    if title.media != "packaged":
+        raise NotFound(f"title {title.id} is synthetic: its bytes verify from their ids, it has no digest list")
+    if not st.config.origin_url:
+        raise Unavailable("this control plane has no origin to ask for the digest list")
+    url = f"{st.config.origin_url.rstrip('/')}/v1/digests/{title.id}"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=DIGESTS_TIMEOUT_S)) as http:
+            async with http.get(url) as resp:
+                raw = await resp.content.read(MAX_DIGESTS_BYTES + 1)
+                status = resp.status
+    except asyncio.TimeoutError:
+        raise UpstreamTimeout(f"origin's digest list of {title.id}: timed out") from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(f"origin's digest list of {title.id}: {exc.__class__.__name__}") from None
+    if status != 200 or len(raw) > MAX_DIGESTS_BYTES:
+        raise UpstreamError(f"origin's digest list of {title.id}: status {status}")
+    try:
+        DigestList.loads(raw.decode("utf-8"))  # pass on only what a player can use
+    except (BadRequest, UnicodeDecodeError) as exc:
+        raise UpstreamError(f"origin's digest list of {title.id} is malformed: {exc}") from None
+    return web.Response(body=raw, content_type="application/json", headers={"Cache-Control": "no-cache"})

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.content import Title
-from common.ids import master_path
+from common.ids import INIT_SEGMENT, master_path
 from common.wire import REPORTED_PLAN_STATES, FillPlan, FillPlanState, FillProgress
 from control.placement import EdgeSpace, FilePlacement, split_file_key
 from control.window import FillWindow, is_open
@@ -179,6 +179,8 @@ class Job:
     left_out: dict[str, str] = field(default_factory=dict)  # file key -> why it was not placed
     window: FillWindow | None = None  # plans go out only while it is open (None: at once)
     refresh: bool = False
+    popularity: str = ""  # what the files were valued by: "pipeline" or "catalog" (control.popularity)
+    popularity_note: str = ""  # why the catalog, when a pipeline is configured
 
     @property
     def state(self) -> JobState:
@@ -227,6 +229,10 @@ class Job:
             out["shortfall"] = len(self.left_out)
         if self.refresh:
             out["refresh"] = True
+        if self.popularity:
+            out["popularity"] = self.popularity
+        if self.popularity_note:
+            out["popularity_note"] = self.popularity_note
         if self.window is not None:
             out["window"] = str(self.window)
         if state is JobState.WAITING:
@@ -274,9 +280,11 @@ def build_plans(job_id: str, assignments: Mapping[str, Sequence[str]], titles: M
 
 
 def file_paths(title: Title, rendition: int) -> list[str]:
-    """A file's content paths: its media playlist, then every segment."""
-    return [f"/content/{title.id}/{rendition}/index.m3u8"] + \
-        [f"/content/{title.id}/{rendition}/{i}.seg" for i in range(title.segment_count)]
+    """A file's content paths: its media playlist, its init segment (packaged media), then every segment."""
+    head = [f"/content/{title.id}/{rendition}/index.m3u8"]
+    if title.media == "packaged":
+        head.append(f"/content/{title.id}/{rendition}/{INIT_SEGMENT}")
+    return head + [f"/content/{title.id}/{rendition}/{i}.seg" for i in range(title.segment_count)]
 
 
 def build_file_plans(job_id: str, placement: FilePlacement, titles: Mapping[str, Title], bandwidth_bps: int,

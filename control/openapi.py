@@ -64,7 +64,7 @@ JOB_ID = {"type": "string", "pattern": "^job-[0-9a-f]{10}$", "example": "job-012
 KBPS = {"type": "integer", "minimum": 1, "maximum": MAX_RENDITION_KBPS}
 MAX_POPULARITY = 1e12
 PATH_PARAMETERS: dict[str, dict[str, Any]] = {  # path prefix -> schema of its {id}
-    "/v1/titles/": TITLE_ID, "/v1/edges/": EDGE_ID, "/v1/prepositions/": JOB_ID}
+    "/v1/titles/": TITLE_ID, "/v1/edges/": EDGE_ID, "/v1/prepositions/": JOB_ID, "/watch/": TITLE_ID, "/v1/digests/": TITLE_ID}
 
 _EDGE_HEADERS = [
     {"name": "X-Ocsim-Edge", "in": "header", "required": True, "schema": EDGE_ID},
@@ -179,6 +179,10 @@ SCHEMAS: dict[str, Any] = {
         "left_out": {"type": "object", "description": "file -> why it was not placed"},
         "shortfall": {"type": "integer", "description": "files asked for but not placed (state partial)"},
         "window": {"type": "string"}, "waiting_for": {"type": "string"}, "refresh": {"type": "boolean"},
+        "popularity": {"enum": ["pipeline", "catalog"],
+                       "description": "what the files were valued by: the event pipeline's file_bytes view, "
+                                      "or the catalog's popularity and the plays counted"},
+        "popularity_note": {"type": "string", "description": "why the catalog, when a pipeline is configured"},
         "titles": {"type": "array", "items": {"type": "string"}},
         "renditions": {"type": ["array", "null"], "items": {"type": "integer"}},
         "bandwidth_bps": {"type": "integer"},

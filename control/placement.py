@@ -34,7 +34,7 @@ from control.steering import hrw_order
 
 __all__ = ["TitleDemand", "EdgeSpace", "PlacementPlan", "plan_placement", "target_replicas",
            "FileDemand", "FileSpace", "FilePlacement", "plan_files", "file_values", "edge_budget", "file_key",
-           "split_file_key", "rendition_shares", "RENDITION_SHARE", "NO_ROOM", "ALL_SPACE_PINNED"]
+           "split_file_key", "rendition_shares", "forecast_values", "RENDITION_SHARE", "NO_ROOM", "ALL_SPACE_PINNED"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +140,9 @@ def plan_placement(titles: Sequence[TitleDemand], edges: Sequence[EdgeSpace], *,
 #     value directly (the event pipeline's per-file view); keys that are plain titles (the
 #     catalog's popularity, or plays per title) are split over the title's renditions by
 #     RENDITION_SHARE (what share of viewing settles on each rung of the ladder).
+#     With a measurement (`forecast_values`), a file's value is what it streamed plus the
+#     catalog's prior for it scaled to the measured total, so a file nobody has streamed
+#     yet (a new release) still ranks by the catalog, below the files that did stream.
 # F3. Most valuable first (ties by key); replicas in proportion to value (rule 1 above,
 #     over the file's value), onto the edges in the rendezvous order of the *title*, so
 #     that all of a title's files go where steering sends the title's viewers first.
@@ -192,6 +195,25 @@ def file_values(popularity: Mapping[str, float], ladders: Mapping[str, Sequence[
             key = file_key(title, r)
             out[key] = float(popularity[key]) if key in popularity else per_title * shares[r]
     return out
+
+
+def forecast_values(measured: Mapping[str, float], prior: Mapping[str, float]) -> dict[str, float]:
+    """Rule F2 with a measurement: per file key of `prior` (the catalog's `file_values`),
+
+        value = measured[key] + prior[key] * sum(measured) / sum(prior)
+
+    `measured` is bytes streamed / file size over the window (the event pipeline's view);
+    keys of `measured` not in `prior` are dropped (files the catalog no longer has). With
+    nothing measured this is 0 everywhere, so callers fall back to the prior instead. The
+    offline bench (`bench/offload_bench.py`) forecasts with this very function. Pure."""
+    for name, m in (("measured", measured), ("prior", prior)):
+        for k, v in m.items():
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name}[{k!r}] must be a finite number >= 0")
+    prior_total = sum(prior.values())
+    measured_total = sum(v for k, v in measured.items() if k in prior)
+    scale = measured_total / prior_total if prior_total else 0.0
+    return {k: float(measured.get(k, 0.0)) + scale * v for k, v in prior.items()}
 
 
 def edge_budget(capacity: int, pinned: int, in_flight: int, placed: int = 0, *, refresh: bool = False,

@@ -136,6 +136,8 @@ def main(argv: Sequence[str]) -> int:
         print(f"job {job_id}: {len(created.get('titles', []))} titles on {args.isp}"
               + (f", {len(created.get('placed', {}))} files placed" if "placed" in created else "")
               + (f", {created['shortfall']} left out" if created.get("shortfall") else "")
+              + (f", valued by the {created['popularity']}" if created.get("popularity") else "")
+              + (f" ({created['popularity_note']})" if created.get("popularity_note") else "")
               + (f", waiting for the {created['window']} fill window" if created.get("state") == "waiting" else "")
               + (f": {created['error']}" if created.get("error") else ""),
               file=sys.stderr)

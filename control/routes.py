@@ -4,8 +4,9 @@ and what its OpenAPI entry says. The router, the operator check and the OpenAPI 
 
 Who may call what:
 
-    public    the catalog, one title, POST /v1/play, /healthz, /metrics, /openapi.json,
-              /dashboard (the page; its data calls need the token)
+    public    the catalog, one title and its digest list, POST /v1/play, /healthz, /metrics, /openapi.json,
+              /dashboard (the page; its data calls need the token), /watch/{title} (a player
+              page) and the files it loads (/static/hls.min.js and its licence)
     edge      register and heartbeat: msgpack signed with the per-edge key (common/wire.py);
               the handlers verify the signature
     operator  everything else, with `Authorization: Bearer <operator token>`
@@ -24,6 +25,8 @@ from aiohttp import web
 from common.http_input import require_bearer
 from control import handlers as h
 from control import openapi
+from control import pipeline_read
+from control import watch as w
 from control.openapi import BAD_INPUT, ISP_NAME, error, json_body, ref
 from control.state import STATE
 
@@ -83,6 +86,21 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/dashboard", h.get_dashboard, P,
           "Fleet and jobs at a glance (HTML; the page asks for the operator token)", tag="service",
           responses={"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}),
+    Route("GET", "/watch/{title}", w.get_watch, P,
+          "Watch a title through the CDN in the browser (HTML; hls.js plays the best candidate of /v1/play, "
+          "fails over, shows edge, rendition, buffer, start-up and rebuffers)", tag="service",
+          query=({"name": "isp", "in": "query", "description": "the ISP to steer for (default: from the client address)",
+                  "schema": {"type": "string", "pattern": ISP_NAME["pattern"], "maxLength": 32}},
+                 {"name": "buffer", "in": "query", "description": "hls.js's forward buffer goal, seconds",
+                  "schema": {"type": "integer", "minimum": 4, "maximum": 120, "default": w.DEFAULT_BUFFER_S}}),
+          responses={"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
+                     "400": error("Invalid title id, isp or buffer"), "404": error("Unknown title")}),
+    Route("GET", "/static/hls.min.js", w.get_hls_js, P,
+          f"hls.js {w.HLS_JS_VERSION}, vendored (sha256 {w.HLS_JS_SHA256[:16]}...)", tag="service",
+          responses={"200": {"description": "JavaScript",
+                             "content": {"text/javascript": {"schema": {"type": "string"}}}}}),
+    Route("GET", "/static/hls.js.LICENSE", w.get_hls_js_license, P, "hls.js's licence (Apache-2.0)", tag="service",
+          responses={"200": {"description": "Text", "content": {"text/plain": {"schema": {"type": "string"}}}}}),
     Route("GET", "/v1/catalog", h.get_catalog, P, "The catalog, most popular first (same shape as the origin's)",
           responses={"200": json_body(ref("Catalog"), "Catalog")}),
     Route("POST", "/v1/titles", h.add_title, O, "Add a title", request_schema=ref("Title"),
@@ -91,6 +109,15 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/titles/{id}", h.get_title, P, "One title",
           responses={"200": json_body(ref("CatalogTitle"), "The title"), "400": error("Invalid title id"),
                      "404": error("Unknown title")}),
+    Route("GET", "/v1/digests/{title}", h.get_title_digests, P,
+          "A packaged title's digest list (length and SHA-256 of every file): the origin's, passed on; what "
+          "players verify real media against (same path and shape as the origin's)",
+          responses={"200": json_body({"type": "object", "required": ["format", "title", "files"],
+                                       "properties": {"format": {"const": "ocsim-media/1"}, "title": {"type": "string"},
+                                                      "files": {"type": "object"}}}, "The digest list"),
+                     "400": error("Invalid title id"), "404": error("Unknown title, or a synthetic one"),
+                     "502": error("The origin failed or sent a malformed list"),
+                     "503": error("No origin configured"), "504": error("The origin timed out")}),
     Route("DELETE", "/v1/titles/{id}", h.retire_title, O,
           "Retire a title (it stays retired across origin catalog reloads)",
           responses={"200": json_body({"type": "object", "properties": {"id": {"type": "string"},
@@ -139,6 +166,29 @@ ROUTES: tuple[Route, ...] = (
               "jobs": {"type": "array", "items": ref("Job")}}}, "Jobs")}),
     Route("GET", "/v1/prepositions/{id}", h.get_job, O, "One job with its plans",
           responses={"200": json_body(ref("Job"), "The job"), "404": error("Unknown job")}),
+    Route("GET", "/v1/pipeline/series", pipeline_read.get_pipeline_series, O,
+          "One time series from the event pipeline's read API (what the dashboard draws)", tag="pipeline",
+          query=({"name": "metric", "in": "query", "required": True,
+                  "description": "a series of the collector (`GET /v1/metrics` there): bytes_to_players, offload, "
+                                 "sps, startup_s, rebuffer_ratio, misses.cold, ...",
+                  "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_.]{0,39}$"}},
+                 {"name": "by", "in": "query", "schema": {"type": "string", "enum": list(pipeline_read.BY),
+                                                          "default": "isp"}},
+                 {"name": "step", "in": "query", "schema": {"type": "string", "enum": list(pipeline_read.STEPS),
+                                                            "default": "10s"}},
+                 {"name": "since", "in": "query", "description": "epoch seconds, or a window back from now",
+                  "schema": {"type": "string", "default": "5m",
+                             "pattern": r"^([0-9]{1,6}(\.[0-9]{1,3})?(s|m|h)|[0-9]{1,11}(\.[0-9]{1,6})?)$"}}),
+          responses={"200": json_body({"type": "object", "properties": {
+              "metric": {"type": "string"}, "unit": {"type": "string"}, "by": {"type": "string"},
+              "step": {"type": "string"}, "since": {"type": "number"},
+              "series": {"type": "object", "additionalProperties": {"type": "array", "items": {
+                  "type": "array", "items": {"type": ["number", "null"]}}}}}},
+              "Points [t, value] per key (ISP or edge), oldest first"),
+              "400": error("Bad parameter, or one the collector refused (its message)"),
+              "502": error("The collector is unreachable or answered badly"),
+              "404": error("No event pipeline configured (--pipeline)"),
+              "504": error("The collector did not answer in time")}),
 )
 
 # (method, path) of every operator route; the auth tests walk this list.

@@ -43,12 +43,21 @@ class ControlConfig:
     origin_wait_s: float = 10.0
     max_candidates: int = 4
     events: str = ""  # nats://... : publish steer.play and job.progress (common.eventsink)
+    # the collector's read API: the dashboard's time series (control.pipeline_read), and what
+    # pre-position jobs value files by (control.popularity)
+    pipeline_url: str = ""
+    popularity_window_s: float = 86_400.0  # how far back a job looks in the pipeline
+    pin_headroom: float = 0.0  # share of each edge a job leaves unpinned (rule F1's headroom)
 
     def __post_init__(self) -> None:
         if not self.operator_token:
             raise ValueError("an operator token is required")
         if len(self.fleet_secret) < 16:
             raise ValueError("the fleet secret must be at least 16 bytes")
+        if not 0.0 <= self.pin_headroom < 1.0:
+            raise ValueError("the pin headroom must be in [0, 1)")
+        if not 1.0 <= self.popularity_window_s <= 7 * 86_400.0:
+            raise ValueError("the popularity window must be 1 s to 7 days")
 
 
 class ControlState:

@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS titles (
     duration_s REAL NOT NULL,
     renditions TEXT NOT NULL,
     popularity REAL NOT NULL,
+    media TEXT NOT NULL DEFAULT 'synthetic',
     retired INTEGER NOT NULL DEFAULT 0,
     updated_at REAL NOT NULL
 );
@@ -96,6 +97,8 @@ class Store:
             cols = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
             if "detail" not in cols:
                 self.db.execute(f"ALTER TABLE {table} ADD COLUMN detail TEXT NOT NULL DEFAULT '{{}}'")
+        if "media" not in {row[1] for row in self.db.execute("PRAGMA table_info(titles)")}:  # older files
+            self.db.execute("ALTER TABLE titles ADD COLUMN media TEXT NOT NULL DEFAULT 'synthetic'")
 
     def close(self) -> None:
         self.db.close()
@@ -114,12 +117,12 @@ class Store:
     def load_catalog(self) -> tuple[Catalog, set[str]]:
         """The active titles, and the ids an operator retired."""
         active, retired = [], set()
-        for tid, dur, rends, pop, ret in self.db.execute(
-                "SELECT id, duration_s, renditions, popularity, retired FROM titles"):
+        for tid, dur, rends, pop, media, ret in self.db.execute(
+                "SELECT id, duration_s, renditions, popularity, media, retired FROM titles"):
             if ret:
                 retired.add(tid)
             else:
-                active.append(Title(tid, dur, tuple(json.loads(rends)), pop))
+                active.append(Title(tid, dur, tuple(json.loads(rends)), pop, media=media))
         return Catalog.of(active), retired
 
     def merge_catalog(self, titles: Iterable[Title]) -> None:
@@ -128,19 +131,22 @@ class Store:
 
         def run(db: sqlite3.Connection) -> None:
             db.executemany(
-                "INSERT INTO titles (id, duration_s, renditions, popularity, retired, updated_at) "
-                "VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT(id) DO UPDATE SET duration_s=excluded.duration_s, "
-                "renditions=excluded.renditions, popularity=excluded.popularity, updated_at=excluded.updated_at",
-                [(t.id, t.duration_s, json.dumps(list(t.renditions)), t.popularity, now) for t in titles])
+                "INSERT INTO titles (id, duration_s, renditions, popularity, media, retired, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, 0, ?) ON CONFLICT(id) DO UPDATE SET duration_s=excluded.duration_s, "
+                "renditions=excluded.renditions, popularity=excluded.popularity, media=excluded.media, "
+                "updated_at=excluded.updated_at",
+                [(t.id, t.duration_s, json.dumps(list(t.renditions)), t.popularity, t.media, now) for t in titles])
         self._tx(run)
 
     def put_title(self, title: Title) -> None:
         """Add (or re-activate) one title."""
         self.db.execute(
-            "INSERT INTO titles (id, duration_s, renditions, popularity, retired, updated_at) VALUES (?, ?, ?, ?, 0, ?) "
-            "ON CONFLICT(id) DO UPDATE SET duration_s=excluded.duration_s, renditions=excluded.renditions, "
-            "popularity=excluded.popularity, retired=0, updated_at=excluded.updated_at",
-            (title.id, title.duration_s, json.dumps(list(title.renditions)), title.popularity, time.time()))
+            "INSERT INTO titles (id, duration_s, renditions, popularity, media, retired, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, 0, ?) ON CONFLICT(id) DO UPDATE SET duration_s=excluded.duration_s, "
+            "renditions=excluded.renditions, popularity=excluded.popularity, media=excluded.media, retired=0, "
+            "updated_at=excluded.updated_at",
+            (title.id, title.duration_s, json.dumps(list(title.renditions)), title.popularity, title.media,
+             time.time()))
 
     def retire_title(self, title_id: str) -> None:
         self.db.execute("UPDATE titles SET retired=1, updated_at=? WHERE id=?", (time.time(), title_id))
@@ -221,14 +227,16 @@ class Store:
                             tuple(json.loads(rends)) if rends is not None else None, bw, created,
                             plans.get(jid, []), tuple(json.loads(unplaced)), err, updated,
                             {k: tuple(v) for k, v in d.get("placed", {}).items()}, dict(d.get("left_out", {})),
-                            FillWindow(w[0], w[1], w[2]) if w else None, bool(d.get("refresh", False))))
+                            FillWindow(w[0], w[1], w[2]) if w else None, bool(d.get("refresh", False)),
+                            str(d.get("popularity", "")), str(d.get("popularity_note", ""))))
         return jobs
 
 
 def _job_detail(job: Job) -> dict[str, Any]:
     w = job.window
     return {"placed": {k: list(v) for k, v in job.placed.items()}, "left_out": job.left_out,
-            "window": [w.start_min, w.end_min, w.tz] if w is not None else None, "refresh": job.refresh}
+            "window": [w.start_min, w.end_min, w.tz] if w is not None else None, "refresh": job.refresh,
+            "popularity": job.popularity, "popularity_note": job.popularity_note}
 
 
 def _plan_detail(p: PlanRecord) -> dict[str, Any]:

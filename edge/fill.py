@@ -12,10 +12,15 @@ that goes away never cancels it.
 
 A fill ends in one of these states (a table, not an if-chain, in `_UPSTREAM_OUTCOME`):
 
-    PENDING   -> STREAMING  upstream said 200 with a Content-Length
-    PENDING   -> PASSED     upstream said 4xx: passed through, not cached
-    PENDING   -> FAILED     refused, timed out, 5xx, 3xx, odd 2xx, no Content-Length
+    PENDING   -> STREAMING  upstream said 200 with a Content-Length (or a body of at most
+                            `BUFFER_MAX` without one, read whole first)
+    PENDING   -> PASSED     upstream said another 2xx, a 3xx or a 4xx: passed through with
+                            its headers, not cached
+    PENDING   -> REVALIDATED  a revalidation (`validate`) got 304: the stored object's
+                            headers are freshened (RFC 9111 4.3.4), its bytes stay
+    PENDING   -> FAILED     refused, timed out, 5xx, a body too big without Content-Length
     STREAMING -> DONE       every byte arrived; committed to the store if it was admitted
+                            and RFC 9111 lets a shared cache store it (`rfc9111.storable`)
     STREAMING -> FAILED     short body, reset, timeout: nothing is cached; readers that
                             already sent headers abort their connections
 
@@ -36,20 +41,23 @@ import enum
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from common.errors import NotFound, OcsimError, Unavailable, UpstreamError, UpstreamTimeout
 from common.ids import CacheKey, parse_content_key
 from common.metrics import Counter
 from common.tokens import NO_ISP, Keyring
-from edge.store import DIGEST_FIELD, DiskStore, ObjectMeta, Reservation, new_digest
+from edge import rfc9111
+from edge.httpcache import VaryMemory, lower_headers, relayed_headers, stored_headers
+from edge.store import DIGEST_FIELD, DiskStore, Entry, ObjectMeta, Reservation, new_digest
 from edge.upstream import Upstream, UpstreamResponse
 
 log = logging.getLogger("ocsim.edge.fill")
 
 WRITE_BATCH = 256 * 1024  # bytes gathered before one executor write
 PASSTHROUGH_BODY_MAX = 64 * 1024
+BUFFER_MAX = 1024 * 1024  # a body without Content-Length is read whole (then cached) up to this
 PEER_CONNECT_TIMEOUT = 1.0
 PEER_TOKEN_TTL = 300
 
@@ -59,27 +67,31 @@ class FillState(enum.Enum):
     STREAMING = "streaming"
     DONE = "done"
     PASSED = "passed"
+    REVALIDATED = "revalidated"
     FAILED = "failed"
 
 
 class UpstreamOutcome(enum.Enum):
     FILL = "fill"
     PASS = "pass"
+    NOT_MODIFIED = "not-modified"
     FAIL = "fail"
 
 
-def upstream_status_outcome(status: int) -> UpstreamOutcome:
-    """What a fill does with the status its source answered (200 only is a body we can cache)."""
+def upstream_status_outcome(status: int, *, conditional: bool = False) -> UpstreamOutcome:
+    """What a fill does with the status its source answered (200 only is a body we cache)."""
     if status == 200:
         return UpstreamOutcome.FILL
+    if status == 304:
+        return UpstreamOutcome.NOT_MODIFIED if conditional else UpstreamOutcome.FAIL
     return _UPSTREAM_OUTCOME.get(status // 100, UpstreamOutcome.FAIL)
 
 
 _UPSTREAM_OUTCOME = {
-    2: UpstreamOutcome.FAIL,  # 206 or 204 to a plain GET: not what we asked for
-    3: UpstreamOutcome.FAIL,  # we do not follow redirects for content
+    2: UpstreamOutcome.PASS,  # 203, 204, ...: an origin's answer, passed on as it is
+    3: UpstreamOutcome.PASS,  # redirects go to the client (Location kept); the edge follows none
     4: UpstreamOutcome.PASS,  # the client's problem, said by the origin: pass it on
-    5: UpstreamOutcome.FAIL,  # the origin's problem: 502
+    5: UpstreamOutcome.FAIL,  # the origin's problem: 502 (or a stale answer, RFC 5861 4)
 }
 
 
@@ -88,15 +100,22 @@ class Passthrough:
     status: int
     body: bytes
     content_type: str
+    headers: tuple[tuple[str, str], ...] = ()  # the upstream's end-to-end fields (httpcache.relayed_headers)
 
 
 class Fill:
     """One object being fetched; readers follow it while it streams."""
 
-    def __init__(self, key: CacheKey, *, force: bool = False, sources: tuple[str, ...] = ()) -> None:
+    def __init__(self, key: CacheKey, *, force: bool = False, sources: tuple[str, ...] = (),
+                 request_headers: Mapping[str, str] | None = None, validate: Entry | None = None) -> None:
         self.key = key
         self.force = force
         self.sources = sources  # peers to ask first (a fill plan's tier-fill sources)
+        self.request_headers = dict(request_headers or {})  # forwarded upstream (httpcache.NOT_FORWARDED out)
+        self.validate = validate  # the stored object this fill revalidates (RFC 9111 4.3.1)
+        self.store_key = key  # the key the response is stored under (its Vary variant, 4.1)
+        self.vary: tuple[str, ...] = ()
+        self.not_stored: rfc9111.NotStored | None = None  # why RFC 9111 forbids storing it
         self.state = FillState.PENDING
         self.meta: ObjectMeta | None = None
         self.stored = False  # the store holds bytes for it: it will be cached if it completes
@@ -107,6 +126,7 @@ class Fill:
         self.offsets: list[int] = []
         self.received = 0
         self.started = time.monotonic()
+        self.started_wall = time.time()  # RFC 9111 4.2.3's request_time
         self._changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
@@ -168,7 +188,8 @@ class FillCoalescer:
                  peers: list[str] | None = None, keyring: Callable[[], Keyring | None] = lambda: None,
                  isp: str = NO_ISP, fill_timeout: float = 10.0, metrics: FillMetrics | None = None,
                  on_stored: Callable[[CacheKey, Fill], None] | None = None,
-                 on_done: Callable[[Fill, str], None] | None = None) -> None:
+                 on_done: Callable[[Fill, str], None] | None = None,
+                 vary: VaryMemory | None = None) -> None:
         self.store = store
         self.upstream = upstream
         self.origin = origin.rstrip("/")
@@ -180,10 +201,13 @@ class FillCoalescer:
         self.on_stored = on_stored
         self.on_done = on_done  # (fill, result) once per fill: the event pipeline's edge.fill
         self.inflight: dict[CacheKey, Fill] = {}
+        self.vary = vary if vary is not None else VaryMemory()  # learnt from responses' Vary
         self._closing = False
 
-    def join(self, key: CacheKey, *, force: bool = False, sources: tuple[str, ...] = ()) -> tuple[Fill, bool]:
-        """The fill in flight for `key` (joined=True) or a new one."""
+    def join(self, key: CacheKey, *, force: bool = False, sources: tuple[str, ...] = (),
+             headers: Mapping[str, str] | None = None, validate: Entry | None = None) -> tuple[Fill, bool]:
+        """The fill in flight for `key` (joined=True) or a new one: `headers` are what it
+        forwards upstream, `validate` the stored object it revalidates (a conditional GET)."""
         fill = self.inflight.get(key)
         if fill is not None:
             return fill, True
@@ -192,7 +216,7 @@ class FillCoalescer:
             fill.error = Unavailable("edge is shutting down")
             fill.state = FillState.FAILED
             return fill, False
-        fill = Fill(key, force=force, sources=sources)
+        fill = Fill(key, force=force, sources=sources, request_headers=headers, validate=validate)
         self.inflight[key] = fill
         fill.task = asyncio.create_task(self._run(fill), name=f"fill {key}")
         return fill, False
@@ -281,11 +305,18 @@ class FillCoalescer:
     async def _open_source(self, fill: Fill) -> UpstreamResponse:
         """A 200 from a peer that holds the object, else the upstream's answer."""
         ring = self.keyring()
+        headers = fill.request_headers
+        if fill.validate is not None:  # 4.3.1: the origin decides; a peer's copy may be as stale
+            fill.source = "origin"
+            cond = {**headers, **rfc9111.conditional_headers(lower_headers(fill.validate.meta.headers))}
+            return await self.upstream.get(self.origin + fill.key.path, only_if_cached=False,
+                                           connect_timeout=self.fill_timeout, headers=cond)
         for peer in list(fill.sources) + [p for p in self.peers if p not in fill.sources]:
             url = peer + self._peer_path(fill.key, ring)
             try:
                 resp = await self.upstream.get(url, only_if_cached=True,
-                                               connect_timeout=min(PEER_CONNECT_TIMEOUT, self.fill_timeout))
+                                               connect_timeout=min(PEER_CONNECT_TIMEOUT, self.fill_timeout),
+                                               headers=headers)
             except (UpstreamError, OSError, TimeoutError) as exc:
                 log.info("peer unavailable", extra={"fields": {"key": str(fill.key), "peer": peer,
                                                                "error": _why(exc)}})
@@ -298,7 +329,7 @@ class FillCoalescer:
             resp.release()
         fill.source = "origin"
         return await self.upstream.get(self.origin + fill.key.path, only_if_cached=False,
-                                       connect_timeout=self.fill_timeout)
+                                       connect_timeout=self.fill_timeout, headers=headers)
 
     def _peer_path(self, key: CacheKey, ring: Keyring | None) -> str:
         if ring is None or key.title is None:  # no token rule for a path outside /content/
@@ -312,26 +343,44 @@ class FillCoalescer:
         return f"/t/{token}{key.path}"
 
     async def _stream(self, fill: Fill, resp: UpstreamResponse) -> None:
-        outcome = upstream_status_outcome(resp.status)
+        request_time = fill.started_wall
+        outcome = upstream_status_outcome(resp.status, conditional=fill.validate is not None)
         if outcome is UpstreamOutcome.PASS:
             body = await resp.read(PASSTHROUGH_BODY_MAX)
-            fill.passthrough = Passthrough(resp.status, body, resp.headers.get("Content-Type", "text/plain"))
+            fill.passthrough = Passthrough(resp.status, body, resp.headers.get("Content-Type", "text/plain"),
+                                           tuple(relayed_headers(_fields(resp.headers))))
             fill.state = FillState.PASSED
             self._count_fill(fill, "passed")
+            return
+        if outcome is UpstreamOutcome.NOT_MODIFIED:
+            self._revalidated(fill, resp, request_time)
             return
         if outcome is UpstreamOutcome.FAIL:
             raise UpstreamError(f"upstream answered {resp.status}")
         length = resp.content_length
-        if length is None:
-            raise UpstreamError("upstream sent no Content-Length")
-        etag = resp.headers.get("ETag") or _synthetic_etag(fill.key, length)
+        if length is None:  # chunked: small bodies are read whole and then cached like any other
+            resp = await _buffered(resp, BUFFER_MAX)
+            length = resp.content_length
+            assert length is not None
+        fields = stored_headers(_fields(resp.headers))
+        low = lower_headers(fields)
+        fill.not_stored = rfc9111.storable("GET", resp.status, lower_headers(fill.request_headers), low)
+        names = rfc9111.vary_names(low.get("vary"))
+        if names is not None:  # (Vary: * is never stored: fill.not_stored says so)
+            # 4.1: the variant this response is, by the request that asked for it
+            self.vary.learn(fill.key.path, names)
+            fill.vary = names
+            fill.store_key = fill.key.with_variant(rfc9111.variant_of(names, lower_headers(fill.request_headers)))
+        etag = resp.headers.get("ETag") or _synthetic_etag(fill.store_key, length)
         fill.meta = ObjectMeta(
-            key=fill.key.text, length=length, etag=etag,
+            key=fill.store_key.text, length=length, etag=etag,
             content_type=resp.headers.get("Content-Type", "application/octet-stream"),
             cache_control=resp.headers.get("Cache-Control", ""),
             last_modified=resp.headers.get("Last-Modified", ""),
-            stored_at=time.time())
-        res = self.store.reserve(fill.key, length, time.time(), force=fill.force)
+            stored_at=time.time(), headers=fields, request_time=request_time)
+        res = None
+        if fill.not_stored is None:
+            res = self.store.reserve(fill.store_key, length, time.time(), force=fill.force)
         if res is None:
             await self._receive(fill, resp, length, None)
             return
@@ -345,7 +394,28 @@ class FillCoalescer:
                 entry = await self.store.commit(kept, fill.meta)
                 fill.stored = entry is not None
                 if entry is not None and self.on_stored:
-                    self.on_stored(fill.key, fill)
+                    self.on_stored(fill.store_key, fill)
+
+    def _revalidated(self, fill: Fill, resp: UpstreamResponse, request_time: float) -> None:
+        """4.3.4: a 304 for the stored object: its headers updated, its bytes kept."""
+        entry = fill.validate
+        assert entry is not None
+        got = stored_headers(_fields(resp.headers))
+        stored = entry.meta.headers
+        if not rfc9111.validator_matches(lower_headers(stored), lower_headers(got)):
+            raise UpstreamError("upstream's 304 does not match the stored object")
+        update = {k.lower(): (k, v) for k, v in got.items() if k.lower() not in rfc9111.NOT_UPDATED}
+        if "date" not in update:  # the stored Date would age the freshened response at once
+            update["date"] = ("Date", "")
+        merged = {k: v for k, v in stored.items() if k.lower() not in update}
+        merged.update((k, v) for k, v in update.values() if v)
+        low = lower_headers(merged)
+        meta = replace(entry.meta, headers=merged, stored_at=time.time(), request_time=request_time,
+                       cache_control=low.get("cache-control", ""), last_modified=low.get("last-modified", ""))
+        self.store.freshen(entry, meta)
+        fill.meta = entry.meta
+        fill.state = FillState.REVALIDATED
+        self._count_fill(fill, "revalidated")
 
     async def _receive(self, fill: Fill, resp: UpstreamResponse, length: int,
                        res: Reservation | None) -> Reservation | None:
@@ -421,6 +491,53 @@ class FillCoalescer:
             self._arrived(fill, data, counted=False)
         if fill.received != length:
             raise UpstreamError(f"upstream body was cut short ({fill.received} of {length} bytes)")
+
+
+def _fields(headers: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Every field of a (multi-valued) header mapping, repeats included."""
+    items = getattr(headers, "items", None)
+    return list(items()) if items is not None else []
+
+
+class _Buffered:
+    """An upstream response whose whole body is already here (no Content-Length was sent)."""
+
+    def __init__(self, resp: UpstreamResponse, body: bytes) -> None:
+        self._resp = resp
+        self._body = body
+
+    @property
+    def status(self) -> int:
+        return self._resp.status
+
+    @property
+    def content_length(self) -> int | None:
+        return len(self._body)
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._resp.headers
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        if self._body:
+            yield self._body
+
+    async def read(self, limit: int) -> bytes:
+        return self._body[:limit]
+
+    def release(self) -> None:
+        self._resp.release()
+
+
+async def _buffered(resp: UpstreamResponse, limit: int) -> UpstreamResponse:
+    parts: list[bytes] = []
+    n = 0
+    async for data in resp.chunks():
+        n += len(data)
+        if n > limit:
+            raise UpstreamError(f"upstream sent no Content-Length and more than {limit} bytes")
+        parts.append(data)
+    return _Buffered(resp, b"".join(parts))
 
 
 def _why(exc: BaseException) -> str:

@@ -424,11 +424,13 @@ _SIMPLE_GET_RE = re.compile(
     rb"GET (/[A-Za-z0-9._~!$&'()*+,;=:@/-]*) HTTP/1\.1"
     rb"(?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t -~]*)*\Z")
 # Fields that change how the request is framed or answered (group 1): those go to aiohttp.
-# The same scan finds the player's session id (X-Ocsim-Session), which only labels the
-# request's event, so a session never costs a request the fast lane.
+# Cache directives and credentials too (RFC 9111 5.2.1, 3.5): only a request without them is
+# answered from a fresh object without judging it in full. The same scan finds the player's
+# session id (X-Ocsim-Session), which only labels the request's event, so a session never
+# costs a request the fast lane.
 _SLOW_FIELD_RE = re.compile(
-    rb"\r\n(?:(content-length|transfer-encoding|range|if-[a-z-]*|connection|expect|upgrade|te|trailer)"
-    rb"|x-ocsim-session)[\t ]*:[\t ]*",
+    rb"\r\n(?:(content-length|transfer-encoding|range|if-[a-z-]*|connection|expect|upgrade|te|trailer"
+    rb"|cache-control|pragma|authorization)|x-ocsim-session)[\t ]*:[\t ]*",
     re.IGNORECASE)
 MAX_SESSION_LEN = 128
 # A line end that is not CRLF: an LF without its CR, or a CR followed by anything but LF
@@ -437,10 +439,30 @@ _BARE_LINE_END_RE = re.compile(rb"(?<!\r)\n|\r(?=[^\n])")
 _MAX_HEAD = 8190  # a header block longer than aiohttp's line limit is aiohttp's to refuse
 
 
+_SEEN_HEADS: dict[bytes, tuple[str, str | None] | None] = {}  # simple_get's answers, by the exact head
+_SEEN_HEADS_MAX = 4096
+
+
 def simple_get(head: bytes) -> tuple[str, str | None] | None:
     """(path, session id or None) of `head` (a request's header block, without the empty
     line) when the fast lane may answer it; None for anything else. The session is the first
-    X-Ocsim-Session field's value, trimmed as aiohttp trims it, cut to MAX_SESSION_LEN."""
+    X-Ocsim-Session field's value, trimmed as aiohttp trims it, cut to MAX_SESSION_LEN. A
+    client asks for the same objects with the same header block again and again (a player
+    re-reading a playlist, wrk), so the answer is remembered by the exact bytes: one hash
+    instead of the regex passes."""
+    try:
+        return _SEEN_HEADS[head]
+    except KeyError:
+        pass
+    got = _simple_get(head)
+    if len(head) <= 1024:
+        if len(_SEEN_HEADS) >= _SEEN_HEADS_MAX:
+            _SEEN_HEADS.clear()
+        _SEEN_HEADS[head] = got
+    return got
+
+
+def _simple_get(head: bytes) -> tuple[str, str | None] | None:
     m = _SIMPLE_GET_RE.match(head)
     if m is None:
         return None

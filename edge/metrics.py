@@ -18,7 +18,7 @@ from edge.fill import FillMetrics
 CACHE = ("cache",)
 # A miss's class, as the counters and edge.request (common.events.CACHE_OUTCOMES) name it:
 # cold (never here), evicted (here before), coalesced (joined a fill in flight), peer (its fill
-# came from a peer edge), stale (a stale copy served while or instead of refreshing it).
+# came from a peer edge), stale (a stale copy whose revalidation brought a new object).
 MISS_CLASSES = ("cold", "evicted", "coalesced", "peer", "stale")
 FILL = ("fill",)
 
@@ -58,6 +58,13 @@ class EdgeMetrics:
         self.misses = reg.counter("ocsim_edge_misses_total",
                                   "Content requests not in the cache, by class (" + ", ".join(MISS_CLASSES) + ")",
                                   ("class",))
+        self.revalidated = reg.counter("ocsim_edge_revalidated_total",
+                                       "Stale objects the upstream confirmed with a 304 (RFC 9111 4.3.4)")
+        self.invalidated = reg.counter("ocsim_edge_invalidated_total",
+                                       "Stored objects invalidated by an unsafe method (RFC 9111 4.4)")
+        self.forwarded = reg.counter("ocsim_edge_forwarded_total",
+                                     "Requests passed to the upstream uncached, by why (method, bypass, request)",
+                                     ("why",))
         self.served = reg.counter("ocsim_edge_served_bytes_total", "Body bytes sent, by source (cache, fill)",
                                   ("source",))
         self.fill = FillMetrics(

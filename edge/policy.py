@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -158,6 +158,21 @@ class EvictionPolicy(ABC):
             return True
         self.admit(key, size, now)
         return False
+
+    def replay(self, keys: Sequence[str], sizes: Sequence[int]) -> tuple[int, int]:
+        """``request`` for each (key, size) in order; returns (hits, bytes hit).
+
+        The simulator's batch entry point: the same decisions as one ``request`` per
+        item (the tests check it request for request), with each policy's loop written
+        out over local names, because per-request method calls are most of the cost in
+        Python. No policy here reads ``now``, so none is passed."""
+        request = self.request
+        hits = hit_bytes = 0
+        for key, size in zip(keys, sizes):
+            if request(key, size):
+                hits += 1
+                hit_bytes += size
+        return hits, hit_bytes
 
     def remove(self, key: str) -> bool:
         """Explicit purge; frees the bytes. False if absent."""
@@ -297,6 +312,32 @@ class LRUPolicy(EvictionPolicy):
         self.used = used
         return False
 
+    def replay(self, keys: Sequence[str], sizes: Sequence[int]) -> tuple[int, int]:
+        order, resident = self._order, self._sizes
+        move_to_end, popitem = order.move_to_end, order.popitem
+        capacity = self.capacity
+        room = capacity - self._pinned_bytes
+        used = self.used
+        hits = hit_bytes = 0
+        for key, size in zip(keys, sizes):
+            if key in order:
+                move_to_end(key)
+                hits += 1
+                hit_bytes += size
+            elif key in resident:  # pinned
+                hits += 1
+                hit_bytes += size
+            elif 0 <= size <= room:
+                used += size
+                while used > capacity:
+                    victim, victim_size = popitem(False)
+                    del resident[victim]
+                    used -= victim_size
+                order[key] = size
+                resident[key] = size
+        self.used = used
+        return hits, hit_bytes
+
 
 class _SieveNode:
     __slots__ = ("key", "visited", "newer", "older")
@@ -373,6 +414,62 @@ class SievePolicy(EvictionPolicy):
         self._hand = hand.newer
         self._unlink(hand)
         return hand.key
+
+    def replay(self, keys: Sequence[str], sizes: Sequence[int]) -> tuple[int, int]:
+        # request() per item, with _make_room, _evict_one, _unlink and _insert written out.
+        nodes, resident = self._nodes, self._sizes
+        capacity = self.capacity
+        room = capacity - self._pinned_bytes
+        used = self.used
+        newest, oldest, hand = self._newest, self._oldest, self._hand
+        hits = hit_bytes = 0
+        for key, size in zip(keys, sizes):
+            node = nodes.get(key)
+            if node is not None:
+                node.visited = True
+                hits += 1
+                hit_bytes += size
+                continue
+            if key in resident:  # pinned
+                hits += 1
+                hit_bytes += size
+                continue
+            if not 0 <= size <= room:
+                continue
+            used += size
+            while used > capacity:
+                victim = hand or oldest
+                if victim is None:
+                    break
+                while victim.visited:
+                    victim.visited = False
+                    victim = victim.newer or oldest
+                    assert victim is not None
+                newer, older = victim.newer, victim.older
+                hand = newer
+                if newer is not None:
+                    newer.older = older
+                else:
+                    newest = older
+                if older is not None:
+                    older.newer = newer
+                else:
+                    oldest = newer
+                victim_key = victim.key
+                del nodes[victim_key]
+                used -= resident.pop(victim_key)
+            node = _SieveNode(key)
+            node.older = newest
+            if newest is not None:
+                newest.newer = node
+            else:
+                oldest = node
+            newest = node
+            nodes[key] = node
+            resident[key] = size
+        self._newest, self._oldest, self._hand = newest, oldest, hand
+        self.used = used
+        return hits, hit_bytes
 
 
 class _TwoQueues:
@@ -531,6 +628,84 @@ class S3FIFOPolicy(_TwoQueues, EvictionPolicy):
         self._admit(key, size)
         return False
 
+    def replay(self, keys: Sequence[str], sizes: Sequence[int]) -> tuple[int, int]:
+        # request() per item, with _admit, _make_room, _evict_one and _insert written out.
+        freq, resident = self._freq, self._sizes
+        small, main, ghost = self._small, self._main, self._ghost
+        small_pop, main_pop, ghost_pop = small.popitem, main.popitem, ghost.popitem
+        capacity = self.capacity
+        room = min(capacity - self._pinned_bytes, self._small_target - 1)
+        small_target, main_target, ghost_target = self._small_target, self._main_target, self._ghost_target
+        threshold = self.move_threshold
+        small_bytes, main_bytes, ghost_bytes = self._small_bytes, self._main_bytes, self._ghost_bytes
+        used, has_evicted = self.used, self._has_evicted
+        hits = hit_bytes = 0
+        for key, size in zip(keys, sizes):
+            count = freq.get(key)
+            if count is not None:
+                if count < 3:
+                    freq[key] = count + 1
+                hits += 1
+                hit_bytes += size
+                continue
+            if key in resident:  # pinned
+                hits += 1
+                hit_bytes += size
+                continue
+            if not 0 <= size <= room:  # too big for the budget, or >= the small queue
+                continue
+            while used + size > capacity:
+                has_evicted = True
+                victim = None
+                if small and main_bytes <= main_target:
+                    while small:
+                        candidate, candidate_size = small_pop(False)
+                        small_bytes -= candidate_size
+                        if freq[candidate] >= threshold:
+                            freq[candidate] = 0
+                            main[candidate] = candidate_size
+                            main_bytes += candidate_size
+                            continue
+                        del freq[candidate]
+                        ghost[candidate] = candidate_size
+                        ghost_bytes += candidate_size
+                        while ghost_bytes > ghost_target:
+                            ghost_bytes -= ghost_pop(False)[1]
+                        victim = candidate
+                        break
+                if victim is None:
+                    while main:
+                        candidate, candidate_size = main_pop(False)
+                        count = freq[candidate]
+                        if count:
+                            freq[candidate] = count - 1
+                            main[candidate] = candidate_size
+                            continue
+                        main_bytes -= candidate_size
+                        del freq[candidate]
+                        victim = candidate
+                        break
+                    else:
+                        break
+                used -= resident.pop(victim)
+            freq[key] = 0
+            ghost_size = ghost.pop(key, None)
+            if ghost_size is not None:
+                ghost_bytes -= ghost_size
+                main[key] = size
+                main_bytes += size
+            elif not has_evicted and small_bytes >= small_target:
+                main[key] = size
+                main_bytes += size
+            else:
+                small[key] = size
+                small_bytes += size
+            resident[key] = size
+            used += size
+        self._small_bytes, self._main_bytes, self._ghost_bytes = small_bytes, main_bytes, ghost_bytes
+        self.used, self._has_evicted = used, has_evicted
+        return hits, hit_bytes
+
 
 class FrequencySketch:
     """TinyLFU's aged access counter (Einziger et al., ACM ToS 2017, §3), kept exactly.
@@ -549,34 +724,39 @@ class FrequencySketch:
     compatibility and unused.
     """
 
-    __slots__ = ("_counts", "_door", "_additions", "sample_size", "max_count")
+    __slots__ = ("_cells", "_additions", "sample_size", "max_count", "_saturated")
 
     def __init__(self, entries: int, width_factor: int = 4, sample_factor: int = 10,
                  max_count: int = 15) -> None:
         entries = max(entries, 16)
-        self._counts: dict[str, int] = {}
-        self._door: set[str] = set()
+        # One dict for both structures (one hash lookup per access): a key's cell is
+        # 2 x its counter + 1 if the doorkeeper holds it.
+        self._cells: dict[str, int] = {}
         self._additions = 0
         self.sample_size = entries * sample_factor
         self.max_count = max_count
+        self._saturated = 2 * max_count + 1  # counter at max_count, doorkeeper set
 
     def increment(self, key: str) -> None:
-        door = self._door
-        if key in door:
-            counts = self._counts
-            count = counts.get(key, 0)
-            if count < self.max_count:
-                counts[key] = count + 1
+        cells = self._cells
+        cell = cells.get(key, 0)
+        if cell & 1:
+            if cell < self._saturated:
+                cells[key] = cell + 2
         else:
-            door.add(key)
+            cells[key] = cell | 1
         self._additions += 1
         if self._additions >= self.sample_size:
-            self._counts = {k: c >> 1 for k, c in self._counts.items() if c > 1}
-            door.clear()
-            self._additions //= 2
+            self._reset()
+
+    def _reset(self) -> None:
+        """Counters halve (a key whose counter halves to 0 is dropped), the doorkeeper empties."""
+        self._cells = {k: (c >> 2) << 1 for k, c in self._cells.items() if c >= 4}
+        self._additions //= 2
 
     def estimate(self, key: str) -> int:
-        return self._counts.get(key, 0) + (key in self._door)
+        cell = self._cells.get(key, 0)
+        return (cell >> 1) + (cell & 1)
 
 
 # Caffeine's constants (``BoundedLocalCache``): the hill climber on the window/main split
@@ -742,6 +922,91 @@ class WTinyLFUPolicy(EvictionPolicy):
             self._protected_bytes -= size
             return key
         return None
+
+    def replay(self, keys: Sequence[str], sizes: Sequence[int]) -> tuple[int, int]:
+        # request() per item with the sketch's increment, the climber's counts and the hit
+        # written out; a miss goes through _admit (which may replace the sketch).
+        resident, pinned = self._sizes, self._pinned
+        window, probation, protected = self._window, self._probation, self._protected
+        window_move, protected_move = window.move_to_end, protected.move_to_end
+        capacity = self.capacity
+        room = capacity - self._pinned_bytes
+        window_pop, admit_to_main, adaptive = window.popitem, self._admit_to_main, self.adaptive
+        scratch: list[str] = []
+        sketch = self.sketch
+        cells, additions = sketch._cells, sketch._additions
+        sample, saturated = sketch.sample_size, sketch._saturated
+        hits = hit_bytes = 0
+        for key, size in zip(keys, sizes):
+            cell = cells.get(key, 0)  # FrequencySketch.increment, written out
+            if cell & 1:
+                if cell < saturated:
+                    cells[key] = cell + 2
+            else:
+                cells[key] = cell | 1
+            additions += 1
+            if additions >= sample:
+                sketch._additions = additions
+                sketch._reset()
+                cells, additions = sketch._cells, sketch._additions
+            if adaptive:
+                self._sample_requests += 1
+                held = resident.get(key)
+                if held is not None:
+                    self._sample_hit_bytes += held
+            if key in window:
+                window_move(key)
+            elif key in protected:
+                protected_move(key)
+            elif key in probation:
+                moved = probation.pop(key)
+                protected[key] = moved
+                self._protected_bytes += moved
+                if self._protected_bytes > self._protected_target:
+                    self._demote()
+            elif key in pinned:
+                pass
+            else:
+                if not 0 <= size <= room:
+                    continue
+                # _admit, written out (without the list of evicted keys)
+                sketch._additions = additions
+                if adaptive:
+                    self._sample_miss_bytes += size
+                    if self._sample_requests >= sample:
+                        self._climb()
+                if len(resident) >= self._sketch_entries:
+                    self._sketch_entries = 2 * len(resident)
+                    sketch = self.sketch = self._new_sketch()
+                    cells, additions = sketch._cells, sketch._additions
+                    sample, saturated = sketch.sample_size, sketch._saturated
+                window[key] = size
+                window_bytes = self._window_bytes + size
+                resident[key] = size
+                used = self.used + size
+                self.used = used
+                window_target = self._window_target
+                while window_bytes > window_target and window:
+                    candidate, candidate_size = window_pop(False)
+                    window_bytes -= candidate_size
+                    if used <= capacity or admit_to_main(candidate, scratch):
+                        probation[candidate] = candidate_size
+                    else:
+                        used -= resident.pop(candidate)
+                        self.used = used
+                    used = self.used
+                    scratch.clear()
+                while used > capacity and window:  # pins crowd out main: shrink the window
+                    candidate, candidate_size = window_pop(False)
+                    window_bytes -= candidate_size
+                    used -= resident.pop(candidate)
+                self._window_bytes = window_bytes
+                self.used = used
+                continue
+            hits += 1
+            hit_bytes += size
+        sketch._additions = additions
+        return hits, hit_bytes
 
     # -- adaptive window (hill climbing) ----------------------------------------------
 
@@ -969,6 +1234,10 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
         """TinyLFU's test, applied only when main has no room left for ``key``."""
         if self._main_bytes + size <= self._main_target or not self._main:
             return True
+        return self._beats_main_victim(key)
+
+    def _beats_main_victim(self, key: str) -> bool:
+        """TinyLFU's comparison of ``key`` with main's next victim (main is not empty)."""
         victim = self._next_main_victim()
         if victim is None:
             return True
@@ -1045,6 +1314,100 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
             return False
         self._admit(key, size)
         return False
+
+    def replay(self, keys: Sequence[str], sizes: Sequence[int]) -> tuple[int, int]:
+        # request() per item, with the sketch's increment, _admit, _make_room, _evict_one
+        # and _insert written out; only the TinyLFU comparison is a call.
+        freq, resident = self._freq, self._sizes
+        small, main, ghost = self._small, self._main, self._ghost
+        small_pop, ghost_pop, ghost_take = small.popitem, ghost.popitem, ghost.pop
+        capacity = self.capacity
+        room = capacity - self._pinned_bytes
+        small_target, main_target, ghost_target = self._small_target, self._main_target, self._ghost_target
+        small_bytes, main_bytes, ghost_bytes = self._small_bytes, self._main_bytes, self._ghost_bytes
+        used = self.used
+        beats, next_main_victim = self._beats_main_victim, self._next_main_victim
+        sketch = self.sketch
+        cells, additions = sketch._cells, sketch._additions
+        sample, saturated = sketch.sample_size, sketch._saturated
+        hits = hit_bytes = 0
+        for key, size in zip(keys, sizes):
+            cell = cells.get(key, 0)  # FrequencySketch.increment, written out
+            if cell & 1:
+                if cell < saturated:
+                    cells[key] = cell + 2
+            else:
+                cells[key] = cell | 1
+            additions += 1
+            if additions >= sample:
+                sketch._additions = additions
+                sketch._reset()
+                cells, additions = sketch._cells, sketch._additions
+            count = freq.get(key)
+            if count is not None:
+                if count < 3:
+                    freq[key] = count + 1
+                hits += 1
+                hit_bytes += size
+                continue
+            if key in resident:  # pinned
+                hits += 1
+                hit_bytes += size
+                continue
+            if not 0 <= size <= room:
+                continue
+            if len(resident) >= self._sketch_entries:  # Caffeine's ensureCapacity
+                self._sketch_entries = 2 * len(resident)
+                sketch = self.sketch = FrequencySketch(self._sketch_entries, sample_factor=self._sample_factor)
+                cells, additions = sketch._cells, sketch._additions
+                sample, saturated = sketch.sample_size, sketch._saturated
+            while used + size > capacity:
+                victim = None
+                while small:
+                    if small_bytes < small_target and main:
+                        break
+                    candidate, candidate_size = small_pop(False)
+                    small_bytes -= candidate_size
+                    if freq[candidate] and (main_bytes + candidate_size <= main_target or not main
+                                            or beats(candidate)):
+                        freq[candidate] = 0
+                        main[candidate] = candidate_size
+                        main_bytes += candidate_size
+                        continue
+                    del freq[candidate]
+                    ghost[candidate] = candidate_size
+                    ghost_bytes += candidate_size
+                    while ghost_bytes > ghost_target:
+                        ghost_bytes -= ghost_pop(False)[1]
+                    victim = candidate
+                    break
+                if victim is None:
+                    if not main:
+                        break
+                    victim = next_main_victim()
+                    assert victim is not None
+                    main_bytes -= main.pop(victim)
+                    del freq[victim]
+                used -= resident.pop(victim)
+            freq[key] = 0
+            ghost_size = ghost_take(key, None)
+            if ghost_size is not None:
+                ghost_bytes -= ghost_size
+                if main_bytes + size <= main_target or not main or beats(key):
+                    main[key] = size
+                    main_bytes += size
+                else:
+                    small[key] = size
+                    small_bytes += size
+            else:
+                small[key] = size
+                small_bytes += size
+            resident[key] = size
+            used += size
+        sketch._additions = additions
+        self._small_bytes, self._main_bytes, self._ghost_bytes = small_bytes, main_bytes, ghost_bytes
+        self.used = used
+        return hits, hit_bytes
 
 
 _REGISTRY: dict[str, type[EvictionPolicy]] = {

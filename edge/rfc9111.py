@@ -293,6 +293,9 @@ _NOT_UPDATED = frozenset({"content-length", "content-encoding", "content-range",
                           "connection", "keep-alive", "te", "trailer", "upgrade", "proxy-connection"})
 
 
+NOT_UPDATED = _NOT_UPDATED
+
+
 def freshen(stored: Headers, not_modified: Headers) -> dict[str, str]:
     """4.3.4: the stored headers updated with the 304's, except those 3.2 excludes."""
     out = dict(stored)

@@ -1,15 +1,24 @@
-"""The edge's HTTP front: content paths as a reverse cache, operator endpoints, stats.
+"""The edge's HTTP front: a shared HTTP cache (RFC 9111) for any origin, operator endpoints, stats.
 
-A content request goes: token check (when a keyring is configured) -> path parsed by
-`common.ids.parse_content_key` (a typed `CacheKey`: the canonical path, no token, no
-query, with its title; it becomes a string only for the eviction policy) -> the store's index. A hit is answered from disk (`edge.hitpath.HitSender`, sendfile) or
+A GET or HEAD goes: cache key (`_cache_key`: a content path gets the token check when a
+keyring is configured and `common.ids.parse_content_key`, a typed `CacheKey`: the canonical
+path, no token, no query, with its title; any other path is keyed by its raw target) ->
+its Vary variant (`edge.httpcache.VaryMemory`) -> the store's index -> RFC 9111 freshness
+(a fresh hit is one compare against `HitView.fresh.fresh_until`; a request with its own
+directives or a stale object is judged in full by `edge.rfc9111.judge`: serve, serve stale
+and refresh behind (RFC 5861), or revalidate through the coalescer, one conditional request
+for all). Other methods, requests with credentials and request `no-store` are forwarded
+(`_forward`), never stored; an unsafe method's non-error answer invalidates (RFC 9111 4.4).
+A hit is answered from disk (`edge.hitpath.HitSender`, sendfile) or
 from the RAM tier for small objects (a plain keep-alive GET of a RAM object is answered
 below aiohttp by the fast lane, `edge.hitpath.FastLane` + `EdgeNode._fast_get`, with the
 same headers and counters; `EdgeConfig.fast_lane`, `--no-fast-lane`, turns it off); a miss
 joins the one fill in flight for the key (`edge.fill.FillCoalescer`) and streams from it.
 Range and conditionals are decided by `common.selection.select_response` (the origin's
 too) on both paths, against the length and ETag the origin announced. Every content
-response carries `X-Cache` and an RFC 9211 `Cache-Status`.
+response carries `X-Cache` and an RFC 9211 `Cache-Status`, and answers CORS as the origin
+does (`common.cors`: preflights by a middleware, the headers on every content answer; a
+hit's are part of its cached header view, so the fast lane sends them too).
 
 Rules of this module: it wires the parts and holds the handlers. Counters live in
 `edge.metrics`, token verdicts are remembered by `common.tokens.TokenVerdicts`, and
@@ -33,7 +42,8 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from common.errors import BadRequest, Forbidden, NotFound, OcsimError
+from common.cors import CONTENT_PREFIXES, cors_headers, install_cors
+from common.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound, OcsimError, UriTooLong
 from common.events import EdgeEvict, EdgeFill, EdgeRequest
 from common.eventsink import make_sink
 from common.http_input import read_json_object, require_bearer
@@ -42,7 +52,10 @@ from common.selection import FIELDS as _CONDITIONAL
 from common.selection import Outcome, Selection, from_headers, select_response
 from common.service import BYTES, HEALTH, LATENCY, REGISTRY, REQUESTS, create_app, json_error
 from common.tokens import Keyring, TokenVerdict, TokenVerdicts, split_token_path
-from edge.fill import Fill, FillCoalescer
+from edge import rfc9111
+from edge.fill import Fill, FillCoalescer, FillState
+from edge.httpcache import (ALLOWED_METHODS, FORWARDED_METHODS, HOP_BY_HOP, NOT_SERVED, Freshness, VaryMemory,
+                            forwarded_request_headers, freshness, has_own_directives, relayed_headers)
 from edge.hitpath import (
     MAX_SESSION_LEN, FastAnswer, FastHead, HitSender, HotTier, abort_response, fast_head, install_fast_lane,
 )
@@ -68,7 +81,22 @@ _SIZE = web.RequestKey("ocsim_size", int)
 _TTFB = web.RequestKey("ocsim_ttfb", float)
 _T0 = web.RequestKey("ocsim_t0", float)
 _REF_FIELDS = ("path", "title", "rendition", "segment")  # edge.request's fields a path decides
+_CORS = cors_headers()
 _DISCONNECTS = (ConnectionResetError, BrokenPipeError, aiohttp.ClientConnectionResetError)
+MAX_TARGET = 2048  # a request target longer than this is refused (414)
+RESERVED_PREFIXES = ("/admin/", "/healthz", "/metrics")  # the edge's own: never forwarded
+FORWARD_BODY_MAX = 1024 * 1024  # a forwarded request body (aiohttp's client_max_size says 413 beyond)
+_PASS_SKIP = HOP_BY_HOP | frozenset({"host", "content-length", "expect"})
+
+
+@dataclass(slots=True)
+class HitView:
+    """A hit's answer for one metadata version of an entry, built once (`EdgeNode._hit_view`)."""
+
+    meta: ObjectMeta
+    headers: dict[str, str]  # the hit's headers without Age
+    head: bytes | None  # the fast lane's response head up to Age, or None if it cannot have one
+    fresh: Freshness
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +125,8 @@ def miss_class(klass: str, joined: bool, source: str) -> str:
     """The class of a miss once its fill knows its source: a miss that started a fill which a
     peer edge answered is a `peer` miss (no origin bytes), whatever made it a miss; one that
     joined a fill in flight stays `coalesced`; otherwise `klass` (cold or evicted). A stale
-    serve (RFC 5861) is classed where it is served, as `stale`, never here."""
+    object that its revalidation replaced is classed where that happens (`_revalidate`:
+    `stale`), never here; a stale object served (RFC 5861) is a hit."""
     if not joined and source == "peer":
         return "peer"
     return klass
@@ -127,11 +156,12 @@ class EdgeNode:
             inflight=lambda: float(len(self.coalescer.inflight)), evictions=lambda: float(self.store.evictions),
             corrupt=lambda: float(self.store.corrupt)))
         self.upstream = AiohttpUpstream(read_timeout=config.fill_timeout)
+        self.vary = VaryMemory()
         self.coalescer = FillCoalescer(
             self.store, self.upstream, config.upstream, peers=list(config.peers),
             keyring=lambda: self.keyring, isp=config.isp, fill_timeout=config.fill_timeout,
             metrics=self.metrics.fill, on_stored=self._stored,
-            on_done=self._fill_done if config.events else None)
+            on_done=self._fill_done if config.events else None, vary=self.vary)
         # Events (DESIGN "Events"): emit is a deque append; without --events a NullSink.
         self.events = make_sink(config.events, config.edge_id, self.app[REGISTRY])
         # edge.request goes straight into its buffer as one flat tuple (None: events off); the
@@ -168,6 +198,8 @@ class EdgeNode:
         app.router.add_post("/admin/unpin", self.unpin)
         app.router.add_get("/admin/stats", self.stats)
         route = app.router.add_get("/{tail:.*}", self.content)
+        app.router.add_route("*", "/{tail:.*}", self.content)  # other methods: forwarded, never stored
+        install_cors(app, CONTENT_PREFIXES)  # preflights and the headers of every content answer
         # what common.service's middleware would count for a content hit
         self._fast_route = (route.resource.canonical if route.resource is not None else "unmatched",)
         self._fast_labels = (self._fast_route[0], "GET", "200")
@@ -258,7 +290,7 @@ class EdgeNode:
 
     def _dropped(self, key: CacheKey, entry: Entry, reason: str) -> None:
         if self.hot is not None:
-            self.hot.discard(key)
+            self.hot.discard(key.text)
         if self.events.enabled:
             cfg = self.config
             self.events.emit(EdgeEvict(cfg.edge_id, cfg.isp, key.text, key.title, entry.meta.length, reason))
@@ -270,7 +302,7 @@ class EdgeNode:
 
     def _stored(self, key: CacheKey, fill: Fill) -> None:
         if self.hot is not None and fill.received <= HOT_MAX_OBJECT:
-            self.hot.put(key, fill.body())
+            self.hot.put(key.text, fill.body())
 
     def _error(self, status: int, reason: str, detail: str = "fwd=uri-miss",
                headers: dict[str, str] | None = None) -> web.Response:
@@ -280,6 +312,17 @@ class EdgeNode:
 
     @staticmethod
     def _object_headers(meta: ObjectMeta) -> dict[str, str]:
+        """The stored response's fields as a hit or a miss sends them (Age, Date and framing
+        are the edge's own); a sidecar without stored fields gets the ones it kept."""
+        if meta.headers:
+            h = {k: v for k, v in meta.headers.items() if k.lower() not in NOT_SERVED}
+            names = {k.lower() for k in h}
+            if "etag" not in names:
+                h["ETag"] = meta.etag  # the edge's own validator (a strong one over key and length)
+            if "content-type" not in names:
+                h["Content-Type"] = meta.content_type
+            h["Accept-Ranges"] = "bytes"
+            return h
         h = {"ETag": meta.etag, "Content-Type": meta.content_type, "Accept-Ranges": "bytes"}
         if meta.cache_control:
             h["Cache-Control"] = meta.cache_control
@@ -287,18 +330,27 @@ class EdgeNode:
             h["Last-Modified"] = meta.last_modified
         return h
 
-    def _hit_view(self, entry: Entry) -> tuple[ObjectMeta, dict[str, str], bytes | None]:
-        """A hit's headers for `entry`, built once per metadata version: (meta, headers
-        without Age, the fast lane's response head up to Age or None if it cannot have one)."""
+    @staticmethod
+    def _freshness(meta: ObjectMeta) -> Freshness:
+        if meta.headers:
+            return freshness(meta.headers, status=200, request_time=meta.request_time or meta.stored_at,
+                             response_time=meta.stored_at)
+        legacy = {"Cache-Control": meta.cache_control, "Last-Modified": meta.last_modified}
+        return freshness({k: v for k, v in legacy.items() if v}, status=200, request_time=meta.stored_at,
+                         response_time=meta.stored_at)
+
+    def _hit_view(self, entry: Entry) -> HitView:
+        """A hit's headers and freshness for `entry`, built once per metadata version."""
         view = entry.view
         meta = entry.meta
-        if view is not None and view[0] is meta:
-            return view
+        if view is not None and view.meta is meta:
+            return view  # type: ignore[no-any-return]
         h = self._object_headers(meta)
         h["X-Cache"] = "HIT"
         h["Cache-Status"] = self._hit_status
+        h.update(_CORS)  # in the view, so the fast lane's ready-made head carries it too
         head = fast_head(h, meta.length) if meta.length <= HOT_MAX_OBJECT else None
-        view = entry.view = (meta, h, head)
+        view = entry.view = HitView(meta, h, head, self._freshness(meta))
         return view
 
     def _fast_get(self, target: str, session: str | None = None) -> FastAnswer | None:
@@ -308,33 +360,49 @@ class EdgeNode:
         like the normal path counts a hit, HTTP metrics included."""
         t0 = time.perf_counter()
         now = time.time()
-        token, path = split_token_path(target)
-        # The RAM tier first: its keys are cache keys of canonical content paths, so a key
-        # found there is a valid path, and a request the lane cannot answer costs one dict
-        # lookup here (a bare CacheKey(path) is a lookup key: the title is not identity).
-        key = CacheKey(path)
+        token, path = split_token_path(target) if target.startswith("/t/") else (None, target)
+        # The RAM tier first: its keys are cache keys' texts (a plain key's text is its path;
+        # a Vary variant's never equals a request path), so a key found there is a valid
+        # path, and a request the lane cannot answer costs one dict lookup here. Both
+        # lookups take the path string as it is: no CacheKey is built on this path.
         hot = self.hot
-        data = hot.get(key) if hot is not None else None
+        data = hot.get(path) if hot is not None else None
         if data is None:
             return None
-        ring = self.keyring
-        if ring is not None and self._verdicts.check(ring, token, path, now) is not TokenVerdict.OK:
-            return None
-        entry = self.store.index.get(key)
+        if token is not None or path.startswith("/content/"):  # the content rules (_cache_key)
+            ring = self.keyring
+            if token is not None and not path.startswith("/content/"):
+                return None
+            if ring is not None and self._verdicts.check(ring, token, path, now) is not TokenVerdict.OK:
+                return None
+        entry = self.store.by_text.get(path)
         if entry is None:
             return None
-        meta, _, head = self._hit_view(entry)
-        if head is None or len(data) != meta.length:
+        vary = self.vary
+        if vary and vary.get(path):
+            return None  # the path has variants now (RFC 9111 4.1): the full path selects one
+        key = entry.key
+        view = self._hit_view(entry)
+        head, meta, fresh = view.head, view.meta, view.fresh
+        # RFC 9111 4.2: fresh without asking anyone (the lane takes no request with
+        # directives of its own); a stale or no-cache object goes the normal way
+        if head is None or len(data) != meta.length or now >= fresh.fresh_until:
             return None
         self.store.policy.lookup(key.text, now)  # what store.lookup records for every request
         n = len(data)
+        # the four counters a hit moves (hits, served cache bytes, HTTP requests and bytes),
+        # as Counter.inc does them, without four calls on the hottest path there is
         metrics = self.metrics
-        metrics.hits.inc()
-        metrics.served.inc(CACHE, n)
-        head = self._fast_head.finish(head, max(0, int(now - meta.stored_at)), now)
+        hits = metrics.hits.values
+        hits[()] = hits.get((), 0.0) + 1.0
+        served = metrics.served.values
+        served[CACHE] = served.get(CACHE, 0.0) + n
         labels = self._fast_labels
-        self._http_requests.inc(labels)
-        self._http_bytes.inc(labels, n)
+        reqs = self._http_requests.values
+        reqs[labels] = reqs.get(labels, 0.0) + 1.0
+        sent = self._http_bytes.values
+        sent[labels] = sent.get(labels, 0.0) + n
+        head = self._fast_head.finish(head, max(0, int(fresh.initial_age + now - fresh.stored.response_time)), now)
         took = time.perf_counter() - t0
         self._http_latency.observe(took, self._fast_route)
         record = self._record
@@ -375,37 +443,94 @@ class EdgeNode:
                 session[:MAX_SESSION_LEN] if session else None))
         return resp
 
-    async def _content(self, request: web.Request) -> web.StreamResponse:
-        try:
-            if "%" in request.raw_path.partition("?")[0]:
+    def _cache_key(self, request: web.Request) -> CacheKey:
+        """The cache key of a GET/HEAD (or the target of a forwarded request).
+
+        Content paths (`/content/...`, or anything behind `/t/{token}`) keep their rules:
+        the token when a keyring is set, the strict path grammar, no query in the key.
+        Any other path is an origin's own: its target URI, query included, is the key
+        (RFC 9111 2), taken as sent (percent-encoding kept), with no dot segments."""
+        raw = request.raw_path
+        token, path = split_token_path(request.path)
+        if token is not None or path.startswith("/content/") or path == "/content":
+            if "%" in raw.partition("?")[0]:
                 raise BadRequest("encoded characters are not allowed in content paths")
-            token, path = split_token_path(request.path)
             ring = self.keyring
             if ring is not None:
                 verdict = self._verdicts.check(ring, token, path, time.time())
                 if verdict is not TokenVerdict.OK:
                     raise Forbidden(verdict.value)
-            key = parse_content_key(path)
+            return parse_content_key(path)
+        if len(raw) > MAX_TARGET:
+            raise UriTooLong("request target too long")
+        if not raw.startswith("/") or "\\" in raw or any(ord(c) < 0x21 or ord(c) == 0x7F for c in raw):
+            raise BadRequest("malformed request target")
+        rawpath = raw.partition("?")[0]
+        for segs in (rawpath.split("/"), request.path.split("/")):
+            if "." in segs or ".." in segs:
+                raise BadRequest("dot segments are not allowed in paths")
+        if path.startswith(RESERVED_PREFIXES):
+            raise NotFound("not found")
+        return CacheKey(raw)
+
+    async def _content(self, request: web.Request) -> web.StreamResponse:
+        method = request.method
+        try:
+            if method not in ("GET", "HEAD"):
+                if method not in FORWARDED_METHODS:
+                    raise MethodNotAllowed(f"method {method[:16]} not allowed")
+                return await self._forward(request, self._cache_key(request), "method")
+            if request.body_exists:
+                raise BadRequest("a GET or HEAD request carries no body")
+            key = self._cache_key(request)
         except OcsimError as exc:
-            return self._error(exc.status, exc.reason)
-        request[_KEY] = key.text
-        entry = self.store.lookup(key, time.time())
+            return self._error(exc.status, exc.reason, headers={"Allow": ", ".join(ALLOWED_METHODS)}
+                               if exc.status == 405 else None)
+        rh = request.headers
+        if "Authorization" in rh:
+            # RFC 9111 3.5: a shared cache serves and stores a request with credentials only
+            # when the response allows it; this edge takes the safe side and passes it on.
+            return await self._forward(request, key, "bypass")
+        if self.vary:
+            variant = self.vary.variant(key.path, rh)  # 4.1: the variant this request selects
+            if variant:
+                key = key.with_variant(variant)
+        request[_KEY] = key.path
+        now = time.time()
+        entry = self.store.lookup(key, now)
         refetch = False
+        only_if_cached = _only_if_cached(rh.get("Cache-Control"))
         if entry is not None:
-            request[_OUTCOME] = "hit"
-            request[_SIZE] = entry.meta.length
-            resp = await self._serve_hit(request, key, entry)
-            if resp is not None:
-                return resp
-            refetch = True  # the file changed behind our back: it is gone now, fetch it again
-        if _only_if_cached(request.headers.get("Cache-Control")):
+            view = self._hit_view(entry)
+            if now < view.fresh.fresh_until and not has_own_directives(rh):
+                use, verdict = rfc9111.Use.FRESH, None
+            else:
+                verdict = rfc9111.judge(view.fresh.stored, rh, now)
+                use = verdict.use
+            if use is rfc9111.Use.FRESH or use is rfc9111.Use.STALE_WHILE_REVALIDATE:
+                request[_OUTCOME] = "hit"
+                request[_SIZE] = entry.meta.length
+                status = None
+                if use is rfc9111.Use.STALE_WHILE_REVALIDATE:  # RFC 5861 3: stale now, refreshed behind
+                    self._refresh(key, entry, rh)
+                    status = f"{self._hit_status}; fwd=stale; detail=stale-while-revalidate"
+                resp = await self._serve_hit(request, key, entry, status)
+                if resp is not None:
+                    return resp
+                refetch = True  # the file changed behind our back: it is gone now, fetch it again
+            elif use is rfc9111.Use.REVALIDATE and not only_if_cached:
+                assert verdict is not None
+                return await self._revalidate(request, key, entry, verdict)
+        if only_if_cached:
             # RFC 9111 5.2.1.7. A fill in flight is as good as cached (joining starts nothing
             # new), but only once it has its source: a fill still asking its peers may be
             # asking us, and two edges waiting on each other would deadlock until timeout.
             pending = self.coalescer.inflight.get(key)
-            if pending is None or not pending.source:
+            if pending is None or not pending.source or pending.validate is not None:
                 return self._error(504, "not cached", "fwd=uri-miss; detail=only-if-cached")
-        fill, joined = self.coalescer.join(key)
+        if "no-store" in rfc9111.parse_cache_control(rh.get("Cache-Control")).directives:
+            return await self._forward(request, key, "request")  # 5.2.1.5: nothing of it is stored
+        fill, joined = self.coalescer.join(key, headers=forwarded_request_headers(rh.items()))
         klass = "coalesced" if joined else ("evicted" if refetch or self.store.was_evicted(key) else "cold")
         return await self._serve_fill(request, fill, joined, klass)
 
@@ -413,6 +538,108 @@ class EdgeNode:
         """One miss, by class, in the counters and in the request's edge.request alike."""
         self.metrics.misses.inc((klass,))
         request[_OUTCOME] = klass
+
+    def _refresh(self, key: CacheKey, entry: Entry, rh: Any) -> None:
+        """Start the one background revalidation of `entry` (RFC 5861 3); joining a fill
+        already in flight for the key starts nothing."""
+        if key not in self.coalescer.inflight:
+            self.coalescer.join(key, headers=forwarded_request_headers(rh.items()), validate=entry)
+
+    async def _revalidate(self, request: web.Request, key: CacheKey, entry: Entry,
+                          verdict: rfc9111.Verdict) -> web.StreamResponse:
+        """A stale (or no-cache) object: one conditional request for all who ask (RFC 9111
+        4.3); a 304 serves the stored bytes with freshened headers, a 200 streams the new
+        object, an error serves the stale one where stale-if-error allows (RFC 5861 4)."""
+        fill, joined = self.coalescer.join(key, headers=forwarded_request_headers(request.headers.items()),
+                                           validate=entry)
+        request[_SIZE] = entry.meta.length
+        try:
+            await fill.headers()
+        except OcsimError as exc:
+            if verdict.may_serve_stale_on_error and self.store.index.get(key) is entry:
+                request[_OUTCOME] = "hit"
+                resp = await self._serve_hit(request, key, entry, f"{self._hit_status}; fwd=stale; "
+                                             f"fwd-status={exc.status}; detail=stale-if-error")
+                if resp is not None:
+                    return resp
+            cc = rfc9111.effective_cache_control(self._hit_view(entry).fresh.stored.headers)
+            if cc.has("must-revalidate") or cc.has("proxy-revalidate"):
+                # RFC 9111 5.2.2.2 / 5.2.2.8: an error, never the stale response; "SHOULD be 504"
+                return self._error(504, f"cannot revalidate: {exc.reason}", "fwd=stale")
+            return self._error(exc.status, exc.reason, "fwd=stale")
+        if fill.state is FillState.REVALIDATED and fill.validate is not None:
+            request[_OUTCOME] = "hit"
+            self.metrics.revalidated.inc()
+            resp = await self._serve_hit(request, key, fill.validate,
+                                         f"{self._hit_status}; fwd=stale; fwd-status=304")
+            if resp is not None:
+                return resp
+            return self._error(502, "revalidated object is gone", "fwd=stale")
+        self.metrics.misses.inc(("coalesced" if joined else "stale",))
+        request[_OUTCOME] = "stale"
+        return await self._serve_fill(request, fill, joined)
+
+    async def _forward(self, request: web.Request, key: CacheKey, why: str) -> web.StreamResponse:
+        """Pass a request the cache does not answer (another method, credentials, no-store)
+        to the upstream and its answer back, storing nothing; a non-error answer to an
+        unsafe method invalidates what is stored for the target (RFC 9111 4.4)."""
+        method = request.method
+        try:
+            body = await request.read() if request.body_exists else None
+        except web.HTTPRequestEntityTooLarge:
+            return self._error(413, "request body too large", f"fwd={why}")
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _PASS_SKIP}
+        self.metrics.forwarded.inc((why,))
+        request[_OUTCOME] = "forwarded"
+        try:
+            up = await self.upstream.forward(method, self.config.upstream.rstrip("/") + key.path, headers, body,
+                                             connect_timeout=self.config.fill_timeout)
+        except TimeoutError:
+            return self._error(504, "upstream timed out", f"fwd={why}")
+        except OcsimError as exc:
+            return self._error(exc.status, exc.reason, f"fwd={why}")
+        try:
+            if rfc9111.invalidates(method, up.status):
+                await self._invalidate(key.path, up.headers)
+            out = web.StreamResponse(status=up.status)
+            for name, value in relayed_headers(up.headers.items()):
+                out.headers.add(name, value)
+            out.headers["X-Cache"] = "MISS"
+            out.headers["Cache-Status"] = f"{self.cache_status}; fwd={why}; fwd-status={up.status}"
+            if up.content_length is not None:
+                out.content_length = up.content_length
+            await out.prepare(request)
+            if method != "HEAD":
+                async for data in up.chunks():
+                    await out.write(data)
+            await out.write_eof()
+        except OcsimError:
+            abort_response(request, out)
+        except _DISCONNECTS:
+            pass
+        finally:
+            up.release()
+        return out
+
+    async def _invalidate(self, path: str, headers: Any) -> None:
+        """RFC 9111 4.4: the target URI, and Location / Content-Location when they name a
+        path of the same upstream, lose every stored variant."""
+        paths = {path}
+        base = self.config.upstream.rstrip("/")
+        for name in ("Location", "Content-Location"):
+            value = headers.get(name)
+            if not value:
+                continue
+            if value.startswith(base + "/"):
+                value = value[len(base):]
+            if value.startswith("/") and not value.startswith("//"):
+                paths.add(value.split("#", 1)[0])
+        for p in paths:
+            for k in self.store.keys_of_path(p):
+                await self.store.remove(k)
+                if self.hot is not None:
+                    self.hot.discard(k.text)
+                self.metrics.invalidated.inc()
 
     def _early(self, sel: Selection, meta: ObjectMeta, headers: dict[str, str]) -> web.Response | None:
         """The whole answer for a 304, 412 or 416 selection; None when a body follows (the
@@ -432,10 +659,16 @@ class EdgeNode:
             return json_error(416, "range not satisfiable", h)
         return json_error(412, "precondition failed", h)
 
-    async def _serve_hit(self, request: web.Request, key: CacheKey, entry: Entry) -> web.StreamResponse | None:
-        meta = entry.meta
-        headers = dict(self._hit_view(entry)[1])
-        headers["Age"] = str(max(0, int(time.time() - meta.stored_at)))
+    async def _serve_hit(self, request: web.Request, key: CacheKey, entry: Entry,
+                         cache_status: str | None = None) -> web.StreamResponse | None:
+        """A hit (`cache_status`: the Cache-Status when it is not a plain fresh hit); None
+        when the file changed behind our back (the entry is gone, the caller refetches)."""
+        view = self._hit_view(entry)
+        meta = view.meta
+        headers = dict(view.headers)
+        headers["Age"] = str(view.fresh.age(time.time()))  # RFC 9111 5.1
+        if cache_status is not None:
+            headers["Cache-Status"] = cache_status
         rh = request.headers
         metrics = self.metrics
         if any(h in rh for h in _CONDITIONAL):
@@ -456,7 +689,7 @@ class EdgeNode:
             await resp.write_eof()
             return resp
         if self.hot is not None and meta.length <= HOT_MAX_OBJECT:
-            data = self.hot.get(key)
+            data = self.hot.get(key.text)
             if data is not None:
                 metrics.hits.inc()
                 metrics.served.inc(CACHE, count)
@@ -483,29 +716,63 @@ class EdgeNode:
         async def load() -> None:
             data = await self.store.read_all(entry)
             if data is not None and self.hot is not None and self.store.index.get(key) is entry:
-                self.hot.put(key, data)
+                self.hot.put(key.text, data)
 
         task = asyncio.create_task(load(), name=f"warm {key}")
         self._warming[key] = task
         task.add_done_callback(lambda _t: self._warming.pop(key, None))
 
-    async def _serve_fill(self, request: web.Request, fill: Fill, joined: bool, klass: str) -> web.StreamResponse:
+    async def _serve_fill(self, request: web.Request, fill: Fill, joined: bool, klass: str | None = None,
+                          retry: bool = True) -> web.StreamResponse:
+        """Stream `fill` to the client; `klass`: the miss's class so far, counted once the fill
+        knows its source (None: the caller has counted this request already)."""
         try:
             await fill.headers()
         except OcsimError as exc:
-            self._count_miss(request, klass)
+            if klass is not None:
+                self._count_miss(request, klass)
             return self._error(exc.status, exc.reason)
-        self._count_miss(request, miss_class(klass, joined, fill.source))
+        if klass is not None:
+            self._count_miss(request, miss_class(klass, joined, fill.source))
         if fill.passthrough is not None:
             p = fill.passthrough
-            return web.Response(status=p.status, body=p.body, headers={
-                "Content-Type": p.content_type, "X-Cache": "MISS", "Cache-Control": "no-store",
-                "Cache-Status": f"{self.cache_status}; fwd=uri-miss; fwd-status={p.status}"})
+            out = web.Response(status=p.status, body=p.body)
+            for name, value in p.headers:
+                out.headers.add(name, value)
+            out.headers.setdefault("Content-Type", p.content_type)
+            out.headers.setdefault("Cache-Control", "no-store")
+            out.headers["X-Cache"] = "MISS"
+            out.headers["Cache-Status"] = f"{self.cache_status}; fwd=uri-miss; fwd-status={p.status}"
+            return out
+        if fill.state is FillState.REVALIDATED and fill.validate is not None:
+            # joined a revalidation that the upstream confirmed: the stored object answers
+            resp = await self._serve_hit(request, fill.key, fill.validate,
+                                         f"{self._hit_status}; fwd=stale; fwd-status=304")
+            return resp if resp is not None else self._error(502, "revalidated object is gone")
+        if fill.vary and retry:
+            want = rfc9111.variant_of(fill.vary, request.headers)
+            if want != fill.store_key.variant:
+                # 4.1: this response is another variant than this request selects; the Vary
+                # is known now, so the request's own variant is looked up (or filled) once
+                key = fill.key.with_variant(want)
+                entry = self.store.lookup(key, time.time())
+                if entry is not None:
+                    resp = await self._serve_hit(request, key, entry)
+                    if resp is not None:
+                        return resp
+                other, joined = self.coalescer.join(key, headers=forwarded_request_headers(request.headers.items()))
+                return await self._serve_fill(request, other, joined, retry=False)
         assert fill.meta is not None
         meta = fill.meta
-        detail = "fwd=uri-miss; fwd-status=200" + ("; collapsed" if joined else "") + ("; stored" if fill.stored else "")
+        fresh = self._freshness(meta)
+        detail = ("fwd=uri-miss; fwd-status=200" + ("; collapsed" if joined else "")
+                  + ("; stored" if fill.stored else "")
+                  + (f"; detail={fill.not_stored.value}" if fill.not_stored is not None else ""))
         headers = self._object_headers(meta)
         headers.update({"X-Cache": "MISS", "Cache-Status": f"{self.cache_status}; {detail}"})
+        age = fresh.age(time.time())
+        if age:
+            headers["Age"] = str(age)
         sel = select_response(request.method, meta.length, meta.etag, from_headers(request.headers))
         early = self._early(sel, meta, headers)
         if early is not None:
@@ -558,10 +825,17 @@ class EdgeNode:
 
     @staticmethod
     def _key_of(body: dict[str, Any]) -> CacheKey:
+        """A content path's key, or any other origin path's (as a request would name it)."""
         path = body.get("path")
         if not isinstance(path, str):
             raise BadRequest('expected {"path": "/content/..."}')
-        return parse_content_key(split_token_path(path)[1])
+        token, rest = split_token_path(path)
+        if token is not None or rest.startswith("/content/"):
+            return parse_content_key(rest)
+        if not rest.startswith("/") or len(rest) > MAX_TARGET or any(ord(c) < 0x21 for c in rest) \
+                or ".." in rest.split("/"):
+            raise BadRequest("malformed path")
+        return CacheKey(rest)
 
     async def purge(self, request: web.Request) -> web.Response:
         self._authorize(request)
@@ -571,11 +845,12 @@ class EdgeNode:
             keys = set(self.store.keys_of_title(title))
             keys.update(k for k in self.coalescer.inflight if k.title == title)
         else:
-            keys = {self._key_of(body)}
+            key = self._key_of(body)
+            keys = {key, *self.store.keys_of_path(key.path)}  # every Vary variant of it
         purged = [k.path for k in sorted(keys, key=lambda k: k.text) if await self.store.remove(k)]
         if self.hot is not None:
             for k in keys:
-                self.hot.discard(k)
+                self.hot.discard(k.text)
         log.info("purge", extra={"fields": {"keys": len(purged)}})
         return web.json_response({"purged": len(purged), "paths": purged[:1000]})
 

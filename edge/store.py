@@ -80,8 +80,12 @@ def new_digest() -> Any:
 class ObjectMeta:
     """What the edge knows about a cached object; persisted as the sidecar.
 
-    `extra` leaves room for RFC 9111 freshness fields (Date, Expires, Age) later. `key` is
-    the cache key's `text` (the sidecar is a wire format); the index holds the typed key."""
+    `headers` are the upstream response's stored fields (`edge.httpcache.stored_headers`:
+    names as sent), what RFC 9111 freshness and a hit's headers are made of; a sidecar
+    written before they were kept has none, and the fields above stand in. `stored_at` is
+    the response time and `request_time` the time the request went out (RFC 9111 4.2.3).
+    `key` is the cache key's `text` (the sidecar is a wire format); the index holds the
+    typed key."""
 
     key: str
     length: int
@@ -92,6 +96,8 @@ class ObjectMeta:
     pinned: bool = False
     stored_at: float = 0.0
     extra: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    request_time: float = 0.0
 
     @property
     def digest(self) -> str | None:
@@ -117,22 +123,21 @@ class ObjectMeta:
               and isinstance(meta.etag, str) and isinstance(meta.content_type, str)
               and isinstance(meta.cache_control, str) and isinstance(meta.last_modified, str)
               and isinstance(meta.pinned, bool) and isinstance(meta.stored_at, (int, float))
-              and isinstance(meta.extra, dict))
+              and isinstance(meta.extra, dict) and isinstance(meta.headers, dict)
+              and all(isinstance(k, str) and isinstance(v, str) for k, v in meta.headers.items())
+              and isinstance(meta.request_time, (int, float)))
         return meta if ok else None
-
-
-# (the metadata it was built from, a hit's headers without Age, the fast lane's head or None)
-HitView = tuple["ObjectMeta", dict[str, str], bytes | None]
 
 
 @dataclass(slots=True, eq=False)
 class Entry:
-    """A cached object in the index. Identity matters: a refetch makes a new Entry."""
+    """A cached object in the index. Identity matters: a refetch makes a new Entry (a 304
+    that freshens it keeps the Entry and replaces its `meta`, `DiskStore.freshen`)."""
 
     key: CacheKey
     meta: ObjectMeta
     path: Path
-    view: HitView | None = None  # the server's response headers for `meta`, built on first use
+    view: Any = None  # the server's hit view of `meta` (edge.server.HitView), built on first use
 
     @property
     def length(self) -> int:
@@ -228,12 +233,14 @@ class DiskStore:
         self.tmp_dir = self.root / "tmp"
         self.policy = policy
         self.index: dict[CacheKey, Entry] = {}
+        self.by_text: dict[str, Entry] = {}  # the same entries by `key.text` (the fast lane's lookup)
         self.max_open_files = max_open_files
         self._open: OrderedDict[CacheKey, OpenFile] = OrderedDict()
         self._reservations: dict[CacheKey, Reservation] = {}
         self._deleting: dict[CacheKey, asyncio.Future[None]] = {}
         self._background: set[asyncio.Future[None]] = set()
         self._ghosts: OrderedDict[CacheKey, None] = OrderedDict()
+        self._variants: dict[str, set[CacheKey]] = {}  # path -> its Vary variants in the index
         self._titles: TallyCounter[str] = TallyCounter()
         self.on_evict = on_evict
         self.evictions = 0
@@ -299,7 +306,10 @@ class DiskStore:
         old = self.index.get(entry.key)
         if old is None:
             self._titles[entry.key.title or ""] += 1
+            if entry.key.variant:
+                self._variants.setdefault(entry.key.path, set()).add(entry.key)
         self.index[entry.key] = entry
+        self.by_text[entry.key.text] = entry
         self._ghosts.pop(entry.key, None)
         self._close_fd(entry.key)
 
@@ -307,10 +317,17 @@ class DiskStore:
         """Forget `key`; `on_evict(key, entry, reason)` hears of it (capacity, replaced, purge)."""
         entry = self.index.pop(key, None)
         if entry is not None:
+            self.by_text.pop(key.text, None)
             t = entry.key.title or ""
             self._titles[t] -= 1
             if self._titles[t] <= 0:
                 del self._titles[t]
+            if key.variant:
+                variants = self._variants.get(key.path)
+                if variants is not None:
+                    variants.discard(key)
+                    if not variants:
+                        del self._variants[key.path]
             self._close_fd(key)
             if self.on_evict:
                 self.on_evict(key, entry, reason)
@@ -320,6 +337,24 @@ class DiskStore:
         """Record the access with the policy; the cached entry or None."""
         self.policy.lookup(key.text, now)
         return self.index.get(key)
+
+    def keys_of_path(self, path: str) -> list[CacheKey]:
+        """Every stored key of `path`: the plain one and its Vary variants (4.4 invalidation)."""
+        keys = list(self._variants.get(path, ()))
+        plain = CacheKey(path)
+        if plain in self.index:
+            keys.append(self.index[plain].key)
+        return keys
+
+    def freshen(self, entry: Entry, meta: ObjectMeta) -> bool:
+        """A 304 updated `entry`'s headers (RFC 9111 4.3.4): same bytes, new metadata; the
+        sidecar is rewritten in the background. False if `entry` left the index meanwhile."""
+        if self.index.get(entry.key) is not entry:
+            return False
+        entry.meta = replace(meta, key=entry.meta.key, length=entry.meta.length, pinned=entry.meta.pinned,
+                             extra=entry.meta.extra)
+        self._track(asyncio.ensure_future(self._persist_meta(entry)))
+        return True
 
     def was_evicted(self, key: CacheKey) -> bool:
         return key in self._ghosts

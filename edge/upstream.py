@@ -44,8 +44,11 @@ class UpstreamResponse(Protocol):
 
 
 class Upstream(Protocol):
-    async def get(self, url: str, *, only_if_cached: bool, connect_timeout: float) -> UpstreamResponse:
-        """GET `url` (no redirects followed); `only_if_cached` asks a peer edge for a hit only."""
+    async def get(self, url: str, *, only_if_cached: bool, connect_timeout: float,
+                  headers: Mapping[str, str] | None = None) -> UpstreamResponse:
+        """GET `url` (no redirects followed) with the request fields `headers` (a fill's
+        forwarded fields, a revalidation's preconditions); `only_if_cached` asks a peer edge
+        for a hit only."""
         ...
 
 
@@ -113,13 +116,22 @@ class AiohttpUpstream:
         if self.session is not None:
             await self.session.close()
 
-    async def get(self, url: str, *, only_if_cached: bool, connect_timeout: float) -> UpstreamResponse:
+    async def get(self, url: str, *, only_if_cached: bool, connect_timeout: float,
+                  headers: Mapping[str, str] | None = None) -> UpstreamResponse:
+        fields = dict(headers or {})
+        if only_if_cached:
+            fields["Cache-Control"] = "only-if-cached"
+        return await self.forward("GET", url, fields, None, connect_timeout=connect_timeout)
+
+    async def forward(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, *,
+                      connect_timeout: float) -> UpstreamResponse:
+        """Any request (the edge's pass-through of methods it does not cache), as it is."""
         assert self.session is not None, "AiohttpUpstream.start() first"
         timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_connect=connect_timeout,
                                         sock_read=self.read_timeout)
-        headers = {"Cache-Control": "only-if-cached"} if only_if_cached else None
         try:
-            resp = await self.session.get(url, headers=headers, allow_redirects=False, timeout=timeout)
+            resp = await self.session.request(method, url, headers=headers, data=body, allow_redirects=False,
+                                              timeout=timeout, skip_auto_headers=("Accept-Encoding", "User-Agent"))
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _translated(exc) from exc
         return _AiohttpResponse(resp)

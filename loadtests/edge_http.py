@@ -72,9 +72,12 @@ class EdgeConnection:
         return sock
 
     def get(self, path: str, *, keep_head: int = 0, keep_body: bool = False,
-            on_chunk: Chunk | None = None) -> EdgeAnswer:
+            on_chunk: Chunk | None = None, session: str | None = None) -> EdgeAnswer:
+        # `session`: the play id, sent as X-Ocsim-Session so the edge's events join to the
+        # session (the caller checked it is short and alphanumeric: no header injection)
+        extra = f"X-Ocsim-Session: {session}\r\n" if session else ""
         request = (f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                   "User-Agent: ocsim-locust-viewer\r\n\r\n").encode("latin-1")
+                   f"User-Agent: ocsim-locust-viewer\r\n{extra}\r\n").encode("latin-1")
         reused = self.sock is not None
         try:
             return self._exchange(request, keep_head, keep_body, on_chunk)

@@ -13,7 +13,11 @@ keep-alive connection to that edge (`loadtests.edge_http`: one per viewer per
 edge, bodies read into a reused buffer); the control plane is asked through
 Locust's client. Every segment's length and header bytes are checked; a share
 of the segments (OCSIM_VERIFY_SHARE) is verified byte for byte; OCSIM_VERIFY=1
-verifies every byte of every segment.
+verifies every byte of every segment. Packaged real media (the catalog says
+`"media": "packaged"`) has no header to check: its digest list (`GET /v1/digests/{title}`,
+once per process) gives every file's length, checked always, and SHA-256, checked
+on the same share; each rendition's init segment (``init``) is fetched before its
+first segment, as a real player does.
 
 Locust's request table holds only real HTTP requests, named by kind: ``play``,
 ``catalog``, ``manifest``, ``segment`` (the segment times are a diagnostic). What
@@ -39,6 +43,13 @@ Configuration (environment):
     OCSIM_CROWD_S       the shape's T: flash window / evening ramp / steady ramp-up, s
     OCSIM_FLASH_TITLE   the flash crowd's title (default: the least popular one)
     OCSIM_TIMEOUT       network timeout per read, seconds (default 10)
+    OCSIM_EVENTS        nats://... to publish player.session events to (default: the
+                        state file's `events`, set by `ocsim up --events`); `off`: none
+
+With an event pipeline, each viewing sends its play id as `X-Ocsim-Session` (so the
+edges' events join to it and to steering's decision) and emits `player.session` events:
+`start` when steering answered, `progress` every few segments, `end` with its QoE, the
+fields of `ocsim play --json` (`loadtests.session_events`: a relay child, no asyncio here).
 """
 from __future__ import annotations
 
@@ -60,14 +71,16 @@ from locust.runners import MasterRunner, WorkerRunner
 from common.ids import SegmentId
 from common.segbytes import HEADER_LEN, SegmentSpec
 from loadtests.edge_http import EdgeConnections, EdgeProtocolError
-from loadtests.qoe import QoeTable, SessionRecord, publish_session_qoe
+from common.events import PlayerSession
+from loadtests.qoe import QoeTable, SessionRecord
+from loadtests.session_events import SessionEvents, make_session_events
 from player.abr import FailoverPolicy, FailureReason, make_abr
 # Pure modules only: Locust's gevent process must never import aiohttp (player.driver).
 from player.errors import PlaylistError, SteeringError
 from player.play_answer import Candidate, parse_play_answer
 from player.playlists import MasterPlaylist, MediaPlaylist, parse_master, parse_media
 from player.session import PlaybackSession, StartupFailover
-from player.verify import check_segment_head, failure_reason_for_status
+from player.verify import MediaDigests, check_segment_head, failure_reason_for_status
 
 
 def _env_float(name: str, default: float) -> float:
@@ -97,6 +110,8 @@ BUFFER_S = _env_float("OCSIM_BUFFER_S", 60.0)
 ZIPF_ALPHA = _env_float("OCSIM_ZIPF_ALPHA", 0.8)
 TIMEOUT_S = _env_float("OCSIM_TIMEOUT", 10.0)
 SHAPE_NAME = os.environ.get("OCSIM_SHAPE", "").strip()
+EVENTS: SessionEvents | None = make_session_events(dict(os.environ), STATE)
+PROGRESS_EVERY = 5  # a player.session progress event every this many segments (as player.driver)
 
 if SHAPE_NAME:
     from loadtests import shapes as _shapes
@@ -112,6 +127,8 @@ class _Catalog:
         self.lock = Semaphore()
         self.ids: list[str] = []
         self.weights: list[float] = []
+        self.packaged: set[str] = set()  # real media (ocsim package): checked against their digest lists
+        self.digests: dict[str, MediaDigests | None] = {}
 
     def load(self, user: FastHttpUser) -> None:
         with self.lock:
@@ -122,6 +139,7 @@ class _Catalog:
                     titles = json.loads(resp.content or b"null")["titles"]
                     ids = [str(t["id"]) for t in titles]
                     pops = [float(t.get("popularity") or 0.0) for t in titles]
+                    self.packaged = {str(t["id"]) for t in titles if t.get("media") == "packaged"}
                 except (ValueError, KeyError, TypeError) as exc:
                     resp.failure(f"bad catalog: {exc}")
                     return
@@ -134,6 +152,23 @@ class _Catalog:
             else:  # Zipf by catalog order
                 weights = [1.0 / (rank ** ZIPF_ALPHA) for rank in range(1, len(ids) + 1)]
             self.ids, self.weights = ids, weights
+
+    def digest_list(self, user: FastHttpUser, title: str) -> MediaDigests | None:
+        """A packaged title's digest list, fetched once per process (None: it could not be had,
+        already reported as a failed `digests` request; the viewing then checks statuses only)."""
+        with self.lock:
+            if title not in self.digests:
+                got: MediaDigests | None = None
+                with user.client.get(f"/v1/digests/{title}", name="digests", catch_response=True) as resp:
+                    try:
+                        if resp.status_code != 200:
+                            raise ValueError(f"HTTP {resp.status_code}")
+                        got = MediaDigests.from_json(json.loads(resp.content or b"null"))
+                        resp.success()
+                    except ValueError as exc:
+                        resp.failure(f"digest list of {title}: {exc}")
+                self.digests[title] = got
+            return self.digests[title]
 
     def pick(self, rng: random.Random) -> str:
         return rng.choices(self.ids, weights=self.weights, k=1)[0]
@@ -162,9 +197,9 @@ def _live_records() -> list[SessionRecord]:
     return [v.record(failed=False) for v in list(LIVE.values())]
 
 
-def _finish(record: SessionRecord, report: Any, title: str) -> None:
-    _UNSENT.append(record)
-    publish_session_qoe(record, report, title)  # the hook for the event pipeline
+def _finish(viewing: "_Viewing", *, failed: bool) -> None:
+    _UNSENT.append(viewing.record(failed=failed))
+    viewing.publish("end", failed=failed)
 
 
 def _on_report_to_master(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
@@ -180,6 +215,8 @@ def _on_worker_report(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
 
 def _on_quitting(environment: Environment, **_kw: Any) -> None:
     if isinstance(environment.runner, WorkerRunner):
+        if EVENTS is not None:
+            EVENTS.close()
         return
     if not isinstance(environment.runner, MasterRunner):  # local run: this process's own sessions
         for rec in _UNSENT:
@@ -187,6 +224,9 @@ def _on_quitting(environment: Environment, **_kw: Any) -> None:
         _UNSENT.clear()
         QOE.set_live("local", _live_records())
     print("\n" + QOE.format_table(), flush=True)
+    if EVENTS is not None:
+        EVENTS.close()
+        print(f"player.session events: {EVENTS.stats()}", flush=True)
     prefix = getattr(environment.parsed_options, "csv_prefix", None)
     if prefix:
         Path(f"{prefix}_qoe.csv").write_text(QOE.to_csv())
@@ -230,11 +270,16 @@ class Viewer(FastHttpUser):
             response_length=length, exception=None if error is None else RuntimeError(error[:200]),
             context={}, url=url)
 
-    def _edge_get(self, url: str, name: str, *, body: bool = False,
-                  segment: SegmentId | None = None, full: bool = False) -> bytes | int | FailureReason:
+    def _edge_get(self, url: str, name: str, *, body: bool = False, segment: SegmentId | None = None,
+                  full: bool = False, digests: MediaDigests | None = None,
+                  session: str | None = None) -> bytes | int | FailureReason:
         """GET url from an edge over this viewer's connection to it. Playlists (`body`):
         the body. Segments: the length, after the header check (and, when `full`, a byte
-        for byte check). Else why it failed (already reported to Locust as a failure)."""
+        for byte check). Packaged media (`digests`): the length, checked against the
+        digest list (and, when `full`, the SHA-256 of the body). Else why it failed
+        (already reported to Locust as a failure)."""
+        if digests is not None:
+            return self._packaged_get(url, name, digests, full, session)
         t0 = time.perf_counter()
         verified: list[bool] = [True]
         spec: list[SegmentSpec | None] = [None]
@@ -253,7 +298,7 @@ class Viewer(FastHttpUser):
         try:
             conn, target = self.edges.for_url(url)
             ans = conn.get(target, keep_head=HEADER_LEN if segment else 0, keep_body=body,
-                           on_chunk=on_chunk if full and segment is not None else None)
+                           on_chunk=on_chunk if full and segment is not None else None, session=session)
         except (socket.timeout, gevent.Timeout, TimeoutError) as exc:
             self._report(name, url, t0, 0, f"{FailureReason.TIMEOUT.value}: {exc!r}")
             return FailureReason.TIMEOUT
@@ -280,7 +325,40 @@ class Viewer(FastHttpUser):
         self._report(name, url, t0, ans.length, None)
         return ans.body
 
-    def _steer(self, title: str) -> tuple[Candidate, ...]:
+    def _packaged_get(self, url: str, name: str, digests: MediaDigests, full: bool,
+                      session: str | None = None) -> int | FailureReason:
+        t0 = time.perf_counter()
+        try:
+            conn, target = self.edges.for_url(url)
+            ans = conn.get(target, keep_head=0, keep_body=full, session=session)
+        except (socket.timeout, gevent.Timeout, TimeoutError) as exc:
+            self._report(name, url, t0, 0, f"{FailureReason.TIMEOUT.value}: {exc!r}")
+            return FailureReason.TIMEOUT
+        except EdgeProtocolError as exc:
+            self._report(name, url, t0, 0, f"{FailureReason.CORRUPT.value}: {exc}")
+            return FailureReason.CORRUPT
+        except OSError as exc:
+            self._report(name, url, t0, 0, f"{FailureReason.CONNECT.value}: {exc!r}")
+            return FailureReason.CONNECT
+        why = failure_reason_for_status(ans.status)
+        if why is not None:
+            self._report(name, url, t0, ans.length, f"HTTP {ans.status}")
+            return why
+        if full:
+            assert ans.body is not None
+            problem = digests.check(url, bytes(ans.body))
+        else:  # the cheap check: the length the digest list records
+            want = digests.files.get(digests.name_of(url) or "")
+            problem = None if want is not None and want[0] == ans.length else \
+                f"{ans.length} bytes, the digest list says {want[0] if want else 'nothing'}"
+        if problem is not None:
+            self._report(name, url, t0, ans.length, f"corrupt: {problem}")
+            return FailureReason.CORRUPT
+        self._report(name, url, t0, ans.length, None)
+        return ans.length
+
+    def _steer(self, title: str) -> tuple[str | None, str | None, tuple[Candidate, ...]]:
+        """(the ISP steering answered for, the play id, the ranked candidates)."""
         body: dict[str, str] = {"title": title}
         if self.isp:
             body["isp"] = self.isp
@@ -289,12 +367,15 @@ class Viewer(FastHttpUser):
                 resp.failure(f"play: HTTP {resp.status_code}")
                 raise _Failed(f"play answered {resp.status_code}")
             try:
-                _, candidates = parse_play_answer(json.loads(resp.content or b"null"))
+                obj = json.loads(resp.content or b"null")
+                isp, candidates = parse_play_answer(obj)
             except (ValueError, SteeringError) as exc:
                 resp.failure(f"play: {exc}")
                 raise _Failed(str(exc)) from None
             resp.success()
-            return candidates
+            pid = obj.get("play_id")
+            ok = isinstance(pid, str) and 0 < len(pid) <= 64 and pid.isascii() and pid.isalnum()
+            return isp, (pid if ok else None), candidates
 
     # ------------------------------------------------------------ one viewing
 
@@ -310,10 +391,10 @@ class Viewer(FastHttpUser):
             viewing.run()
         except _Failed:
             del LIVE[id(viewing)]
-            _finish(viewing.record(failed=True), viewing.report(), title)
+            _finish(viewing, failed=True)
             return
         del LIVE[id(viewing)]
-        _finish(viewing.record(failed=False), viewing.report(), title)
+        _finish(viewing, failed=False)
 
 
 class _Viewing:
@@ -330,8 +411,14 @@ class _Viewing:
         self.ranked: list[str] = []
         self.masters: dict[str, MasterPlaylist] = {}
         self.media: dict[tuple[str, int], MediaPlaylist] = {}
+        self.inits: set[tuple[str, int]] = set()  # (edge, rendition) whose init segment came
         self.current = ""
         self.t0 = time.monotonic()
+        self.play_id: str | None = None   # the latest play answer's; sent as X-Ocsim-Session
+        self.answered_isp: str | None = None
+        self.started = False
+        self.segments_done = 0
+        self.digests = CATALOG.digest_list(user, title) if title in CATALOG.packaged else None
 
     def report(self) -> Any:
         return None if self.session is None else self.session.report()
@@ -342,12 +429,35 @@ class _Viewing:
     def now(self) -> float:
         return (time.monotonic() - self.t0) * SPEED
 
+    def publish(self, phase: str, *, failed: bool = False) -> None:
+        """One player.session event: the QoE so far (as player.driver's, from the same core)."""
+        if EVENTS is None or self.play_id is None:
+            return
+        q = self.report()
+        isp = self.answered_isp if self.answered_isp is not None else self.user.isp
+        verified = (not failed) if VERIFY and phase == "end" else None
+        if q is None:
+            state = "failed" if failed else "starting"
+            EVENTS.emit(PlayerSession(self.play_id, phase, self.title, isp, self.current or None, state, None,
+                                      0, 0.0, 0.0, 0, 0, int(failed), 0, 0, 0.0, 0.0, verified))
+            return
+        EVENTS.emit(PlayerSession(
+            self.play_id, phase, self.title, isp, self.current or None, "failed" if failed else q.state,
+            q.startup_s, q.rebuffer_count, q.rebuffer_s, q.avg_bitrate_kbps, q.switches, q.failovers,
+            q.errors + int(failed), q.bytes, q.segments, q.played_s, q.qoe_lin, verified))
+
     def steer(self) -> None:
-        cands = self.user._steer(self.title)
+        self.answered_isp, pid, cands = self.user._steer(self.title)
+        if pid is not None:
+            self.play_id = pid
+        if not self.started:
+            self.started = True
+            self.publish("start")
         self.candidates = {c.edge: c for c in cands}
         self.ranked = [c.edge for c in cands]
         self.masters.clear()
         self.media.clear()
+        self.inits.clear()
 
     def fail_over(self, edge: str, reason: FailureReason) -> None:
         nxt = self.book.fail_over(self.ranked, edge, reason)
@@ -362,7 +472,7 @@ class _Viewing:
         m = self.masters.get(edge)
         if m is None:
             url = self.candidates[edge].url
-            got = self.user._edge_get(url, "manifest", body=True)
+            got = self.user._edge_get(url, "manifest", body=True, session=self.play_id)
             if isinstance(got, FailureReason):
                 return got
             assert isinstance(got, bytes)
@@ -381,7 +491,7 @@ class _Viewing:
             url = m.renditions.get(rendition)
             if url is None:
                 return FailureReason.CORRUPT
-            got = self.user._edge_get(url, "manifest", body=True)
+            got = self.user._edge_get(url, "manifest", body=True, session=self.play_id)
             if isinstance(got, FailureReason):
                 return got
             assert isinstance(got, bytes)
@@ -393,13 +503,33 @@ class _Viewing:
                 return FailureReason.CORRUPT
         return mp
 
+    def _segment_kbps(self, edge: str, m: MasterPlaylist) -> dict[int, tuple[int, ...]] | None:
+        """Every rung's per-segment bit rates, when all its playlists on `edge` announce them."""
+        out: dict[int, tuple[int, ...]] = {}
+        for rung in m.ladder_kbps:
+            mp = self.media.get((edge, rung))
+            if mp is None or mp.bitrates_kbps is None:
+                return None
+            out[rung] = mp.bitrates_kbps
+        return out
+
     def run(self) -> None:
+        if self.title in CATALOG.packaged and self.digests is None:
+            raise _Failed(f"no digest list for packaged title {self.title}: its bytes cannot be checked")
         self.steer()
         self.current = self.ranked[0]
         while True:  # bootstrap: master + lowest rendition, to size the session
             edge = self.current
             m = self.master(edge)
             first = m if isinstance(m, FailureReason) else self.media_playlist(edge, m.ladder_kbps[0])
+            if not isinstance(first, FailureReason) and first.bitrates_kbps is not None:
+                # packaged media announce each segment's bit rate: read every rung's, for the ABR
+                assert isinstance(m, MasterPlaylist)
+                for rung in m.ladder_kbps:
+                    rung_mp = self.media_playlist(edge, rung)
+                    if isinstance(rung_mp, FailureReason):
+                        first = rung_mp
+                        break
             if not isinstance(first, FailureReason):
                 break
             self.fail_over(edge, first)
@@ -409,7 +539,7 @@ class _Viewing:
         s = PlaybackSession(m.ladder_kbps, segment_s=seg_s, n_segments=n,
                             abr=make_abr("bba", m.ladder_kbps), buffer_cap_s=max(BUFFER_S, seg_s),
                             last_segment_s=first.durations[n - 1] if n > 1 else seg_s,
-                            failover_policy=self.policy)
+                            failover_policy=self.policy, segment_kbps=self._segment_kbps(edge, m))
         assert isinstance(self.book, StartupFailover)
         self.book.replay(s)
         self.book = self.session = s
@@ -431,7 +561,16 @@ class _Viewing:
             started = self.now()  # after the playlist: a switch is not a slow network
             r, i = req.bitrate_kbps, req.index
             full = VERIFY_SHARE >= 1.0 or (VERIFY_SHARE > 0.0 and rng.random() < VERIFY_SHARE)
-            got = self.user._edge_get(mp.segment_urls[i], "segment", segment=SegmentId(self.title, r, i), full=full)
+            if mp.init_url is not None and (edge, r) not in self.inits:  # fMP4: the init segment first
+                init = self.user._edge_get(mp.init_url, "init", digests=self.digests, full=full,
+                                           session=self.play_id)
+                if isinstance(init, FailureReason):
+                    self.fail_over(edge, init)
+                    continue
+                self.inits.add((edge, r))
+                started = self.now()
+            got = self.user._edge_get(mp.segment_urls[i], "segment", segment=SegmentId(self.title, r, i), full=full,
+                                      digests=self.digests, session=self.play_id)
             if isinstance(got, FailureReason):
                 self.fail_over(edge, got)
                 continue
@@ -439,4 +578,7 @@ class _Viewing:
             finished = self.now()
             s.advance(finished)
             s.on_segment_downloaded(i, r, got, started, finished, edge=edge)
+            self.segments_done += 1
+            if self.segments_done % PROGRESS_EVERY == 0:
+                self.publish("progress")
 

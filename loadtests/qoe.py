@@ -13,8 +13,8 @@ Rules of this module:
 4. The figures: failed sessions, rebuffer ratio (stalled time / watched time,
    media seconds), start-up p50/p90 (media seconds), average bitrate (weighted by
    segments). Segment-time percentiles stay in Locust's own `segment` row.
-5. `publish_session_qoe` is the hook where one finished viewing's QoE leaves the
-   load generator for the event pipeline; today it does nothing.
+5. The event pipeline's `player.session` events are not made here: the locustfile
+   emits them (start, progress, end) through `loadtests.session_events`.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from typing import Any
 
 from player.session import QoEReport
 
-__all__ = ["QoeSummary", "QoeTable", "SessionRecord", "publish_session_qoe", "read_qoe_csv"]
+__all__ = ["QoeSummary", "QoeTable", "SessionRecord", "read_qoe_csv"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,14 +57,6 @@ class SessionRecord:
     def from_wire(cls, raw: Sequence[Any]) -> SessionRecord:
         s, r, p, b, n, f, fl = raw
         return cls(None if s is None else float(s), float(r), float(p), float(b), int(n), bool(f), bool(fl))
-
-
-def publish_session_qoe(record: SessionRecord, report: QoEReport | None, title: str) -> None:
-    """Hook: one finished viewing's QoE, to be published to the event pipeline.
-
-    Called once per finished (or failed) viewing, in the viewer's own process;
-    it must not block. It does nothing until the pipeline is wired in here."""
-    del record, report, title
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:

@@ -210,7 +210,7 @@ def package(req: PackageRequest, exe: str, on_progress: Callable[[float, float],
             run_encoder(encoder_args(exe, req.source, info, rungs, work, font), info.duration_s,
                         lambda done: on_progress(done, info.duration_s))
             renditions = tuple(_measure(work, r) for r in rungs)
-            _write_playlists(work, renditions)
+        _write_playlists(work, renditions)  # a cache entry's too: playlists follow this code, not the cache
         files = _digest_all(work, renditions)
         if encoded and req.cache_dir is not None:
             _to_cache(req.cache_dir, key, work, renditions, files)

@@ -4,7 +4,8 @@ ffmpeg's own media playlists are read only for the segment durations; ocsim writ
 playlists it serves itself, so their form is the same for every title and the master can
 announce measured figures: BANDWIDTH is the peak segment bit rate and AVERAGE-BANDWIDTH
 the average over the rendition (RFC 8216 4.3.4.2), CODECS and RESOLUTION come from the
-init segment. URIs are relative, so a token carried in the path ahead of `/content/...`
+init segment, and every segment of a media playlist is preceded by its own bit rate
+(`#EXT-X-BITRATE`, kbit/s, RFC 8216bis 4.4.4.8), so a player's ABR can use the real sizes. URIs are relative, so a token carried in the path ahead of `/content/...`
 is kept. Pure: text in, text out.
 """
 from __future__ import annotations
@@ -75,14 +76,19 @@ def segment_durations(ffmpeg_playlist: str) -> tuple[float, ...]:
     return found
 
 
+def segment_kbps(size: int, duration_s: float) -> int:
+    """A segment's bit rate as EXT-X-BITRATE writes it: whole kbit/s, at least 1."""
+    return max(1, round(8 * size / duration_s / 1000))
+
+
 def media_playlist(r: RenditionFacts) -> str:
     # EXT-X-TARGETDURATION: every EXTINF rounded to the nearest integer must not exceed it (4.3.3.1)
     target = max(1, max(round(d) for d in r.durations))
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{HLS_VERSION}", f"#EXT-X-TARGETDURATION:{target}",
              "#EXT-X-MEDIA-SEQUENCE:0", "#EXT-X-PLAYLIST-TYPE:VOD", "#EXT-X-INDEPENDENT-SEGMENTS",
              f'#EXT-X-MAP:URI="{INIT_SEGMENT}"']
-    for i, d in enumerate(r.durations):
-        lines += [f"#EXTINF:{d:.6f},", f"{i}.seg"]
+    for i, (d, size) in enumerate(zip(r.durations, r.sizes, strict=True)):
+        lines += [f"#EXT-X-BITRATE:{segment_kbps(size, d)}", f"#EXTINF:{d:.6f},", f"{i}.seg"]
     lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"
 

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "query": ("pipeline.query_cli", "query the event store (read-only): SQL or a named view"),
     "package": ("media.cli", "package real media (a video file or a test source) as an HLS ladder"),
     "chaos": ("chaos.runner", "chaos experiments: a scenario, two cohorts, a verdict"),
+    "plan": ("plan.cli", "from an audience and targets to a topology: derivation, simulated search, live check"),
 }
 
 

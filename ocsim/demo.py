@@ -15,6 +15,12 @@
 
 Counters are diffed between the end of pre-positioning and the end of the crowd, so the
 offload and hit ratios describe the crowd only.
+
+`--media real` runs the same story on packaged real media (H.264/AAC fMP4, `ocsim package`):
+the titles of `--media-dir DIR`, or, without it, `REAL_TITLES` generated test-source titles
+packaged into the state directory (through the packaging cache, so only the first run
+encodes). The origin serves only those; `--verify` then checks every file against the
+titles' digest lists.
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +48,8 @@ from common.content import DEFAULT_LADDER, Catalog, Title
 from common.eventsink import EventSink, make_sink
 from common.json_client import ApiError, call_json_async, request_json_async
 from common.service import run_main
-from ocsim.report import build_report, render_html, render_text
+from ocsim.report import PipelineRows, build_report, edge_delta, render_html, render_text, \
+    with_pipeline_figures
 from ocsim.topology import DEFAULT_TOPOLOGY, Topology, TopologyError, load_topology
 
 __all__ = ["DemoOptions", "build_parser", "demo_catalog", "main", "run_demo"]
@@ -76,6 +83,51 @@ class DemoOptions:
     settle_s: float = 30.0
     preposition_timeout_s: float = 60.0
     preposition_bandwidth_bps: int = 400_000_000  # per plan; the origin's uplink caps the sum anyway
+    media: str = "synthetic"  # "real": packaged titles (ocsim package) instead of the synthetic catalog
+    media_dir: Path | None = None  # with media="real": these packaged titles (default: generated ones)
+
+
+MEDIA_KINDS = ("synthetic", "real")
+REAL_TITLES = 4          # generated test-source titles of `ocsim demo --media real`
+REAL_TITLE_S = 24.0      # six 4 s segments each
+REAL_LADDER = "235,750,1750"  # the renditions the demo pre-positions; small enough to encode in seconds
+
+
+def real_media(opts: DemoOptions, state_dir: Path) -> tuple[Path, Catalog]:
+    """The media directory of a `--media real` demo and its catalog (Zipf popularity by id order).
+    Raises RuntimeError with the reason when nothing playable can be had."""
+    from common.errors import OcsimError
+    from media.encode import TestSource, find_ffmpeg
+    from media.ladder import parse_ladder
+    from media.package import PackageRequest, default_cache_dir, package
+    from origin.media import load_media_library
+
+    try:
+        if opts.media_dir is not None:
+            media_dir = opts.media_dir
+        else:
+            media_dir = state_dir / "media"
+            exe, ladder = find_ffmpeg(), parse_ladder(REAL_LADDER)
+            for i in range(1, REAL_TITLES + 1):
+                title = f"real-{i:02d}"
+                t0 = time.monotonic()
+                result = package(PackageRequest(TestSource(title, REAL_TITLE_S), title, media_dir, ladder,
+                                                default_cache_dir()), exe, lambda done, total: None, lambda msg: None)
+                say(f"packaged {title} ({'encoded' if result.encoded else 'from the cache'}, "
+                    f"{time.monotonic() - t0:.1f}s)")
+        lib = load_media_library(media_dir)
+    except OcsimError as exc:
+        raise RuntimeError(f"--media real: {exc.reason}") from None
+    for name, why in lib.refused.items():
+        say(f"media: refusing {name}: {why}")
+    if not lib.titles:
+        raise RuntimeError(f"--media real: no packaged title in {media_dir} (make some with `ocsim package`)")
+    ids = sorted(lib.titles)
+    weights = [1.0 / rank ** 0.9 for rank in range(1, len(ids) + 1)]
+    total = sum(weights)
+    catalog = Catalog.of(Title(t, lib.titles[t].duration_s, lib.titles[t].renditions, round(w / total, 6),
+                               media="packaged") for t, w in zip(ids, weights))
+    return media_dir, catalog
 
 
 def demo_catalog(n: int, seed: int, alpha: float = 0.9) -> Catalog:
@@ -258,6 +310,44 @@ async def pipeline_figures(http: aiohttp.ClientSession, state: dict[str, Any], s
     return out
 
 
+PIPELINE_SQL = {
+    "edges": """SELECT edge, isp, count(*) FILTER (WHERE cache = 'hit'), count(*) FILTER (WHERE cache = 'cold'),
+                count(*) FILTER (WHERE cache = 'evicted'), count(*) FILTER (WHERE cache = 'coalesced'),
+                count(*) FILTER (WHERE cache = 'peer'), count(*) FILTER (WHERE cache = 'stale'),
+                count(*) FILTER (WHERE cache <> 'none'), coalesce(sum(bytes), 0)
+                FROM edge_request WHERE ts >= {since} GROUP BY 1, 2 ORDER BY 1""",
+    "fills": "SELECT edge, source, count(*), coalesce(sum(bytes), 0) FROM edge_fill WHERE ts >= {since} "
+             "GROUP BY 1, 2 ORDER BY 1, 2",
+    "sessions": """SELECT state, errors, startup_s, rebuffer_count, rebuffer_s, avg_bitrate_kbps, switches, qoe_lin,
+                   bytes, isp FROM player_session WHERE ts >= {since} AND phase = 'end' AND src = '{src}'
+                   ORDER BY ts""",
+    "plays": "SELECT count(*) FROM steer_play WHERE ts >= {since}",
+}
+PLAYERS_SRC = "demo-players"
+
+
+async def pipeline_rows(http: aiohttp.ClientSession, state: dict[str, Any], since: float, sessions: int,
+                        edges: dict[str, Any], timeout: float = 20.0) -> PipelineRows | None:
+    """The crowd phase as the pipeline stored it, once it has caught up: every session's end
+    event, and for each edge that was not killed as many requests as its counters say
+    (events reach the store within a second or two; bounded wait). None: no answer."""
+    base = state["pipeline"]
+    deadline = time.monotonic() + timeout
+    while True:
+        got: dict[str, list[list[Any]]] = {}
+        for name, sql in PIPELINE_SQL.items():
+            ans = await call_json_async(http, "POST", f"{base}/v1/query", timeout=HTTP_TIMEOUT_S, body={
+                "sql": sql.format(since=repr(float(since)), src=PLAYERS_SRC)})
+            got[name] = list(ans.get("rows", []))
+        stored = {str(r[0]): int(r[2]) + int(r[3]) + int(r[4]) + int(r[5]) for r in got["edges"]}
+        caught_up = len(got["sessions"]) >= sessions and all(
+            stored.get(e, 0) >= edge_delta(d.get("before"), d.get("after"))["requests"]
+            for e, d in edges.items() if not d.get("killed"))
+        if caught_up or time.monotonic() > deadline:
+            return PipelineRows(got["edges"], got["fills"], got["sessions"], int(got["plays"][0][0]))
+        await asyncio.sleep(0.25)  # polling the collector with a deadline
+
+
 async def run_crowd(http: aiohttp.ClientSession, state: dict[str, Any], catalog: Catalog, opts: DemoOptions,
                     snapshots: dict[str, Any], events: EventSink | None = None,
                     ) -> tuple[Crowd, list[dict[str, Any]], dict[str, Any] | None]:
@@ -365,13 +455,22 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
     base = load_topology(opts.topology) if opts.topology else DEFAULT_TOPOLOGY
     own_state = opts.state_dir is None
     state_dir = Path(tempfile.mkdtemp(prefix="ocsim-demo-")) if own_state else Path(opts.state_dir or "")
-    catalog = demo_catalog(opts.titles, opts.seed)
-    catalog_file = state_dir / "catalog.json"
     state_dir.mkdir(parents=True, exist_ok=True)
-    catalog_file.write_text(json.dumps(catalog.to_json()))
     topo: Topology = base.with_ephemeral_ports()
-    if opts.topology is None or base.origin.catalog is None:
-        topo = topo.with_catalog(catalog_file)
+    if opts.media == "real":
+        try:
+            media_dir, catalog = real_media(opts, state_dir)
+        except RuntimeError:
+            if own_state:
+                discard_dir(state_dir)
+            raise
+        topo = topo.with_catalog(None).with_media(media_dir, only=True)
+    else:
+        catalog = demo_catalog(opts.titles, opts.seed)
+        catalog_file = state_dir / "catalog.json"
+        catalog_file.write_text(json.dumps(catalog.to_json()))
+        if opts.topology is None or base.origin.catalog is None:
+            topo = topo.with_catalog(catalog_file)
     # Access logs of thousands of requests a second cost the 2 cores the demo has; the
     # report reads counters, not logs.
     topo = topo.with_extra_args("--no-access-log")
@@ -379,6 +478,7 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
     topology_file.write_text(topo.to_toml())
     up = UpProcess(topology_file, state_dir, ["--events"] if opts.events else [])
     pipeline: dict[str, Any] | None = None
+    rows: PipelineRows | None = None
     try:
         say(f"starting the topology ({topo.describe()})")
         state = await up.start()
@@ -386,39 +486,47 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
             f"({time.monotonic() - wall0:.1f}s)")
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
         async with aiohttp.ClientSession(connector=connector) as http:
-            jobs = await preposition(http, state, opts)
+            jobs = await preposition(http, state, replace(opts, top=min(opts.top, len(catalog))))
             snapshots: dict[str, Any] = {"killed": {}}
             snapshots["origin_before"] = await try_json(http, f"{state['origin']}/admin/stats",
                                                         state["origin_admin_token"])
+            crowd_since = time.time()  # the pipeline's view of the crowd phase starts here
             before = await edge_stats(http, state)
-            sink = make_sink(state.get("events"), "demo-players")
+            sink = make_sink(state.get("events"), PLAYERS_SRC)
             await sink.start()
             try:
                 crowd, timeline, failure = await run_crowd(http, state, catalog, opts, snapshots, sink)
             finally:
                 await sink.close(timeout=10)
             say(f"crowd done: {len(crowd.reports)} sessions")
-            pipeline = await pipeline_figures(http, state, len(crowd.reports)) if state.get("pipeline") else None
             after = await edge_stats(http, state)
             after.update({k: v for k, v in snapshots["killed"].items() if v is not None})
             origin_after = await try_json(http, f"{state['origin']}/admin/stats", state["origin_admin_token"])
-        edges = {e["id"]: {"isp": e["isp"], "before": before.get(e["id"]), "after": after.get(e["id"]),
-                           "killed": e["id"] in snapshots["killed"]} for e in state["edges"]}
+            edges = {e["id"]: {"isp": e["isp"], "before": before.get(e["id"]), "after": after.get(e["id"]),
+                               "killed": e["id"] in snapshots["killed"]} for e in state["edges"]}
+            if state.get("pipeline"):
+                try:
+                    rows = await pipeline_rows(http, state, crowd_since, len(crowd.reports), edges)
+                except ApiError as exc:
+                    say(f"the pipeline did not answer ({exc}); the report's figures are the counters'")
+                pipeline = await pipeline_figures(http, state, len(crowd.reports))
     finally:
         await up.stop()
         say("topology stopped")
         if own_state:
             discard_dir(state_dir)
     settings = {"duration_s": opts.duration_s, "viewers": opts.viewers, "speed": opts.speed,
-                "titles": opts.titles, "top": opts.top, "seed": opts.seed,
+                "titles": len(catalog), "top": min(opts.top, len(catalog)), "seed": opts.seed, "media": opts.media,
                 "preposition_renditions": list(opts.preposition_renditions),
                 "topology": topo.describe(),
                 "origin": {"latency_ms": topo.origin.latency_ms, "total_bandwidth_bps": topo.origin.total_bandwidth_bps}}
     report = build_report(sessions=crowd.reports, edges=edges, origin_before=snapshots["origin_before"],
                         origin_after=origin_after, settings=settings, preposition=jobs, failure=failure,
                         timeline=timeline, wall_s=time.monotonic() - wall0)
+    if rows is not None:  # the figures from the events, checked against the counters
+        report = with_pipeline_figures(report, rows, crowd.reports)
     if pipeline is not None:
-        report["pipeline"] = pipeline  # the same crowd seen through the event pipeline
+        report["pipeline"] = pipeline  # the pipeline's own views of the same crowd
     return report
 
 
@@ -439,6 +547,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the crowd and the catalog")
     p.add_argument("--topology", help="topology TOML (default: built-in; ports are made ephemeral)")
     p.add_argument("--state-dir", help="keep secrets, caches and logs here (default: a temporary directory)")
+    p.add_argument("--media", choices=MEDIA_KINDS, default="synthetic",
+                   help="synthetic titles, or real: packaged H.264/AAC media (see --media-dir)")
+    p.add_argument("--media-dir", help="with --media real: the packaged titles of this directory (`ocsim package "
+                                       "--out DIR`); default: generate and package a few test-source titles")
     return p
 
 
@@ -451,7 +563,10 @@ def main(argv: Sequence[str]) -> int:
                        viewers=args.viewers, speed=args.speed, titles=args.titles, top=min(args.top, args.titles),
                        kill=args.kill, seed=args.seed, topology=Path(args.topology) if args.topology else None,
                        state_dir=Path(args.state_dir) if args.state_dir else None, verify=args.verify,
-                       events=args.events)
+                       events=args.events, media=args.media,
+                       media_dir=Path(args.media_dir) if args.media_dir else None)
+    if opts.media_dir is not None and opts.media != "real":
+        parser.error("--media-dir needs --media real")
     if opts.topology:
         try:
             load_topology(opts.topology)

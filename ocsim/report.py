@@ -19,9 +19,10 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["build_report", "percentile", "render_html", "render_text"]
+__all__ = ["PipelineRows", "build_report", "percentile", "render_html", "render_text", "with_pipeline_figures"]
 
 MISS_CLASSES = ("cold", "evicted", "coalesced", "peer", "stale")  # edge.metrics.MISS_CLASSES
 BYTES_NOTE = ("<b>To players</b> is what the players received. <b>Served by edges</b> is what the edges sent, "
@@ -151,9 +152,125 @@ def build_report(*, sessions: Sequence[Mapping[str, Any]], edges: Mapping[str, M
         "timeline": [dict(t) for t in timeline],
         "session_list": [{k: s.get(k) for k in ("title", "isp", "state", "startup_s", "rebuffer_count",
                                                  "rebuffer_s", "avg_bitrate_kbps", "switches", "qoe_lin",
-                                                 "failovers", "bytes", "edges", "errors", "wall_s")}
+                                                 "failovers", "bytes", "edges", "errors", "wall_s", "verified",
+                                                 "media")}
                          for s in sessions],
+        # players that verified: how many sessions had every byte checked (ids or digest lists)
+        "verified": {"sessions": sum(1 for s in sessions if s.get("verified")),
+                     "asked": sum(1 for s in sessions if s.get("verify")),
+                     "media": sorted({str(s["media"]) for s in sessions if s.get("media")})},
     }
+
+
+# --- the same crowd through the event pipeline ---------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class PipelineRows:
+    """What the demo read from the pipeline for the crowd phase (rows of `/v1/query`).
+
+    edges:    (edge, isp, hits, cold, evicted, coalesced, peer, stale, requests, bytes)
+    fills:    (edge, source, fills, bytes)
+    sessions: (state, errors, startup_s, rebuffer_count, rebuffer_s, avg_bitrate_kbps, switches, qoe_lin,
+               bytes, isp) of every player.session `end`
+    plays:    steer.play events
+    """
+
+    edges: Sequence[Sequence[Any]]
+    fills: Sequence[Sequence[Any]]
+    sessions: Sequence[Sequence[Any]]
+    plays: int
+
+
+# Figures compared exactly: each side counts the same thing once (an event per count).
+EXACT = ("hits", "cold", "evicted", "coalesced", "requests", "fills.peer", "fills.origin")
+
+
+def with_pipeline_figures(report: Mapping[str, Any], rows: PipelineRows,
+                          sessions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The report with its headline figures taken from the pipeline's events, the services'
+    own figures kept under `counters`, and `agreement`: each figure both ways.
+
+    Exact agreement is expected for every edge that was not killed and for the sessions; a
+    killed edge is compared too but not expected to agree (its counters were read just
+    before the SIGKILL, and the events in its buffer at that moment are lost). Offload is
+    compared within 0.02: the origin counts the bytes it sent, the edges the fills they
+    finished, and a fill cut off by a failover or the kill is only in the first."""
+    out = dict(report)
+    killed = {e for e, d in report["edges"].items() if d.get("killed")}
+    edges: dict[str, dict[str, Any]] = {}
+    for edge, isp, hits, cold, evicted, coalesced, peer, stale, requests, nbytes in rows.edges:
+        edges[str(edge)] = {"isp": isp, "hits": int(hits), "cold": int(cold), "evicted": int(evicted),
+                            "coalesced": int(coalesced), "peer": int(peer), "stale": int(stale),
+                            "requests": int(requests), "bytes": int(nbytes or 0), "fills.peer": 0,
+                            "fills.origin": 0, "bytes_from_origin": 0}
+    for edge, source, n, nbytes in rows.fills:
+        e = edges.setdefault(str(edge), {k: 0 for k in ("hits", "cold", "evicted", "coalesced", "peer", "stale",
+                                                         "requests", "bytes", "fills.peer", "fills.origin",
+                                                         "bytes_from_origin")})
+        if source in FILL_SOURCES:
+            e[f"fills.{source}"] += int(n)
+        if source == "origin":
+            e["bytes_from_origin"] += int(nbytes or 0)
+    agreement: list[dict[str, Any]] = []
+    for edge_id, d in sorted(report["edges"].items()):
+        p = edges.get(edge_id, {})
+        counters = {"hits": d["hits"], **{k: d["misses"][k] for k in MISS_CLASSES},
+                    "requests": d["requests"], "fills.peer": d["fills"]["peer"], "fills.origin": d["fills"]["origin"]}
+        for figure in EXACT:
+            a, b = int(p.get(figure, 0)), int(counters[figure])
+            agreement.append({"figure": figure, "edge": edge_id, "pipeline": a, "counters": b, "equal": a == b,
+                              "expected": edge_id not in killed})
+    ended = list(rows.sessions)
+    agreement.append({"figure": "sessions", "edge": None, "pipeline": len(ended), "counters": len(sessions),
+                      "equal": len(ended) == len(sessions), "expected": True})
+    p_bytes, c_bytes = sum(int(r[8] or 0) for r in ended), sum(int(s.get("bytes", 0)) for s in sessions)
+    agreement.append({"figure": "session bytes", "edge": None, "pipeline": p_bytes, "counters": c_bytes,
+                      "equal": p_bytes == c_bytes, "expected": True})
+
+    served = sum(e["bytes"] for e in edges.values())
+    from_origin = sum(e["bytes_from_origin"] for e in edges.values())
+    offload = max(0.0, 1.0 - from_origin / served) if served else 0.0
+    agreement.append({"figure": "offload", "edge": None, "pipeline": round(offload, 4),
+                      "counters": report["offload"], "equal": abs(offload - report["offload"]) <= 0.02,
+                      "expected": True, "tolerance": 0.02})
+    hits = sum(e["hits"] for e in edges.values())
+    misses = {k: sum(e[k] for e in edges.values()) for k in (*MISS_CLASSES, "peer", "stale")}
+    requests = hits + sum(misses.values())
+    ok = [r for r in ended if r[0] == "ended" and not r[1]]
+    by_isp: dict[str, dict[str, Any]] = {}
+    for r in ended:
+        row = by_isp.setdefault(str(r[9] or "-"), {"sessions": 0, "failed": 0, "bytes": 0})
+        row["sessions"] += 1
+        row["failed"] += r not in ok
+        row["bytes"] += int(r[8] or 0)
+    out["counters"] = {k: report[k] for k in ("offload", "hit_ratio", "bytes", "sessions", "sessions_ok",
+                                              "sessions_failed", "miss_classes", "fill_sources", "qoe", "by_isp")}
+    qoe = dict(report["qoe"])
+    qoe.update({
+        "startup_s": _dist([float(r[2]) for r in ended if r[2] is not None]),
+        "rebuffer_count": _dist([float(r[3]) for r in ok]),
+        "rebuffer_s": _dist([float(r[4]) for r in ok]),
+        "avg_bitrate_kbps": _dist([float(r[5]) for r in ok]),
+        "switches": _dist([float(r[6]) for r in ok]),
+        "qoe_lin": _dist([float(r[7]) for r in ok]),
+        "sessions_with_rebuffer": sum(1 for r in ok if r[3]),
+    })
+    out.update({
+        "source": "pipeline",
+        "offload": round(offload, 4),
+        "hit_ratio": round(hits / requests, 4) if requests else 0.0,
+        "bytes": {**report["bytes"], "edges": served, "origin_fills": from_origin},
+        "sessions": len(ended), "sessions_ok": len(ok), "sessions_failed": len(ended) - len(ok),
+        "miss_classes": misses,
+        "fill_sources": {k: sum(e[f"fills.{k}"] for e in edges.values()) for k in FILL_SOURCES},
+        "qoe": qoe,
+        "by_isp": by_isp,
+        "plays": rows.plays,
+        "pipeline_edges": edges,
+        "agreement": agreement,
+        "agrees": all(a["equal"] for a in agreement if a["expected"]),
+    })
+    return out
 
 
 # --- text ------------------------------------------------------------------------------------
@@ -185,6 +302,10 @@ def render_text(r: Mapping[str, Any]) -> str:
          f"in {r['sessions_with_failover']} sessions; {r['resteers']} re-steers, "
          f"{r['failed_requests']} failed requests recovered"),
     ])
+    v = r.get("verified") or {}
+    if v.get("asked"):
+        lines.append(f"  verified every byte in {v['sessions']} of {v['asked']} sessions "
+                     f"({', '.join(v.get('media') or []) or '-'} media)")
     if r.get("killed_edge"):
         k = r["killed_edge"]
         lines.append(f"  killed {k['edge']} (SIGKILL) at t={k['at_s']:.1f} s")
@@ -213,6 +334,14 @@ def render_text(r: Mapping[str, Any]) -> str:
     lines.append(f"  sessions with a rebuffer: {q['sessions_with_rebuffer']} of {r['sessions_ok']}")
     if r["failures"]:
         lines += ["", "failed sessions:"] + [f"  {f['title']} ({f['isp']}): {f['error']}" for f in r["failures"]]
+    if r.get("agreement"):
+        same = sum(1 for a in r["agreement"] if a["equal"])
+        lines += ["", "figures from the event pipeline; against the services' own counters: " +
+                  ("they agree" if r["agrees"] else "THEY DIFFER") + f" ({same} of {len(r['agreement'])} equal)"]
+        lines += _table([("figure", "edge", "pipeline", "counters", "")] + [
+            (a["figure"], str(a["edge"] or "-"), str(a["pipeline"]), str(a["counters"]),
+             "=" if a["equal"] else ("differs" if a["expected"] else "differs (killed edge)"))
+            for a in r["agreement"] if not a["equal"] or a["edge"] is None])
     return "\n".join(lines)
 
 
@@ -479,6 +608,16 @@ def render_html(r: Mapping[str, Any]) -> str:
         frow = "".join(f"<tr><td>{_e(f['title'])}</td><td>{_e(f['isp'])}</td><td>{_e(f['error'])}</td></tr>"
                        for f in r["failures"])
         body.append(f"<h2>Failed sessions</h2><table><tr><th>title</th><th>isp</th><th>error</th></tr>{frow}</table>")
+    if r.get("agreement"):
+        arow = "".join(f"<tr><td>{_e(a['figure'])}</td><td>{_e(a['edge'] or '-')}</td><td>{_e(a['pipeline'])}</td>"
+                       f"<td>{_e(a['counters'])}</td><td>{'=' if a['equal'] else 'differs'}"
+                       f"{'' if a['expected'] else ' (killed edge: not expected to agree)'}</td></tr>"
+                       for a in r["agreement"])
+        body.append("<h2>Pipeline vs counters</h2><p class=\"sub\">The figures above come from the event pipeline "
+                    "(its events, queried from the collector). Each is checked here against the services' own "
+                    "counters: " + ("they agree." if r["agrees"] else "<b>they differ</b>.") +
+                    "</p><table><tr><th>figure</th><th>edge</th><th>pipeline</th><th>counters</th><th></th></tr>"
+                    + arow + "</table>")
     return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>ocsim demo report</title>"
             "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
             f"<style>{CSS}</style></head><body><main>{''.join(body)}</main></body></html>\n")

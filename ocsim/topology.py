@@ -10,6 +10,8 @@ spells out every field with its default; the built-in topology is `DEFAULT_TOPOL
     [origin]                    # one origin, made "far" by link emulation
     port = 8000                 # 0 = ephemeral
     catalog = ""                # JSON/TOML catalog, relative to this file; "" = built-in
+    media = ""                  # a media directory of `ocsim package`, relative to this file; "" = none
+    media_only = false          # serve only the packaged titles of `media` (no synthetic catalog)
     latency_ms = 40.0
     bandwidth = "0"             # per-response cap (bits/s or 200Mbit, 1Gbit, ...)
     total_bandwidth = "400Mbit" # shared by all responses
@@ -69,7 +71,7 @@ __all__ = [
 ]
 
 TOP_KEYS = frozenset({"origin", "control", "edge", "edges", "isps"})
-ORIGIN_KEYS = frozenset({"port", "catalog", "latency_ms", "bandwidth", "total_bandwidth", "error_rate", "args"})
+ORIGIN_KEYS = frozenset({"port", "catalog", "media", "media_only", "latency_ms", "bandwidth", "total_bandwidth", "error_rate", "args"})
 CONTROL_KEYS = frozenset({"port", "args"})
 EDGE_DEFAULT_KEYS = frozenset({"capacity", "policy", "args"})
 EDGE_KEYS = frozenset({"id", "isp", "capacity", "policy", "port", "args"})
@@ -85,6 +87,8 @@ class OriginSpec:
     total_bandwidth_bps: int = 400_000_000
     error_rate: float = 0.0
     args: tuple[str, ...] = ()
+    media: str | None = None    # absolute path of a media directory (`ocsim package --out`), or None
+    media_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +149,11 @@ class Topology:
     def with_catalog(self, path: str | Path | None) -> Topology:
         return replace(self, origin=replace(self.origin, catalog=str(Path(path).resolve()) if path else None))
 
+    def with_media(self, path: str | Path | None, only: bool = False) -> Topology:
+        """The same topology with the origin serving the packaged titles under `path` (and only them)."""
+        return replace(self, origin=replace(self.origin, media=str(Path(path).resolve()) if path else None,
+                                            media_only=bool(path) and only))
+
     def to_toml(self) -> str:
         """This topology as a TOML file `parse_topology` reads back equal (every field explicit)."""
         o, c = self.origin, self.control
@@ -153,6 +162,8 @@ class Topology:
             "[origin]",
             f"port = {o.port}",
             f"catalog = {_q(o.catalog or '')}",
+            f"media = {_q(o.media or '')}",
+            f"media_only = {'true' if o.media_only else 'false'}",
             f"latency_ms = {float(o.latency_ms)!r}",
             f"bandwidth = {_q(str(o.bandwidth_bps))}",
             f"total_bandwidth = {_q(str(o.total_bandwidth_bps))}",
@@ -270,6 +281,23 @@ def parse_topology(data: Mapping[str, Any], *, base_dir: str | Path | None = Non
         if not p.is_file():
             raise TopologyError(f"{where}: origin.catalog: no such file: {str(p)!r}")
         catalog_path = str(p.resolve())
+    media = o.get("media", "")
+    if not isinstance(media, str):
+        raise TopologyError(f"{where}: origin.media: must be a directory name (\"\" = no packaged media)")
+    media_path: str | None = None
+    if media:
+        m = Path(media)
+        if not m.is_absolute():
+            m = Path(base_dir or ".") / m
+        if not m.is_dir():
+            raise TopologyError(f"{where}: origin.media: no such directory: {str(m)!r} "
+                                "(make one with `ocsim package ... --out DIR`)")
+        media_path = str(m.resolve())
+    media_only = o.get("media_only", False)
+    if not isinstance(media_only, bool):
+        raise TopologyError(f"{where}: origin.media_only: must be true or false")
+    if media_only and media_path is None:
+        raise TopologyError(f"{where}: origin.media_only: needs origin.media")
     origin = OriginSpec(
         port=_port(o.get("port", 0), f"{where}: origin.port"),
         catalog=catalog_path,
@@ -278,6 +306,8 @@ def parse_topology(data: Mapping[str, Any], *, base_dir: str | Path | None = Non
         total_bandwidth_bps=_rate(o.get("total_bandwidth", "400Mbit"), f"{where}: origin.total_bandwidth"),
         error_rate=_number(o.get("error_rate", 0.0), f"{where}: origin.error_rate", 0, 1),
         args=_args(o.get("args", []), f"{where}: origin.args"),
+        media=media_path,
+        media_only=media_only,
     )
     c = _table(data, "control", CONTROL_KEYS, where)
     control = ControlSpec(port=_port(c.get("port", 0), f"{where}: control.port"),

@@ -45,6 +45,7 @@ from typing import Any
 from common.auth import load_or_create_secret
 from common.cli_args import HelpFormatter
 from common.json_client import ApiError, request_json
+from common.ids import is_title_id
 from common.sizes import format_size
 from common.tokens import Keyring
 from common.wire import edge_key
@@ -145,6 +146,8 @@ def origin_args(topo: Topology, secrets: Secrets, state_dir: Path, port: int, ho
             "--config", str(state_dir / "origin.toml"), "--state-dir", str(state_dir / "origin")]
     if o.catalog:
         args += ["--catalog", o.catalog]
+    if o.media:
+        args += ["--media", o.media] + (["--media-only"] if o.media_only else [])
     return args + list(o.args)
 
 
@@ -281,6 +284,7 @@ class Supervisor:
         # "" no pipeline; "local" a nats-server -js child; else nats://... of an existing server
         self.events = events
         self.events_url = ""
+        self.pipeline_url = ""  # the collector's read API, once started; control's --pipeline
         self.nats: Any = None  # pipeline.natsserver.NatsServer when local
         self.state_dir = state_dir.resolve()
         self.state_file = state_file
@@ -320,9 +324,12 @@ class Supervisor:
         else:
             self.events_url = self.events
         db = self.state_dir / "pipeline" / "events.duckdb"
+        # a fixed port, so a restarted collector is where the control plane's --pipeline points
         col = self._start(Child("pipeline", "pipeline", [
-            "pipeline", "--host", self.host, "--port", "0", "--events", self.events_url, "--db", str(db)],
+            "pipeline", "--host", self.host, "--port", str(free_port(self.host)), "--events", self.events_url,
+            "--db", str(db)],
             self.log_dir))
+        self.pipeline_url = col.url
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline and not self.stopping.is_set():
             status, body = http_json(f"{col.url}/healthz")
@@ -343,11 +350,13 @@ class Supervisor:
         origin = self._start(Child("origin", "origin",
                                    origin_args(self.topo, self.secrets, self.state_dir, self.topo.origin.port,
                                                self.host), self.log_dir))
-        control = self._start(Child("control", "control",
-                                    self._with_events(control_args(
-                                        self.topo, self.topology_file, origin.url, self.secrets, self.state_dir,
-                                        self.topo.control.port, self.host)),
-                                    self.log_dir))
+        control_argv = self._with_events(control_args(self.topo, self.topology_file, origin.url, self.secrets,
+                                                      self.state_dir, self.topo.control.port, self.host))
+        # the dashboard draws the pipeline's series through the control plane, and pre-position
+        # jobs value files by what streamed there (control.popularity)
+        if self.pipeline_url:
+            control_argv += ["--pipeline", self.pipeline_url]
+        control = self._start(Child("control", "control", control_argv, self.log_dir))
         ports = {e.id: e.port or free_port(self.host) for e in self.topo.edges}
         for edge in self.topo.edges:
             peers = [f"http://{self.host}:{ports[p.id]}" for p in self.topo.isps[edge.isp].edges if p.id != edge.id]
@@ -525,11 +534,22 @@ class Supervisor:
 
 # --- command line ----------------------------------------------------------------------------
 
-def ready_text(services: int, seconds: float, state_file: Path, control_url: str, token_file: Path) -> str:
-    """What `ocsim up` says once all is healthy: where the dashboard and the token are."""
+def ready_text(services: int, seconds: float, state_file: Path, control_url: str, token_file: Path,
+               watch: Sequence[str] = ()) -> str:
+    """What `ocsim up` says once all is healthy: where the dashboard and the token are, and
+    the watch page of each packaged title (`watch`)."""
+    pages = "".join(f"watch: {control_url}/watch/{title}\n" for title in watch)
     return (f"{services} services healthy in {seconds:.1f}s; state file {state_file}\n"
             f"dashboard: {control_url}/dashboard  (paste the operator token from {token_file})\n"
-            f"Ctrl-C stops all")
+            f"{pages}Ctrl-C stops all")
+
+
+def packaged_titles(media: str | None, limit: int = 10) -> list[str]:
+    """The titles a media directory holds (those with a digest list), for the ready text."""
+    if not media:
+        return []
+    root = Path(media)
+    return sorted(p.name for p in root.iterdir() if is_title_id(p.name) and (p / "digests.json").is_file())[:limit]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -540,6 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-file", help="JSON state file (default: STATE_DIR/state.json)")
     p.add_argument("--restart", action="store_true", help="restart a child that dies, with backoff")
     p.add_argument("--ephemeral-ports", action="store_true", help="bind every service to an ephemeral port")
+    p.add_argument("--media", metavar="DIR", help="serve the packaged titles of DIR (`ocsim package --out DIR`) "
+                   "at the origin, beside the catalog (overrides the topology's origin.media)")
+    p.add_argument("--media-only", action="store_true", help="with --media: serve only the packaged titles")
     p.add_argument("--health-timeout", type=float, default=60.0, help="seconds to wait for all to be healthy")
     p.add_argument("--events", nargs="?", const="local", default="", metavar="nats://HOST:PORT",
                    help="the event pipeline: alone, start a local nats-server -js (store under the state dir) "
@@ -576,6 +599,15 @@ def main(argv: Sequence[str]) -> int:
         return 2
     if args.ephemeral_ports:
         topo = topo.with_ephemeral_ports()
+    if args.media_only and not args.media:
+        print("ocsim up: --media-only needs --media DIR", file=sys.stderr)
+        return 2
+    if args.media:
+        if not Path(args.media).is_dir():
+            print(f"ocsim up: --media {args.media}: no such directory (make one with `ocsim package ... --out DIR`)",
+                  file=sys.stderr)
+            return 2
+        topo = topo.with_media(args.media, args.media_only)
     state_dir = Path(args.state_dir)
     if args.init_secrets:
         for path in write_service_configs(topo, load_secrets(state_dir), state_dir):
@@ -602,7 +634,7 @@ def main(argv: Sequence[str]) -> int:
     def ready() -> None:
         print(sup.table())
         print(ready_text(len(sup.children), time.monotonic() - t0, state_file, sup.child("control").url,
-                         sup.state_dir / "operator_token"), flush=True)
+                         sup.state_dir / "operator_token", packaged_titles(topo.origin.media)), flush=True)
 
     code = 0
     try:

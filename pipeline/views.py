@@ -156,6 +156,12 @@ VIEWS: dict[str, View] = {v.name: v for v in [
         FROM edge_request
         WHERE ts >= $since AND object_bytes > 0 AND status IN (200, 206) AND title IS NOT NULL
         GROUP BY 1, 2, 3 ORDER BY 1, popularity DESC, 2"""),
+    View("file_bytes", "per ISP and file (a rendition of a title): bytes streamed over the window; "
+         "divided by the file's size, its popularity (what pre-positioning reads)", """
+        SELECT isp, title, rendition, sum(bytes) AS bytes, count(*) AS requests
+        FROM edge_request
+        WHERE ts >= $since AND status IN (200, 206) AND title IS NOT NULL AND rendition IS NOT NULL
+        GROUP BY 1, 2, 3 ORDER BY 1, bytes DESC, 2, 3"""),
     View("title_popularity", "per ISP and title: the sum of its files' popularity over the window", """
         WITH f AS (SELECT isp, title, path, sum(bytes) / max(object_bytes) AS popularity
                    FROM edge_request

@@ -7,12 +7,15 @@ are always passed in.
 
 Rule 1: an algorithm sees only three things per decision::
 
-    abr.choose(buffer_s, last_bitrate_kbps, throughput_samples_kbps) -> int
+    abr.choose(buffer_s, last_bitrate_kbps, throughput_samples_kbps, next_kbps=None) -> int
 
     buffer_s                  seconds of media buffered ahead of the play head, now
     last_bitrate_kbps         bitrate of the last segment downloaded (None: first one)
     throughput_samples_kbps   measured throughput of past segment downloads, oldest
                               first; the last one belongs to the last segment
+    next_kbps                 optional: the real bit rate of the segment about to be
+                              fetched, per rung (packaged media announce it per segment,
+                              #EXT-X-BITRATE); None: each rung's nominal rate
 
 and answers a bitrate of its ladder. Call it once per segment decision (the BBA
 state below advances once per call); `reset()` forgets the state.
@@ -35,9 +38,14 @@ Rule 2: algorithms are made by name, `make_abr(name, ladder_kbps, **params)`:
     On top of both: while the buffer drains (lower than at the previous decision)
     the rate never goes up.
 
+    With `next_kbps`, "affords the next rung" compares the throughput with that rung's
+    real next segment, not its nominal rate.
+
 ``throughput``
     The classic rate rule: harmonic mean of the last K throughput samples times a
     safety factor; the highest rung at or below it (the lowest rung without samples).
+    With `next_kbps`, the highest rung whose real next segment fits the estimate: a
+    VBR peak in a rung's next segment moves the choice down for that segment only.
 
 Rule 3: failover is a table (`FAILURE_RULES`), not an if-chain. `next_candidate`
 picks the next edge of a steering answer given what failed in this session;
@@ -81,6 +89,7 @@ class AbrAlgorithm(Protocol):
         buffer_s: float,
         last_bitrate_kbps: int | None,
         throughput_samples_kbps: Sequence[float],
+        next_kbps: Mapping[int, float] | None = None,
     ) -> int: ...
 
     def reset(self) -> None: ...
@@ -222,7 +231,8 @@ class BufferBasedAbr:
         return last_bitrate_kbps
 
     def startup_choice(
-        self, buffer_s: float, last_bitrate_kbps: int, throughput_samples_kbps: Sequence[float]
+        self, buffer_s: float, last_bitrate_kbps: int, throughput_samples_kbps: Sequence[float],
+        next_kbps: Mapping[int, float] | None = None,
     ) -> int:
         """BBA-2 start-up: one rung up if the last download grew the buffer fast enough."""
         samples = _usable(throughput_samples_kbps)
@@ -238,7 +248,8 @@ class BufferBasedAbr:
             self.startup_threshold_empty - self.startup_threshold_full
         )
         nxt = self._ladder.above(last_bitrate_kbps)
-        if growth > threshold and nxt <= measured * self.startup_safety:
+        cost = next_kbps.get(nxt, nxt) if next_kbps else nxt  # the real next segment, when known
+        if growth > threshold and cost <= measured * self.startup_safety:
             return nxt
         return last_bitrate_kbps
 
@@ -247,6 +258,7 @@ class BufferBasedAbr:
         buffer_s: float,
         last_bitrate_kbps: int | None,
         throughput_samples_kbps: Sequence[float],
+        next_kbps: Mapping[int, float] | None = None,
     ) -> int:
         if last_bitrate_kbps is not None:
             self._ladder.rung(last_bitrate_kbps)  # validates
@@ -260,7 +272,7 @@ class BufferBasedAbr:
             if draining:
                 self._in_startup = False
             else:
-                ramp = self.startup_choice(buffer_s, last_bitrate_kbps, throughput_samples_kbps)
+                ramp = self.startup_choice(buffer_s, last_bitrate_kbps, throughput_samples_kbps, next_kbps)
                 if mapped > ramp:
                     self._in_startup = False
                 else:
@@ -302,10 +314,14 @@ class ThroughputAbr:
         buffer_s: float,
         last_bitrate_kbps: int | None,
         throughput_samples_kbps: Sequence[float],
+        next_kbps: Mapping[int, float] | None = None,
     ) -> int:
         estimate = self.estimate_kbps(throughput_samples_kbps)
         if estimate is None:
             return self._ladder.lowest
+        if next_kbps:
+            fits = [r for r in self._ladder.rates if next_kbps.get(r, r) <= estimate]
+            return max(fits) if fits else self._ladder.lowest
         return self._ladder.highest_at_most(estimate)
 
 

@@ -95,8 +95,10 @@ def render_text(report: PlayReport) -> str:
     if d["failure_reasons"]:
         lines.append("  failures         " + ", ".join(f"{k}={v}" for k, v in d["failure_reasons"].items()))
     if report.verify:
+        extra = (f", {d['verified_files']} playlists and init segments against the digest list"
+                 if d["media"] == "packaged" else "")
         lines.append(f"  verified         {'yes' if d['verified'] else 'NO'}  "
-                     f"({d['verified_segments']}/{d['segments']} segments)")
+                     f"({d['verified_segments']}/{d['segments']} segments{extra})")
     lines.append(f"  wall time        {d['wall_s']:.3f} s")
     return "\n".join(lines)
 

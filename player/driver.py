@@ -32,7 +32,12 @@ Rules:
    delay includes the play request and the playlists.
 5. With `verify`, every segment is checked byte for byte against its id
    (`verify_segment`): the header names the segment and its length, the body
-   must be exactly that long and equal to the synthetic bytes.
+   must be exactly that long and equal to the synthetic bytes. A packaged title
+   (the catalog says `"media": "packaged"`) is checked against its digest list
+   instead (`MediaDigests`, from `GET {control}/v1/digests/{title}`): every
+   playlist, init segment and segment the CDN hands over, by length and SHA-256.
+6. An fMP4 rendition's init segment (`#EXT-X-MAP`) is fetched once per edge and
+   rendition before its first segment, as a real player does (`init_bytes`).
 
 Everything here that is not IO lives in pure modules shared with the Locust
 user (loadtests/locustfile.py), which must never import aiohttp: the errors
@@ -60,7 +65,7 @@ from player.playlists import MasterPlaylist, MediaPlaylist, parse_master, parse_
 from player.play_answer import Candidate, parse_play_answer
 from player.report import PlayerEvent, PlayReport
 from player.session import PlaybackSession, StartupFailover
-from player.verify import failure_reason_for_status, verify_segment
+from player.verify import MediaDigests, failure_reason_for_status, verify_segment
 
 __all__ = ["EventHook", "Timeouts", "play_session"]
 
@@ -69,6 +74,7 @@ SESSION_HEADER = "X-Ocsim-Session"  # the play id, so edge requests join to this
 PROGRESS_EVERY = 5  # a player.session progress event every this many segments
 MAX_SEGMENT_BYTES = 64 * 1024 * 1024
 MAX_PLAY_ANSWER_BYTES = 256 * 1024
+MAX_DIGESTS_BYTES = 8 * 1024 * 1024
 
 
 # --------------------------------------------------------------------------- control flow
@@ -122,6 +128,7 @@ class _EdgeView:
     candidate: Candidate
     master: MasterPlaylist | None = None
     media: dict[int, MediaPlaylist] = field(default_factory=dict)
+    inits: set[int] = field(default_factory=set)  # renditions whose init segment came from this edge
 
 
 class _Player:
@@ -155,7 +162,10 @@ class _Player:
         self.session: PlaybackSession | None = None
         self.pre = StartupFailover(policy)
         self.verified_segments = 0
+        self.verified_files = 0   # packaged media: playlists and init segments checked too
         self.playlist_bytes = 0
+        self.init_bytes = 0
+        self.digests: MediaDigests | None = None  # set for a packaged title when verifying
         self.served_by: list[str] = []
         self._t0 = time.monotonic()
 
@@ -207,6 +217,35 @@ class _Player:
         self.ranked = [c.edge for c in candidates]
         await self._emit(PlayerEvent("steer", reason=",".join(self.ranked), isp=isp))
 
+    async def _load_digests(self) -> None:
+        """For a packaged title, the digest list to verify against (synthetic: nothing to load)."""
+        base = f"{self.control_url}/v1/titles/{self.title}"
+        timeout = self.timeouts.client(self.timeouts.steering_s)
+        try:
+            async with self.http.get(base, timeout=timeout) as resp:
+                meta = json.loads(await _read_limited(resp, MAX_PLAY_ANSWER_BYTES)) if resp.status == 200 else None
+            if not isinstance(meta, dict) or meta.get("media") != "packaged":
+                return
+            async with self.http.get(f"{self.control_url}/v1/digests/{self.title}", timeout=timeout) as resp:
+                raw = await _read_limited(resp, MAX_DIGESTS_BYTES)
+                if resp.status != 200:
+                    raise _Fatal("verify", f"no digest list for packaged title {self.title}: "
+                                           f"{resp.status} {_error_text(raw)}")
+            self.digests = MediaDigests.from_json(json.loads(raw))
+        except (aiohttp.ClientError, TimeoutError, _TooLarge) as exc:
+            raise _Fatal("verify", f"digest list of {self.title}: {_short(exc)}") from None
+        except ValueError as exc:
+            raise _Fatal("verify", f"digest list of {self.title}: {_short(exc)}") from None
+
+    def _check_file(self, url: str, body: bytes, what: str) -> None:
+        """Packaged media being verified: `body` must be the file the digest list names."""
+        if self.digests is None:
+            return
+        problem = self.digests.check(url, body)
+        if problem is not None:
+            raise _EdgeFailure(FailureReason.CORRUPT, f"{what}: {problem}")
+        self.verified_files += 1
+
     # ----------------------------------------------------------------- fetching
 
     async def _fetch(self, url: str, total_s: float, limit: int) -> bytes:
@@ -235,6 +274,7 @@ class _Player:
         if view.master is None:
             raw = await self._fetch(view.candidate.url, self.timeouts.playlist_s, MAX_PLAYLIST_BYTES)
             self.playlist_bytes += len(raw)
+            self._check_file(view.candidate.url, raw, "master playlist")
             try:
                 view.master = parse_master(raw.decode("utf-8"), view.candidate.url)
             except (PlaylistError, UnicodeDecodeError) as exc:
@@ -250,6 +290,7 @@ class _Player:
                 raise _EdgeFailure(FailureReason.CORRUPT, f"master playlist lacks {rendition} kbit/s")
             raw = await self._fetch(url, self.timeouts.playlist_s, MAX_PLAYLIST_BYTES)
             self.playlist_bytes += len(raw)
+            self._check_file(url, raw, "media playlist")
             try:
                 media = parse_media(raw.decode("utf-8"), url)
             except (PlaylistError, UnicodeDecodeError) as exc:
@@ -282,13 +323,24 @@ class _Player:
     # ----------------------------------------------------------------- the session
 
     async def _bootstrap(self) -> PlaybackSession:
-        """Master + the lowest rendition's media playlist: enough to size the session."""
+        """Master + the lowest rendition's media playlist: enough to size the session. When
+        that playlist announces each segment's bit rate (packaged media, #EXT-X-BITRATE), every
+        rendition's playlist is read too, so the ABR weighs the real sizes of what it chooses."""
         while True:
             edge = self.current
             view = self.edges[edge]
             try:
                 master = await self._master(view)
                 first = await self._media(view, master.ladder_kbps[0])
+                sizes: dict[int, tuple[int, ...]] | None = None
+                if first.bitrates_kbps is not None:
+                    sizes = {}
+                    for rung in master.ladder_kbps:
+                        known = (await self._media(view, rung)).bitrates_kbps
+                        if known is None:
+                            sizes = None
+                            break
+                        sizes[rung] = known
                 break
             except _EdgeFailure as failure:
                 await self._fail_over(edge, failure)
@@ -303,6 +355,7 @@ class _Player:
             buffer_cap_s=max(self.buffer_cap_s, segment_s),
             last_segment_s=durations[-1] if n > 1 else segment_s,
             failover_policy=self.policy,
+            segment_kbps=sizes,
         )
         self.pre.replay(session)
         return session
@@ -314,12 +367,21 @@ class _Player:
         look like a slow network to the ABR."""
         view = self.edges[edge]
         media = await self._media(view, rendition)
+        if media.init_url is not None and rendition not in view.inits:
+            init = await self._fetch(media.init_url, self.timeouts.segment_s, MAX_SEGMENT_BYTES)
+            self.init_bytes += len(init)
+            self._check_file(media.init_url, init, "init segment")
+            view.inits.add(rendition)
         started = self.now()
-        body = await self._fetch(media.segment_urls[index], self.timeouts.segment_s, MAX_SEGMENT_BYTES)
+        url = media.segment_urls[index]
+        body = await self._fetch(url, self.timeouts.segment_s, MAX_SEGMENT_BYTES)
         if self.verify:
-            problem = verify_segment(self.title, rendition, index, body)
-            if problem is not None:
-                raise _EdgeFailure(FailureReason.CORRUPT, f"segment {rendition}/{index}: {problem}")
+            if self.digests is not None:
+                self._check_file(url, body, f"segment {rendition}/{index}")
+            else:
+                problem = verify_segment(self.title, rendition, index, body)
+                if problem is not None:
+                    raise _EdgeFailure(FailureReason.CORRUPT, f"segment {rendition}/{index}: {problem}")
             self.verified_segments += 1
         return body, started
 
@@ -358,6 +420,8 @@ class _Player:
             except SteeringError as exc:
                 raise _Fatal(exc.kind, str(exc)) from None
             self.current = self.ranked[0]
+            if self.verify:
+                await self._load_digests()
             if self.events is not None:
                 self._session_event("start")
             self.session = await self._bootstrap()
@@ -380,6 +444,9 @@ class _Player:
             verified_segments=self.verified_segments,
             edges=tuple(self.served_by),
             playlist_bytes=self.playlist_bytes,
+            media="packaged" if self.digests is not None else ("synthetic" if self.verify else None),
+            verified_files=self.verified_files,
+            init_bytes=self.init_bytes,
             speed=self.speed,
             wall_s=time.monotonic() - t_real,
         )

@@ -36,11 +36,14 @@ class MasterPlaylist:
 
 @dataclass(frozen=True, slots=True)
 class MediaPlaylist:
-    """A VOD media playlist: absolute segment URLs and their durations."""
+    """A VOD media playlist: absolute segment URLs and their durations, and the absolute URL
+    of its initialisation segment (`#EXT-X-MAP`, fMP4 renditions; None when it has none)."""
 
     url: str
     segment_urls: tuple[str, ...]
     durations: tuple[float, ...]
+    init_url: str | None = None
+    bitrates_kbps: tuple[int, ...] | None = None  # each segment's #EXT-X-BITRATE; None unless all have one
 
     @property
     def target_s(self) -> float:
@@ -117,8 +120,23 @@ def parse_media(text: str, url: str) -> MediaPlaylist:
     durations: list[float] = []
     pending: float | None = None
     ended = False
+    init: str | None = None
+    bitrate: int | None = None  # RFC 8216bis 4.4.4.8: applies to every segment until the next one
+    bitrates: list[int | None] = []
     for line in lines[1:]:
-        if line.startswith("#EXTINF:"):
+        if line.startswith("#EXT-X-BITRATE:"):
+            raw = line.split(":", 1)[1].strip()
+            if not raw.isdigit() or not 0 < int(raw) < 10**9:
+                raise PlaylistError(f"bad #EXT-X-BITRATE {raw[:40]!r}")
+            bitrate = int(raw)
+        elif line.startswith("#EXT-X-MAP:"):
+            if init is not None or urls:  # RFC 8216 4.3.2.5 allows more; ocsim's titles have one, first
+                raise PlaylistError("only one #EXT-X-MAP, ahead of the segments, is supported")
+            uri = _attributes(line.split(":", 1)[1]).get("URI")
+            if not uri:
+                raise PlaylistError("#EXT-X-MAP without a URI")
+            init = urljoin(url, uri)
+        elif line.startswith("#EXTINF:"):
             raw = line.split(":", 1)[1].split(",", 1)[0]
             try:
                 pending = float(raw)
@@ -135,9 +153,11 @@ def parse_media(text: str, url: str) -> MediaPlaylist:
                 raise PlaylistError(f"segment URI without #EXTINF: {line[:80]}")
             urls.append(urljoin(url, line))
             durations.append(pending)
+            bitrates.append(bitrate)
             pending = None
     if not urls:
         raise PlaylistError("media playlist lists no segments")
     if not ended:
         raise PlaylistError("media playlist is not VOD (no #EXT-X-ENDLIST)")
-    return MediaPlaylist(url, tuple(urls), tuple(durations))
+    known = tuple(b for b in bitrates if b is not None)
+    return MediaPlaylist(url, tuple(urls), tuple(durations), init, known if len(known) == len(urls) else None)

@@ -51,6 +51,9 @@ class PlayReport:
     playlist_bytes: int
     speed: float
     wall_s: float
+    media: str | None = None     # what --verify checked: "synthetic" (ids) | "packaged" (digest list); None: no verify
+    verified_files: int = 0      # packaged: playlists and init segments verified beside the segments
+    init_bytes: int = 0          # fMP4 init segments (#EXT-X-MAP) fetched
 
     @property
     def ok(self) -> bool:
@@ -79,5 +82,6 @@ class PlayReport:
             error_kind=self.error_kind, verify=self.verify, verified=self.verified,
             verified_segments=self.verified_segments, edges=list(self.edges),
             playlist_bytes=self.playlist_bytes, speed=self.speed, wall_s=round(self.wall_s, 3),
+            media=self.media, verified_files=self.verified_files, init_bytes=self.init_bytes,
         )
         return d

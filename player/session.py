@@ -167,6 +167,7 @@ class PlaybackSession:
         buffer_cap_s: float = 60.0,
         last_segment_s: float | None = None,
         failover_policy: FailoverPolicy | None = None,
+        segment_kbps: Mapping[int, Sequence[float]] | None = None,
     ) -> None:
         if segment_s <= 0:
             raise ValueError("segment_s must be > 0")
@@ -185,6 +186,12 @@ class PlaybackSession:
         self.buffer_cap_s = float(buffer_cap_s)
         self.abr: AbrAlgorithm = abr if abr is not None else make_abr("bba", self.ladder_kbps)
         self.policy = failover_policy if failover_policy is not None else FailoverPolicy()
+        # rung -> the real bit rate of each of its segments (packaged media's #EXT-X-BITRATE);
+        # handed to the ABR per decision. Ignored unless it covers every rung and segment.
+        self.segment_kbps: dict[int, tuple[float, ...]] | None = None
+        if segment_kbps is not None and set(segment_kbps) == set(self.ladder_kbps) and all(
+                len(v) >= self.n_segments for v in segment_kbps.values()):
+            self.segment_kbps = {r: tuple(float(x) for x in v) for r, v in segment_kbps.items()}
 
         self._state = PlaybackState.STARTING
         self._started_at: float | None = None
@@ -302,7 +309,12 @@ class PlaybackSession:
         if self._buffer_s + self._duration(self._next_index) > self.buffer_cap_s + _EPS:
             return None
         last = self._bitrates[-1] if self._bitrates else None
-        rate = self.abr.choose(self._buffer_s, last, self._throughputs[-_THROUGHPUT_WINDOW:])
+        i = self._next_index
+        samples = self._throughputs[-_THROUGHPUT_WINDOW:]
+        if self.segment_kbps is None:  # three arguments: an ABR written before next_kbps still works
+            rate = self.abr.choose(self._buffer_s, last, samples)
+        else:
+            rate = self.abr.choose(self._buffer_s, last, samples, {r: v[i] for r, v in self.segment_kbps.items()})
         self._outstanding = SegmentRequest(self._next_index, rate)
         return self._outstanding
 

@@ -353,3 +353,49 @@ def test_failover_choice_is_a_permitted_candidate(
     # Never a retry while an edge that has not failed at all is still available.
     if reasons:
         assert all(failures.get(e) for e in ranked)
+
+
+# --- the real size of the next segment (packaged media's #EXT-X-BITRATE) -----------------------
+
+def test_throughput_rule_weighs_the_real_next_segment() -> None:
+    abr = ThroughputAbr((235, 750, 1750, 3000), safety=0.9)
+    samples = [2000.0] * 5  # estimate 1800 kbit/s
+    assert abr.choose(10.0, 750, samples) == 1750
+    assert abr.choose(10.0, 750, samples, {235: 240, 750: 760, 1750: 1900, 3000: 3100}) == 750  # a VBR peak
+    assert abr.choose(10.0, 750, samples, {235: 200, 750: 700, 1750: 1500, 3000: 1790}) == 3000  # a quiet scene
+    assert abr.choose(10.0, 750, samples, {235: 5000, 750: 6000, 1750: 7000, 3000: 8000}) == 235  # none fits
+
+
+def test_bba_start_up_affords_the_next_rung_by_its_real_next_segment() -> None:
+    abr = BufferBasedAbr((235, 750, 1750), reservoir_s=R, cushion_s=C)
+    assert abr.startup_choice(4.0, 235, [10_000.0]) == 750
+    assert abr.startup_choice(4.0, 235, [10_000.0], {235: 240, 750: 9_500, 1750: 20_000}) == 235
+    assert abr.startup_choice(4.0, 235, [10_000.0], {235: 240, 750: 800, 1750: 1800}) == 750
+
+
+def test_the_session_hands_each_decision_the_next_segments_real_rates() -> None:
+    from player.session import PlaybackSession
+
+    class Recorder:
+        name = "recorder"
+        ladder_kbps = (235, 750)
+        seen: list[object] = []
+
+        def choose(self, buffer_s: float, last: int | None, samples: object, next_kbps: object = None) -> int:
+            self.seen.append(next_kbps)
+            return 235
+
+        def reset(self) -> None:
+            pass
+
+    rec = Recorder()
+    sizes = {235: (250, 220), 750: (800, 700)}
+    s = PlaybackSession((235, 750), segment_s=4.0, n_segments=2, abr=rec, segment_kbps=sizes)
+    s.start(0.0)
+    req = s.next_request(0.0)
+    assert req is not None and req.index == 0
+    s.on_segment_downloaded(0, 235, 1000, 0.0, 0.1)
+    assert s.next_request(0.1) is not None
+    assert rec.seen == [{235: 250.0, 750: 800.0}, {235: 220.0, 750: 700.0}]
+    partial = PlaybackSession((235, 750), n_segments=2, abr=rec, segment_kbps={235: (1, 2)})
+    assert partial.segment_kbps is None  # not every rung: nominal rates

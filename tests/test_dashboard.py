@@ -26,3 +26,13 @@ def test_sizes_use_the_cli_units_not_decimal_gb() -> None:
 def test_jobs_show_placed_of_asked_unplaced_titles_and_errors() -> None:
     assert "titles placed / asked" in PAGE and "unplaced" in PAGE
     assert "j.unplaced" in PAGE and "j.error" in PAGE
+
+
+def test_live_charts_read_the_pipeline_through_this_origin_only() -> None:
+    """The charts ask `/v1/pipeline/series` on the control plane (with the token), never the
+    collector: no absolute URL in the page, so its CSP and the read API's lack of CORS hold."""
+    assert 'fetch("/v1/pipeline/series?"' in PAGE and "http://" not in PAGE.replace("http://www.w3.org", "")
+    for metric in ("bytes_to_players", "bytes_from_origin", "offload", "sps", "startup_s", "rebuffer_ratio",
+                   "misses.cold", "misses.evicted", "misses.coalesced", "misses.peer", "misses.stale"):
+        assert f'"{metric}"' in PAGE
+    assert "innerHTML" not in PAGE  # values go in as text

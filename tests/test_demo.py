@@ -1,6 +1,7 @@
 """`ocsim demo`, shortened: a real topology, pre-positioning, a small crowd, an edge killed
-half-way, and a report with the promised keys and no failed session. Plus the report's
-pure parts (percentiles, offload, self-contained HTML)."""
+half-way, and a report with the promised keys and no failed session; with --events, the
+report's figures come from the event pipeline and agree with the services' counters. Plus
+the report's pure parts (percentiles, offload, self-contained HTML, pipeline agreement)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ocsim.report import build_report, percentile, render_html, render_text
+from ocsim.report import PipelineRows, build_report, percentile, render_html, render_text, with_pipeline_figures
 
 
 def test_percentile() -> None:
@@ -85,3 +86,65 @@ def test_short_demo_writes_a_report_with_no_failed_session(tmp_path: Path) -> No
     page = (tmp_path / "report" / "report.html").read_text()
     assert page.startswith("<!doctype html>") and "<svg" in page
     assert "origin offload" in done.stdout
+
+
+def _session_row(isp: str, nbytes: int, startup: float, ok: bool = True) -> list[object]:
+    # (state, errors, startup_s, rebuffer_count, rebuffer_s, avg_bitrate_kbps, switches, qoe_lin, bytes, isp)
+    return ["ended" if ok else "failed", 0 if ok else 1, startup, 0, 0.0, 1000.0, 1, 10.0, nbytes, isp]
+
+
+def test_pipeline_figures_replace_the_counters_and_say_where_they_differ() -> None:
+    edges = {
+        "e1": {"isp": "isp-a", "killed": False, "before": None,
+               "after": {"hits": 3, "misses": {"cold": 1, "evicted": 0, "coalesced": 0, "peer": 0, "origin": 1},
+                         "bytes_from_cache": 300, "bytes_filled": 100}},
+        "e2": {"isp": "isp-b", "killed": True, "before": None,
+               "after": {"hits": 0, "misses": {"cold": 2, "evicted": 0, "coalesced": 0, "peer": 0, "origin": 2},
+                         "bytes_filled": 200}},
+    }
+    sessions = [_session("a", "isp-a", "e1", 400), _session("b", "isp-b", "e2", 200)]
+    base = build_report(sessions=sessions, edges=edges, origin_before={"bytes": 0}, origin_after={"bytes": 300},
+                        settings={"viewers": 2, "duration_s": 10, "speed": 20})
+    rows = PipelineRows(
+        # e1 agrees; e2 (killed) lost one miss in its buffer at SIGKILL
+        edges=[["e1", "isp-a", 3, 1, 0, 0, 0, 0, 4, 400], ["e2", "isp-b", 0, 1, 0, 0, 0, 0, 1, 100]],
+        fills=[["e1", "origin", 1, 100], ["e2", "origin", 1, 100]],
+        sessions=[_session_row("isp-a", 400, 0.5), _session_row("isp-b", 200, 1.5)], plays=2)
+    r = with_pipeline_figures(base, rows, sessions)
+    assert r["source"] == "pipeline" and r["counters"]["offload"] == base["offload"]
+    assert r["offload"] == round(1 - 200 / 500, 4) and r["hit_ratio"] == round(3 / 5, 4)
+    assert r["miss_classes"]["cold"] == 2 and r["sessions"] == 2 and r["qoe"]["startup_s"]["p50"] == 1.0
+    diff = {(a["figure"], a["edge"]) for a in r["agreement"] if not a["equal"]}
+    assert diff == {("cold", "e2"), ("requests", "e2"), ("fills.origin", "e2"), ("offload", None)}
+    # the killed edge is not expected to agree; offload is 0.6 here against 0.5 by the counters: too far
+    assert r["agrees"] is False
+    rows_ok = PipelineRows(edges=rows.edges, fills=[["e1", "origin", 1, 100], ["e2", "origin", 1, 150]],
+                           sessions=rows.sessions, plays=2)
+    r = with_pipeline_figures(base, rows_ok, sessions)
+    assert r["agrees"] is True and {a["figure"] for a in r["agreement"] if not a["equal"]} == {"cold", "requests",
+                                                                                               "fills.origin"}
+    assert "they agree" in render_text(r) and "Pipeline vs counters" in render_html(r)
+    json.dumps(r)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_demo_with_events_takes_its_figures_from_the_pipeline_and_they_agree(tmp_path: Path) -> None:
+    """No kill (a SIGKILLed edge loses the events in its buffer, by design): every edge's hits,
+    misses by class, requests and fills, the sessions and their bytes are equal both ways."""
+    done = subprocess.run(
+        [sys.executable, "-m", "ocsim", "demo", "--events", "--no-kill", "--duration", "10", "--viewers", "6",
+         "--top", "2", "--report-dir", str(tmp_path / "report")],
+        capture_output=True, text=True, timeout=140)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["source"] == "pipeline" and report["sessions"] >= 6 and report["sessions_failed"] == 0
+    rows = report["agreement"]
+    assert {a["edge"] for a in rows if a["edge"]} == {"isp-a-1", "isp-a-2", "isp-b-1", "isp-b-2"}
+    assert [a for a in rows if not a["equal"]] == [] and report["agrees"] is True
+    per_edge = {(a["figure"], a["edge"]): a["pipeline"] for a in rows}
+    assert sum(per_edge[("requests", e)] for e in report["edges"]) > 0
+    assert report["counters"]["sessions"] == report["sessions"]
+    assert report["plays"] >= report["sessions"]  # one steer.play per play (and per re-steer)
+    assert "they agree" in done.stdout
+    assert "Pipeline vs counters" in (tmp_path / "report" / "report.html").read_text()

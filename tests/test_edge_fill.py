@@ -58,9 +58,12 @@ class FakeUpstream:
     def __init__(self, script: dict[str, FakeResponse | BaseException]) -> None:
         self.script = script
         self.calls: list[tuple[str, bool]] = []
+        self.sent: list[dict[str, str]] = []  # the request fields of each call
 
-    async def get(self, url: str, *, only_if_cached: bool, connect_timeout: float) -> UpstreamResponse:
+    async def get(self, url: str, *, only_if_cached: bool, connect_timeout: float,
+                  headers: Mapping[str, str] | None = None) -> UpstreamResponse:
         self.calls.append((url, only_if_cached))
+        self.sent.append(dict(headers or {}))
         answer = self.script[url]
         if isinstance(answer, BaseException):
             raise answer
@@ -146,9 +149,8 @@ async def test_a_peer_hit_ends_the_search(store: DiskStore) -> None:
     (ConnectionRefusedError(), UpstreamError, 502),
     (UpstreamError("upstream error: ClientConnectorError"), UpstreamError, 502),
     (FakeResponse(status=503), UpstreamError, 502),
-    (FakeResponse(status=302), UpstreamError, 502),
-    (FakeResponse(status=206), UpstreamError, 502),
-    (FakeResponse(content_length=None), UpstreamError, 502),
+    (FakeResponse(status=304), UpstreamError, 502),  # a 304 to an unconditional GET
+    (FakeResponse(content_length=None, body=[BODY] * 110), UpstreamError, 502),  # > BUFFER_MAX, no length
 ])
 async def test_failures_before_the_body(store: DiskStore, answer: FakeResponse | BaseException,
                                         error: type[OcsimError], status: int) -> None:
@@ -158,6 +160,25 @@ async def test_failures_before_the_body(store: DiskStore, answer: FakeResponse |
         await fill.headers()
     assert info.value.status == status and fill.state is FillState.FAILED
     assert KEY not in store.index and store.used == 0 and KEY not in c.inflight
+
+
+@pytest.mark.parametrize("status", [204, 302, 206])
+async def test_other_answers_are_passed_through_with_their_headers_and_not_stored(store: DiskStore, status: int) -> None:
+    resp = FakeResponse(status=status, headers={"Location": "/elsewhere", "Content-Type": "text/plain"})
+    c = coalescer(store, FakeUpstream({ORIGIN + KEY_PATH: resp}))
+    fill, _ = c.join(KEY)
+    await fill.finished()
+    assert fill.state is FillState.PASSED and fill.passthrough is not None
+    assert fill.passthrough.status == status and ("Location", "/elsewhere") in fill.passthrough.headers
+    assert KEY not in store.index and store.used == 0
+
+
+async def test_a_body_without_content_length_is_read_whole_and_stored(store: DiskStore) -> None:
+    c = coalescer(store, FakeUpstream({ORIGIN + KEY_PATH: FakeResponse(content_length=None)}))
+    fill, _ = c.join(KEY)
+    await fill.finished()
+    assert fill.state is FillState.DONE and fill.stored and fill.body() == BODY
+    assert store.index[KEY].length == len(BODY)
 
 
 @pytest.mark.parametrize(("response", "reason"), [

@@ -190,13 +190,17 @@ def test_meta_rejects_garbage() -> None:
 
 
 @pytest.mark.parametrize(("status", "outcome"), [
-    (200, UpstreamOutcome.FILL), (206, UpstreamOutcome.FAIL), (204, UpstreamOutcome.FAIL),
-    (301, UpstreamOutcome.FAIL), (304, UpstreamOutcome.FAIL), (403, UpstreamOutcome.PASS),
+    (200, UpstreamOutcome.FILL), (206, UpstreamOutcome.PASS), (204, UpstreamOutcome.PASS),
+    (301, UpstreamOutcome.PASS), (304, UpstreamOutcome.FAIL), (403, UpstreamOutcome.PASS),
     (404, UpstreamOutcome.PASS), (416, UpstreamOutcome.PASS), (500, UpstreamOutcome.FAIL),
     (503, UpstreamOutcome.FAIL), (100, UpstreamOutcome.FAIL),
 ])
 def test_upstream_status_table(status: int, outcome: UpstreamOutcome) -> None:
     assert upstream_status_outcome(status) is outcome
+
+
+def test_a_304_is_a_revalidation_only_when_the_fill_asked_one() -> None:  # RFC 9111 4.3.3
+    assert upstream_status_outcome(304, conditional=True) is UpstreamOutcome.NOT_MODIFIED
 
 
 async def test_open_errors_keep_the_object_a_missing_file_drops_it(tmp_path: Path,

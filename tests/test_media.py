@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import m3u8
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -25,6 +28,7 @@ from media.package import PackageRequest, PackageResult, package
 from origin.app import build_app
 from origin.link import LinkSettings
 from origin.media import load_media_library
+from tests.conftest import StartService
 
 LADDER = parse_ladder("235:160x90,750:320x180")
 DURATION = 6.0  # segments of 4 s and 2 s
@@ -175,3 +179,213 @@ def test_origin_refuses_a_title_whose_files_do_not_match(packaged: tuple[Path, P
     lib = load_media_library(media)
     assert set(lib.titles) == {"clip"}
     assert "235/1.seg: SHA-256" in lib.refused["bent"]
+
+
+async def test_edge_serves_packaged_files_byte_for_byte(packaged: tuple[Path, Path, PackageResult],
+                                                        start_service: StartService, admin_token: str,
+                                                        tmp_path: Path) -> None:
+    """Through an edge: every file once as a fill (MISS) and once as a hit (HIT, the fast lane
+    for the small ones), both exactly the packaged bytes, both with the CORS a web player needs."""
+    out, _, result = packaged
+    origin = start_service("origin", "origin", "--host", "127.0.0.1", "--port", "0", "--admin-token", admin_token,
+                           "--media", str(out), "--media-only", "--no-access-log")
+    edge = start_service("edge", "edge", "--host", "127.0.0.1", "--port", "0", "--id", "edge-m", "--isp", "isp-a",
+                         "--upstream", origin.url, "--cache-dir", str(tmp_path / "cache"), "--capacity", "50MB",
+                         "--operator-token", "op-" + admin_token, "--no-access-log")
+    names = title_files(result.digests.renditions)
+    cors = {"Origin": "http://watch.example"}
+    async with aiohttp.ClientSession() as s:
+        for want_cache in ("MISS", "HIT"):
+            for name in names:
+                async with s.get(f"{edge.url}/content/clip/{name}", headers=cors) as r:
+                    assert r.status == 200, (name, r.status)
+                    assert r.headers["X-Cache"] == want_cache, name
+                    assert await r.read() == (out / "clip" / name).read_bytes(), (want_cache, name)
+                    assert r.headers["Access-Control-Allow-Origin"] == "*", (want_cache, name)
+                    assert "X-Cache" in r.headers["Access-Control-Expose-Headers"]
+        seg = (out / "clip" / "750" / "1.seg").read_bytes()
+        async with s.get(f"{edge.url}/content/clip/750/1.seg", headers={**cors, "Range": "bytes=10-209"}) as r:
+            assert r.status == 206 and await r.read() == seg[10:210]
+            assert r.headers["Access-Control-Allow-Origin"] == "*"
+        async with s.options(f"{edge.url}/content/clip/750/1.seg", headers={
+                **cors, "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "range,x-ocsim-session"}) as r:
+            assert r.status == 204
+            allowed = {h.strip().lower() for h in r.headers["Access-Control-Allow-Headers"].split(",")}
+            assert {"range", "x-ocsim-session"} <= allowed
+            assert "GET" in r.headers["Access-Control-Allow-Methods"]
+        async with s.get(f"{edge.url}/content/clip/750/9.seg", headers=cors) as r:  # errors are readable too
+            assert r.status == 502 or r.status == 404
+            assert r.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_the_control_store_keeps_a_titles_media_across_restarts(tmp_path: Path) -> None:
+    from common.content import Title
+    from control.store import Store
+    store = Store(tmp_path / "c.db")
+    store.merge_catalog([Title("clip", 6.0, (235, 750), 1.0, media="packaged"), Title("synth", 60.0, (235,), 0.5)])
+    store.put_title(Title("added", 8.0, (235,), 0.1, media="packaged"))
+    store.close()
+    again = Store(tmp_path / "c.db")
+    catalog, _ = again.load_catalog()
+    assert {t: catalog.titles[t].media for t in catalog.titles} == {
+        "clip": "packaged", "synth": "synthetic", "added": "packaged"}
+    again.close()
+
+
+def media_topology(media: Path) -> str:
+    """A small `ocsim up` topology whose origin serves only the packaged titles under `media`."""
+    return f"""
+[origin]
+port = 0
+media = {json.dumps(str(media))}
+media_only = true
+latency_ms = 0
+total_bandwidth = "0"
+args = ["--no-access-log"]
+
+[control]
+port = 0
+
+[edge]
+capacity = "64MiB"
+policy = "lru"
+args = ["--no-access-log"]
+
+[isps.isp-a]
+prefixes = ["10.1.0.0/16"]
+edges = 2
+
+[isps.isp-b]
+prefixes = ["10.2.0.0/16"]
+edges = 1
+"""
+
+
+def test_media_digests_check_every_file_by_name(packaged: tuple[Path, Path, PackageResult]) -> None:
+    from player.verify import MediaDigests
+    out, _, result = packaged
+    digests = MediaDigests.from_json(result.digests.to_json())
+    for name in title_files(result.digests.renditions):
+        body = (out / "clip" / name).read_bytes()
+        url = f"http://127.0.0.1:1/t/kid.1.isp.sig/content/clip/{name}?x=1"
+        assert digests.check(url, body) is None, name
+        assert "SHA-256" in (digests.check(url, body[:-1] + bytes([body[-1] ^ 1])) or "")
+        assert "bytes" in (digests.check(url, body + b"x") or "")
+    assert "not in the digest list" in (digests.check("http://e/content/clip/750/99.seg", b"") or "")
+    assert "not in the digest list" in (digests.check("http://e/content/other/master.m3u8", b"") or "")
+    with pytest.raises(ValueError, match="format"):
+        MediaDigests.from_json({"title": "clip", "files": {}})
+
+
+def _play(control: str, title: str) -> tuple[int, dict[str, Any]]:
+    got = subprocess.run([sys.executable, "-m", "ocsim", "play", title, "--control", control, "--isp", "isp-a",
+                          "--verify", "--json", "--speed", "8"], capture_output=True, text=True, timeout=60)
+    return got.returncode, json.loads(got.stdout)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_play_verify_checks_real_media_end_to_end(tmp_path: Path) -> None:
+    """`ocsim play --verify` through `ocsim up` with packaged media: every playlist, init segment
+    and segment checked against the origin's digest list; bytes corrupted at the origin after it
+    started (same length, so only the digest can tell) are caught on every edge."""
+    from tests.test_up import Up
+    media = tmp_path / "media"
+    for title in ("clip", "bent"):
+        req = PackageRequest(GeneratedSource(title, 12.0), title, media, LADDER, tmp_path / "cache")
+        package(req, _ffmpeg(), lambda done, total: None, lambda msg: None)
+    up = Up(tmp_path, "--ephemeral-ports", topology=media_topology(media))
+    try:
+        state = up.wait_state(60.0)
+        for seg in media.glob("bent/*/1.seg"):
+            data = bytearray(seg.read_bytes())
+            data[len(data) // 2] ^= 0x40
+            seg.write_bytes(bytes(data))
+        code, report = _play(state["control"], "clip")
+        assert code == 0, report
+        assert report["media"] == "packaged" and report["verified"] is True
+        assert report["verified_segments"] == report["segments"] == 3
+        assert report["verified_files"] >= 3 and report["init_bytes"] > 0  # master, a media playlist, an init
+        assert report["bytes"] > 0 and report["errors"] == 0
+        code, report = _play(state["control"], "bent")
+        assert code != 0 and report["verified"] is False
+        assert report["failure_reasons"].get("corrupt", 0) >= 2, report  # both edges of isp-a, at least
+    finally:
+        up.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_demo_runs_on_real_media_and_verifies_every_byte(packaged: tuple[Path, Path, PackageResult],
+                                                         tmp_path: Path) -> None:
+    out, _, _ = packaged
+    done = subprocess.run(
+        [sys.executable, "-m", "ocsim", "demo", "--media", "real", "--media-dir", str(out), "--duration", "8",
+         "--viewers", "4", "--top", "1", "--verify", "--report-dir", str(tmp_path / "report")],
+        capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["settings"]["media"] == "real" and report["settings"]["titles"] == 1
+    assert report["sessions"] >= 4 and report["sessions_failed"] == 0
+    assert {s["title"] for s in report["session_list"]} == {"clip"}
+    assert report["verified"] == {"sessions": report["sessions"], "asked": report["sessions"], "media": ["packaged"]}
+    assert all(j["state"] == "done" for j in report["preposition"])
+    assert "verified every byte in" in done.stdout
+
+
+def test_the_player_reads_a_packaged_ladder_as_its_measured_bitrates(packaged: tuple[Path, Path, PackageResult]) -> None:
+    """The ABR's ladder is what the master announces from the real segment sizes (AVERAGE-BANDWIDTH),
+    and each rendition's playlist names its init segment."""
+    from player.abr import make_abr
+    from player.playlists import parse_master, parse_media
+    out, _, result = packaged
+    base = "http://edge/t/tok/content/clip/"
+    master = parse_master((out / "clip" / "master.m3u8").read_text(), base + "master.m3u8")
+    measured = [r.average_bps // 1000 for r in result.digests.renditions]
+    assert list(master.ladder_kbps) == measured
+    assert make_abr("throughput", master.ladder_kbps).ladder_kbps == tuple(measured)
+    for kbps, facts in zip(master.ladder_kbps, result.digests.renditions, strict=True):
+        url = master.renditions[kbps]
+        assert url == f"{base}{facts.kbps}/index.m3u8"
+        media = parse_media((out / "clip" / str(facts.kbps) / "index.m3u8").read_text(), url)
+        assert media.init_url == f"{base}{facts.kbps}/init.mp4"
+        assert media.durations == pytest.approx(facts.durations)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_locust_viewers_play_real_media_and_check_it(tmp_path: Path) -> None:
+    """Locust's viewers on packaged titles: init segments fetched, every file's length and (with
+    OCSIM_VERIFY=1) SHA-256 checked against the digest list; no failure, QoE counted."""
+    pytest.importorskip("locust")
+    from tests.test_locust import assert_qoe, run_locust
+    from tests.test_up import Up
+    media = tmp_path / "media"
+    package(PackageRequest(GeneratedSource("clip", 12.0), "clip", media, LADDER, tmp_path / "cache"),
+            _ffmpeg(), lambda done, total: None, lambda msg: None)
+    up = Up(tmp_path, "--ephemeral-ports", topology=media_topology(media))
+    try:
+        up.wait_state(60.0)
+        out = tmp_path / "locust"
+        out.mkdir()
+        rows, qoe = run_locust(up.state_file, out, users=3, seconds=10)
+        for key, row in rows.items():
+            assert int(row["Failure Count"]) == 0, (key, row)
+        assert int(rows[("GET", "init")]["Request Count"]) > 0
+        assert int(rows[("GET", "digests")]["Request Count"]) == 1  # once per process
+        assert int(rows[("GET", "segment")]["Request Count"]) > 0
+        assert_qoe(qoe, viewers=3)
+    finally:
+        up.close()
+
+
+def test_packaged_playlists_announce_each_segments_real_bit_rate(packaged: tuple[Path, Path, PackageResult]) -> None:
+    from player.playlists import parse_media
+    out, _, result = packaged
+    for facts in result.digests.renditions:
+        text = (out / "clip" / str(facts.kbps) / "index.m3u8").read_text()
+        media = parse_media(text, "http://e/content/clip/x/index.m3u8")
+        want = tuple(max(1, round(8 * n / d / 1000)) for n, d in zip(facts.sizes, facts.durations, strict=True))
+        assert media.bitrates_kbps == want
+        assert [s.bitrate for s in m3u8.loads(text).segments] == list(want)  # a real parser reads them too

@@ -32,6 +32,13 @@ def _sql(pipeline: str, sql: str) -> list[list[Any]]:
     return list(_get(pipeline + "/v1/query?sql=" + urllib.parse.quote(sql))["rows"])
 
 
+def _post(url: str, body: dict[str, Any], token: str) -> Any:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
 def _metrics(url: str) -> dict[str, float]:
     return parse_text(_get(url + "/metrics"))
 
@@ -48,18 +55,25 @@ def test_up_with_events_views_match_the_services_counters(start_up: Callable[...
     pipeline, control = state["pipeline"], state["control"]
     plays = [("t0", "isp-a"), ("t1", "isp-a"), ("t0", "isp-a"), ("t2", "isp-b"), ("t0", "isp-b"), ("t1", "isp-a")]
 
-    async def crowd() -> list[Any]:
+    async def crowd(wave: list[tuple[str, str]]) -> list[Any]:
         sink = BufferedSink("player-test", NatsTransport(state["events"]))
         await sink.start()
         try:
             return list(await asyncio.gather(*[
                 play_session(control, title, isp=isp, speed=40.0, verify=True, events=sink)
-                for title, isp in plays]))
+                for title, isp in wave]))
         finally:
             await sink.close(timeout=20)
 
-    reports = asyncio.run(crowd())
+    reports = asyncio.run(crowd(plays))
     assert all(r.ok and r.verified for r in reports), [r.error for r in reports]
+    # a second wave with one edge of isp-a taken out of steering: its plays are health misses
+    down = sorted(e["id"] for e in state["edges"] if e["isp"] == "isp-a")[0]
+    _post(control + f"/v1/edges/{down}/admin", {"down": True}, state["operator_token"])
+    second = [("t0", "isp-a"), ("t2", "isp-a")]
+    reports += asyncio.run(crowd(second))
+    assert all(r.ok and r.verified for r in reports), [r.error for r in reports]
+    plays = plays + second
 
     edges = {e["id"]: e["url"] for e in state["edges"]}
 
@@ -114,3 +128,26 @@ def test_up_with_events_views_match_the_services_counters(start_up: Callable[...
     assert sum(v for pts in series["series"].values() for _, v in pts) * 10 == pytest.approx(len(plays))
     qoe = _get(pipeline + "/v1/views/qoe?since=1h")
     assert sum(r[1] for r in qoe["rows"]) == len(plays)
+    assert {r[0]: r[1] for r in qoe["rows"]} == {"isp-a": 6, "isp-b": 2}  # sessions per ISP
+    # content vs health misses: steering's flags, stored per play, equal the control plane's counters
+    cm = _metrics(control)
+    steer = _get(pipeline + "/v1/views/steering_misses?since=1h")
+    by_isp = {r[0]: dict(zip(steer["columns"], r)) for r in steer["rows"]}
+    assert sum(r["plays"] for r in by_isp.values()) == len(plays)
+    for kind in ("content", "health"):
+        assert sum(r[f"{kind}_misses"] for r in by_isp.values()) == \
+            cm.get(f'ocsim_control_steering_misses_total{{kind="{kind}"}}', 0.0), kind
+    assert by_isp["isp-a"]["health_misses"] == len(second) and by_isp["isp-b"]["health_misses"] == 0
+    assert by_isp["isp-a"]["content_misses"] + by_isp["isp-b"]["content_misses"] >= 1  # the first plays: cold
+    # ... and joined with the edges' requests, every miss gets a cause, and the causes add up
+    causes = _get(pipeline + "/v1/views/miss_causes?since=1h")
+    total = {(r[0], r[1]): r[2] for r in causes["rows"]}
+    (misses,), = _sql(pipeline, "SELECT count(*) FROM edge_request WHERE cache IN "
+                                "('cold','evicted','coalesced','peer','stale')")
+    assert sum(total.values()) == misses and {c for _, c in total} <= {"content", "health", "edge", "unjoined"}
+    assert sum(n for (_, c), n in total.items() if c == "content") >= 1
+    # a miss of a play steering flagged as a health miss (and not a content miss) is a health miss
+    (health_only,), = _sql(pipeline, "SELECT count(*) FROM edge_request r JOIN steer_play s ON s.play_id = r.session "
+                                     "WHERE s.health_miss AND NOT s.content_miss "
+                                     "AND r.cache IN ('cold','evicted','coalesced','peer','stale')")
+    assert health_only == sum(n for (_, c), n in total.items() if c == "health")

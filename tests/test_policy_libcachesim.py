@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.policy import Admission, WTinyLFUPolicy
+from edge.policy import Admission, EvictionPolicy, WTinyLFUPolicy
 from sim.crosscheck import libcachesim_available, libcachesim_miss_ratios, oracle_general_file
 from sim.replay import BELADY, EdgeStats, _replay_one, replay
 from sim.trace import Trace
@@ -66,6 +66,7 @@ class _WindowCapped(WTinyLFUPolicy):
     """ocsim's W-TinyLFU with libCacheSim's rule that an object above the window is not cached."""
 
     __slots__ = ()
+    replay = EvictionPolicy.replay  # one request() per item, so the override below is used
 
     def _admit(self, key: str, size: int) -> Admission:
         if size > self._window_target:

@@ -43,6 +43,28 @@ async def test_all_space_pinned_places_nothing_and_says_why(client: Client) -> N
     ({"isp": "isp-a", "top": 1, "window": "25:00-03:00"}, 400, "window"),
     ({"isp": "isp-a", "top": 1, "window": "02:00-14:00", "timezone": "Mars/Base"}, 400, "timezone"),
     ({"isp": "isp-a"}, 400, "titles or top"),
+    ({"isp": "isp-a", "top": 0}, 400, "top"),
+    ({"isp": "isp-a", "top": True}, 400, "top"),
+    ({"isp": "isp-a", "top": 2.5}, 400, "top"),
+    ({"isp": "isp-a", "top": "3"}, 400, "top"),
+    ({"isp": "isp-a", "top": None}, 400, "top"),
+    ({"isp": "isp-a", "titles": []}, 400, "titles"),
+    ({"isp": "isp-a", "titles": ["Bad Id"]}, 400, "titles[0]"),
+    ({"isp": "isp-a", "titles": ["alpha"], "top": 1}, 400, "titles, top"),
+    ({"isp": "isp-a", "titles": ["alpha"], "renditions": [235, 99]}, 409, "renditions"),  # 99: alpha has no such
+    ({"isp": "isp-a", "top": 1, "renditions": [235, 99]}, 409, "renditions"),  # ... nor does any title
+    ({"isp": "isp-a", "top": 1, "renditions": []}, 400, "renditions"),
+    ({"isp": "isp-a", "top": 1, "renditions": [-235]}, 400, "renditions"),
+    ({"isp": "Bad ISP", "top": 1}, 400, "isp"),
+    ({"top": 1}, 400, "isp"),
+    ({"isp": "isp-a", "top": 1, "bandwidth_bps": -1}, 400, "bandwidth_bps"),
+    ({"isp": "isp-a", "top": 1, "replicas": 0}, 400, "replicas"),
+    ({"isp": "isp-a", "top": 1, "window": "02:00"}, 400, "window"),
+    ({"isp": "isp-a", "top": 1, "window": "02:00-14:60"}, 400, "window"),
+    ({"isp": "isp-a", "top": 1, "window": 200}, 400, "window"),
+    ({"isp": "isp-a", "top": 1, "timezone": "UTC"}, 400, "window"),
+    ({"isp": "isp-a", "top": 1, "now": "yes"}, 400, "now"),
+    ({"isp": "isp-a", "top": 1, "bogus": 1}, 400, "bogus"),
 ])
 async def test_bad_job_requests_name_the_field(client: Client, body: dict[str, Any], status: int,
                                                field: str) -> None:

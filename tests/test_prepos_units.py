@@ -7,7 +7,7 @@ import pytest
 
 from control.jobs import Job, JobBook, JobState, PlanRecord, build_file_plans
 from control.placement import ALL_SPACE_PINNED, NO_ROOM, FileDemand, FileSpace, edge_budget, file_values, \
-    plan_files, rendition_shares
+    forecast_values, plan_files, rendition_shares
 from control.steering import hrw_order
 from control.topology import TopologyError, parse_topology
 from control.window import is_open, next_open, parse_window
@@ -60,6 +60,18 @@ def test_file_value_splits_a_title_by_rendition_share_and_takes_file_keys_as_is(
     assert v["b/750"] == 7.0 and v["b/235"] == 0.0  # a per-file view (the pipeline's) wins; absent is 0
     with pytest.raises(ValueError, match="popularity"):
         file_values({"a": -1.0}, {"a": ladder})
+
+
+def test_forecast_is_measured_plus_the_prior_scaled_to_the_measured_total() -> None:
+    prior = {"a/235": 1.0, "b/235": 1.0, "c/235": 2.0}  # total 4
+    # measured total 6 (the retired "gone/235" does not count): scale 6 / 4 = 1.5
+    got = forecast_values({"a/235": 6.0, "gone/235": 100.0}, prior)
+    assert got == {"a/235": 6.0 + 1.5, "b/235": 1.5, "c/235": 3.0}
+    # a new release nobody streamed yet (c) ranks by the catalog, below what did stream
+    assert sorted(got, key=lambda k: -got[k]) == ["a/235", "c/235", "b/235"]
+    assert forecast_values({}, prior) == {k: 0.0 for k in prior}  # nothing measured: callers use the prior
+    with pytest.raises(ValueError, match="measured"):
+        forecast_values({"a/235": -1.0}, prior)
 
 
 def test_most_valuable_files_first_until_the_budget_is_used() -> None:
