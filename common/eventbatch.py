@@ -143,7 +143,7 @@ def batches_of_rows(rows: Sequence[EventRow]) -> list[ColumnBatch]:
     out = []
     for (etype, v), group in groups.items():
         _, ids, ts, src, _, values = zip(*group)
-        cols = [list(c) for c in zip(*values)] if values[0] else [[] for _ in SPECS[etype]]
+        cols: list[Sequence[Any]] = [list(c) for c in zip(*values)] if values[0] else [[] for _ in SPECS[etype]]
         out.append(ColumnBatch(etype, v, list(ids), list(ts), list(src), cols))
     return out
 
@@ -183,8 +183,8 @@ def _decode_v2(obj: dict[str, Any], out: Batches) -> None:
     if n and (set(map(type, rows)) != {list} or set(map(len, rows)) != {width}):
         _add(out.rejected, "malformed", n)
         return
-    transposed = list(zip(*rows)) if n else [() for _ in range(width)]
-    ts = transposed[0]
+    transposed: list[Sequence[Any]] = list(zip(*rows)) if n else [() for _ in range(width)]
+    ts: Sequence[Any] = transposed[0]
     by_name: dict[str, Sequence[Any]] = {}
     for entry, col in zip(fields, transposed[1:]):
         if type(entry) is not list:
@@ -227,7 +227,7 @@ def _ids_of(raw: Any, n: int) -> list[str] | None:
     return None
 
 
-def _check_envelope(ids: list[Any], ts: list[Any], bad: dict[int, str]) -> None:
+def _check_envelope(ids: Sequence[Any], ts: Sequence[Any], bad: dict[int, str]) -> None:
     if not (set(map(type, ids)) <= {str} and 0 < min(map(len, ids)) and max(map(len, ids)) <= MAX_ID_LEN):
         for i, x in enumerate(ids):
             if type(x) is not str or not 0 < len(x) <= MAX_ID_LEN:
@@ -239,7 +239,8 @@ def _check_envelope(ids: list[Any], ts: list[Any], bad: dict[int, str]) -> None:
                 bad.setdefault(i, "malformed")
 
 
-def _check_column(etype: str, name: str, kind: Kind, optional: bool, col: list[Any], bad: dict[int, str]) -> None:
+def _check_column(etype: str, name: str, kind: Kind, optional: bool, col: Sequence[Any],
+                  bad: dict[int, str]) -> None:
     allowed = _KIND_TYPES[kind] | _NONE if optional else _KIND_TYPES[kind]
     present = set(map(type, col))
     ok = present <= allowed
@@ -271,7 +272,7 @@ def _check_column(etype: str, name: str, kind: Kind, optional: bool, col: list[A
             bad[i] = "bad_field"
 
 
-def _check_sizes(specs: Sequence[Any], columns: list[list[Any]], bad: dict[int, str]) -> None:
+def _check_sizes(specs: Sequence[Any], columns: Sequence[Sequence[Any]], bad: dict[int, str]) -> None:
     """An event whose strings add up past MAX_EVENT_BYTES is oversized (as a v1 event would be)."""
     str_cols = [c for sp, c in zip(specs, columns) if sp.kind is Kind.STR]
     list_cols = [c for sp, c in zip(specs, columns) if sp.kind is Kind.STRS]

@@ -120,6 +120,9 @@ class EventStore:
     def _insert(self, con: duckdb.DuckDBPyConnection, etype: str, group: list[ColumnBatch], ingested: float) -> int:
         table = TABLES[etype]
         first = group[0]
+        ids: list[str]
+        ts: Any
+        cols: list[Any]
         if len(group) == 1:
             ids, ts, src, cols = first.ids, first.ts, first.src, first.cols
             vs = [first.v] * len(first)
