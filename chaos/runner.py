@@ -1,29 +1,37 @@
 """`ocsim chaos run FILE [--json] [--report-dir DIR]`: one experiment, one verdict.
 
 1. The scenario is parsed and checked against the topology before anything starts.
-2. `ocsim up` (a child) brings up the built-in topology on ephemeral ports.
-3. Two fault proxies (chaos/proxy.py) stand in front of every edge, one per cohort.
-   Viewers are split into two equal cohorts (chaos/cohorts.py); each cohort's players reach
-   the edges only through their cohort's proxies (their HTTP connector maps each edge's
-   port to its proxy's), so both cohorts pay the same extra hop. Faults are made on the
-   experiment cohort's proxies only, so only it is in the blast radius:
-     - toxics on `link:player-edge` go on every edge's proxy;
-     - `kill` of an edge becomes, for the experiment cohort, a `reset` of every connection
-       to it, and `pause` a `blackhole` (accepted, never answered): the players see what a
-       dead or a stopped edge shows them, while the control cohort keeps the real edge.
-   Faults that would hit both cohorts (origin, control, the edge's own upstream links,
-   restart) are refused before anything starts: the cohort runner does not make them yet.
-4. Each viewer plays sessions back to back until `duration_s`; each finished session's
-   report (the player's own, `PlayReport.to_dict()`) feeds its cohort's per-metric values.
-   The event pipeline is not read yet: the cohorts' metrics come from the players' reports.
-5. After every finished session the abort rules are checked; a breach stops the run at once.
-6. Always, also on abort or interrupt: every toxic is removed, the proxies are closed and
-   `up` is stopped. Then a verdict per metric (chaos/verdict.py) and one for the experiment.
+2. Two identical copies of the built-in topology come up on ephemeral ports, one per cohort
+   (chaos/stack.py: ocsim.up's supervisor in-process, each ISP's edges reaching control
+   through a fault proxy, edges with their fault API on), as Netflix's ChAP gives the
+   control and the experiment group a cluster each. Faults are made in the experiment's
+   copy only, so only the experiment cohort is in the blast radius, whatever the fault:
+     - process faults (kill, pause, restart) are real signals to its services;
+     - origin_down / origin_503 / origin_slow go through its origin's link emulation;
+     - disk_full / read_errors / corrupt / clock_skew through its edges' fault API;
+     - partition blackholes one ISP's edge -> control proxy (heartbeats never arrive);
+     - toxics on link:player-edge go on the experiment cohort's proxies in front of its
+       edges (both cohorts reach their edges through such proxies, so both pay the hop),
+       toxics on link:edge-control on its edges' control proxies.
+3. Viewers are split into two equal cohorts (chaos/cohorts.py). Each viewer plays sessions
+   back to back until `duration_s` against its cohort's control plane; each finished
+   session's report (the player's own, `PlayReport.to_dict()`) feeds its cohort's values.
+   The metrics come from the players' own reports, not from the event pipeline (the
+   pipeline is not started here: two more processes per copy on a 2-core machine); they are
+   read as each session ends, which is what "near real time" needs for the abort rules.
+   `sps` (stream starts per second) is counted per 2 s window from the sessions' starts.
+4. After every finished session the abort rules are checked; a breach stops the run at once.
+   A sampler records both cohorts' figures every second for the report's timeline.
+5. Always, also on abort or interrupt: every fault is undone (toxics removed, edge faults
+   cleared, the origin's link restored, paused services resumed), then both copies are
+   stopped. Then a verdict per metric (chaos/verdict.py) and one for the experiment;
+   `--report-dir` gets report.json and report.html (chaos/report.py).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import sys
@@ -36,18 +44,29 @@ from typing import Any
 import aiohttp
 
 from chaos.cohorts import Cohorts, split_cohorts
-from chaos.metrics import METRICS
+from chaos.metrics import METRICS, RATE_METRICS, SPS_WINDOW_S, sps_windows, stream_started
+from chaos.process import PROCESS_FAULTS
 from chaos.proxy import FaultProxy
 from chaos.scenario import Scenario, TimedFault, parse_scenario, timeline
-from chaos.toxics import Blackhole, Reset, Toxic
+from chaos.service_faults import SERVICE_FAULTS, edge_fault_patch, origin_link_patch
+from chaos.stack import Stack, chaos_topology
+from chaos.toxics import Blackhole, Toxic
 from chaos.verdict import MetricVerdict, Outcome, abort_breach, judge
 from common.errors import BadRequest
+from player.abr import FailoverPolicy
+from player.driver import Timeouts
+from player.play_answer import PlayAnswerCache
 
-SUPPORTED_LINKS = {"link:player-edge"}
+SUPPORTED_LINKS = {"link:player-edge", "link:edge-control"}
+# The players run 20x faster than real time, but their timeouts are real seconds: the default
+# 5 s without a byte would be 100 s of content. 1.5 s (30 s of content) is what a real
+# player with a deep buffer allows an edge that has gone quiet before it fails over.
+PLAYER_TIMEOUTS = Timeouts(connect_s=1.0, read_s=1.5, segment_s=10.0, playlist_s=5.0, steering_s=3.0)
+COHORTS = ("control", "experiment")
 
 
 class PortMapConnector(aiohttp.TCPConnector):
-    """Connects to a mapped (host, port) instead of the URL's: the experiment cohort's path.
+    """Connects to a mapped (host, port) instead of the URL's: a cohort's proxied path.
 
     aiohttp resolves IP literals without asking a resolver, so the map is applied where it
     resolves hosts (`_resolve_host`, stable in the aiohttp range pyproject pins)."""
@@ -64,8 +83,8 @@ class PortMapConnector(aiohttp.TCPConnector):
         return [{**r, "port": mapped} for r in results]
 
 
-def check_runnable(scenario: Scenario, edge_ids: set[str]) -> None:
-    """Refuse, naming the field, the faults this runner cannot confine to one cohort."""
+def check_runnable(scenario: Scenario, edge_ids: set[str], isps: set[str] | None = None) -> None:
+    """Refuse, naming the field, what this runner cannot make, before anything starts."""
     for f in scenario.faults:
         where = f"fault[{f.index}]"
         if f.toxic is not None:
@@ -73,52 +92,49 @@ def check_runnable(scenario: Scenario, edge_ids: set[str]) -> None:
                 raise BadRequest(f"{where}.target: {f.target} is not made by the cohort runner yet "
                                  f"(supported: {', '.join(sorted(SUPPORTED_LINKS))})")
             continue
-        if not f.target.startswith("edge:"):
-            raise BadRequest(f"{where}.target: a fault on {f.target} would hit both cohorts; "
-                             "the cohort runner makes edge faults only")
-        if f.kind not in ("kill", "pause"):
-            raise BadRequest(f"{where}.kind: {f.kind} is not made by the cohort runner yet (kill, pause)")
-        if f.target[5:] not in edge_ids:
+        if f.target.startswith("edge:") and f.target[5:] not in edge_ids:
             raise BadRequest(f"{where}.target: no edge {f.target[5:]!r} (known: {', '.join(sorted(edge_ids))})")
+        if f.target.startswith("isp:") and isps is not None and f.target[4:] not in isps:
+            raise BadRequest(f"{where}.target: no ISP {f.target[4:]!r} (known: {', '.join(sorted(isps))})")
 
 
-def cohort_toxic(tf: TimedFault) -> Toxic:
-    f = tf.fault
-    if f.toxic is not None:
-        return f.toxic
-    name = f"fault-{f.index}-{f.kind}"
-    return Reset(name, direction="upstream") if f.kind == "kill" else Blackhole(name, direction="upstream")
+def _port(url: str) -> int:
+    return int(str(url).rsplit(":", 1)[1].split("/", 1)[0])
 
 
 class Experiment:
-    """The live part of a run: proxies, cohorts, sessions, the fault timeline, abort."""
+    """The live part of a run: two stacks, proxies, cohorts, sessions, the fault timeline, abort."""
 
-    def __init__(self, scenario: Scenario, state: dict[str, Any], catalog_ids: list[str], *,
+    def __init__(self, scenario: Scenario, stacks: dict[str, Stack], catalog_ids: list[str], *,
                  speed: float, max_segments: int | None) -> None:
         self.scenario = scenario
-        self.state = state
+        self.stacks = stacks
         self.catalog_ids = catalog_ids
         self.speed = speed
         self.max_segments = max_segments
         viewers = [f"viewer-{i:03d}" for i in range(scenario.viewers)]
         self.cohorts: Cohorts = split_cohorts(viewers, scenario.seed)
-        self.proxies: dict[str, dict[str, FaultProxy]] = {"control": {}, "experiment": {}}
-        self.sessions: dict[str, list[dict[str, Any]]] = {"control": [], "experiment": []}
+        self.proxies: dict[str, dict[str, FaultProxy]] = {c: {} for c in COHORTS}
+        self.sessions: dict[str, list[dict[str, Any]]] = {c: [] for c in COHORTS}
         self.events: list[dict[str, Any]] = []
+        self.samples: list[dict[str, Any]] = []
         self.aborted: str | None = None
+        self.undo_errors: list[str] = []
+        self.fault_effects: dict[str, dict[str, Any]] = {}  # each faulted edge's /faults at the end
         self._stop = asyncio.Event()
         self._t0 = 0.0
+        self._origin_saved: dict[str, Any] | None = None
+        self._edge_faulted: set[str] = set()
+        self._corrupters: dict[int, asyncio.Task[None]] = {}
+        self._http: aiohttp.ClientSession | None = None
 
     def now(self) -> float:
         return round(asyncio.get_running_loop().time() - self._t0, 3)
 
-    def edge_port(self, edge: dict[str, Any]) -> int:
-        return int(str(edge["url"]).rsplit(":", 1)[1].split("/", 1)[0])
-
     async def start_proxies(self) -> None:
         for cohort, proxies in self.proxies.items():
-            for i, edge in enumerate(self.state["edges"]):
-                proxy = FaultProxy("127.0.0.1", self.edge_port(edge), seed=self.scenario.seed * 1000 + i)
+            for i, edge in enumerate(self.stacks[cohort].state["edges"]):
+                proxy = FaultProxy("127.0.0.1", _port(edge["url"]), seed=self.scenario.seed * 1000 + i)
                 proxies[edge["id"]] = await proxy.start()
 
     async def close(self) -> None:
@@ -127,18 +143,112 @@ class Experiment:
                 proxy.clear()
                 await proxy.close()
 
-    def targets(self, tf: TimedFault) -> list[FaultProxy]:
-        faulted = self.proxies["experiment"]
-        if tf.fault.target.startswith("edge:"):
-            return [faulted[tf.fault.target[5:]]]
-        return list(faulted.values())
+    # -- faults ----------------------------------------------------------------------------
+
+    @property
+    def exp(self) -> Stack:
+        return self.stacks["experiment"]
+
+    def link_proxies(self, target: str) -> list[FaultProxy]:
+        if target == "link:player-edge":
+            return list(self.proxies["experiment"].values())
+        assert self.exp.sup is not None
+        return list(self.exp.sup.control_proxies.values())
+
+    async def _corrupt_loop(self, edge_id: str, every_s: float) -> None:
+        assert self._http is not None
+        while True:
+            with contextlib.suppress(Exception):  # the edge may be busy or restarting: try again
+                got = await self.exp.edge_faults(self._http, edge_id, "POST", "/faults/corrupt", {"all": True})
+                self.events.append({"t": self.now(), "move": "corrupted", "target": f"edge:{edge_id}",
+                                    "count": got.get("count", 0)})
+            await asyncio.sleep(every_s)
+
+    async def make(self, tf: TimedFault, begin: bool) -> str:
+        """Start (begin) or end one fault in the experiment's copy; what was done, in words."""
+        f = tf.fault
+        http = self._http
+        assert http is not None
+        if f.toxic is not None:
+            for proxy in self.link_proxies(f.target):
+                if begin:
+                    proxy.add_toxic(f.toxic)
+                else:
+                    proxy.remove_toxic(f.toxic.name)
+            return f"{f.toxic.kind} on {f.target}"
+        if f.kind in PROCESS_FAULTS:
+            name = {"origin": "origin", "control": "control"}.get(f.target, f.target[5:])
+            driver = self.exp.driver
+            assert driver is not None
+            await asyncio.to_thread(driver.begin if begin else driver.end, f.kind, name)
+            return f"{f.kind} {name}" if begin else f"undo {f.kind} {name}"
+        if f.kind == "partition":
+            assert self.exp.sup is not None
+            proxy = self.exp.sup.control_proxies[f.target[4:]]
+            name = f"fault-{f.index}-partition"
+            if begin:
+                proxy.add_toxic(Blackhole(name, direction="upstream"))
+            else:
+                proxy.remove_toxic(name)
+            return f"blackhole {f.target[4:]} -> control"
+        if f.kind.startswith("origin_"):
+            if begin:
+                if self._origin_saved is None:
+                    self._origin_saved = await self.exp.origin_link(http)
+                await self.exp.origin_link(http, origin_link_patch(f.kind, f.params))
+            elif self._origin_saved is not None:
+                await self.exp.origin_link(http, self._origin_saved)
+            return "origin /admin/link"
+        edge_id = f.target[5:]
+        self._edge_faulted.add(edge_id)
+        if f.kind == "corrupt":
+            if begin:
+                self._corrupters[f.index] = asyncio.create_task(self._corrupt_loop(edge_id, f.params["every_s"]))
+            else:
+                task = self._corrupters.pop(f.index, None)
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+            return f"{edge_id} /faults/corrupt"
+        await self.exp.edge_faults(http, edge_id, "PUT", body=edge_fault_patch(f.kind, f.params, begin))
+        return f"{edge_id} /faults"
+
+    async def undo_all(self) -> None:
+        """Whatever is still in force, undone (also after an abort or an interrupt)."""
+        for task in self._corrupters.values():
+            task.cancel()
+        await asyncio.gather(*self._corrupters.values(), return_exceptions=True)
+        self._corrupters.clear()
+        for proxy in self.link_proxies("link:player-edge") + self.link_proxies("link:edge-control"):
+            proxy.clear()
+        http = self._http
+        if http is None:
+            return
+        if self._origin_saved is not None:
+            try:
+                await self.exp.origin_link(http, self._origin_saved)
+            except Exception as exc:  # noqa: BLE001 - report it; stopping goes on
+                self.undo_errors.append(f"origin link: {exc}")
+        for edge_id in sorted(self._edge_faulted):
+            try:
+                self.fault_effects[edge_id] = await self.exp.edge_faults(http, edge_id, "GET")
+                await self.exp.edge_faults(http, edge_id, "DELETE")
+            except Exception as exc:  # noqa: BLE001
+                self.undo_errors.append(f"{edge_id} faults: {exc}")
+        driver = self.exp.driver
+        if driver is not None:
+            try:
+                await asyncio.to_thread(driver.release_all)
+            except Exception as exc:  # noqa: BLE001
+                self.undo_errors.append(f"processes: {exc}")
 
     async def fault_timeline(self) -> None:
         plan = timeline(self.scenario)
         moves: list[tuple[float, int, str, TimedFault]] = []
         for tf in plan:
             moves.append((tf.start_s, 1, "begin", tf))
-            moves.append((tf.end_s, 0, "end", tf))  # ends before begins at one instant
+            if tf.fault.duration_s > 0:
+                moves.append((tf.end_s, 0, "end", tf))  # ends before begins at one instant
         moves.sort(key=lambda m: (m[0], m[1], m[3].fault.index))
         loop = asyncio.get_running_loop()
         for at, _, move, tf in moves:
@@ -149,57 +259,107 @@ class Experiment:
                     return  # stopped (abort or end) before this move
                 except asyncio.TimeoutError:
                     pass
-            toxic = cohort_toxic(tf)
-            for proxy in self.targets(tf):
-                if move == "begin":
-                    proxy.add_toxic(toxic)
-                else:
-                    proxy.remove_toxic(toxic.name)
-            self.events.append({"t": self.now(), "fault": tf.fault.index, "kind": tf.fault.kind,
-                                "target": tf.fault.target, "move": move, "made_as": toxic.kind})
+            event = {"t": self.now(), "fault": tf.fault.index, "kind": tf.fault.kind,
+                     "target": tf.fault.target, "move": move, "made_as": "(in progress)"}
+            self.events.append(event)  # first: a run that ends meanwhile still shows the move
+            event["made_as"] = await self.make(tf, move == "begin")
+            event["done_t"] = self.now()
 
-    def values(self, cohort: str) -> dict[str, list[float]]:
-        return {name: [m.of_session(r) for r in self.sessions[cohort]] for name, m in METRICS.items()}
+    # -- metrics ---------------------------------------------------------------------------
+
+    def starts(self, cohort: str) -> list[float]:
+        return [r["started_at_s"] for r in self.sessions[cohort] if stream_started(r)]
+
+    def fault_window(self) -> tuple[float, float]:
+        """From the first fault's start to the last one's end (the whole run without faults):
+        where SPS is compared, as ChAP compares the groups while the fault is in force."""
+        plan = timeline(self.scenario)
+        if not plan:
+            return 0.0, self.scenario.duration_s
+        lo = min(tf.start_s for tf in plan)
+        hi = max(max(tf.end_s for tf in plan), lo + 4 * SPS_WINDOW_S)
+        return lo, min(hi, self.scenario.duration_s)
+
+    def values(self, cohort: str, upto: float | None = None) -> dict[str, list[float]]:
+        out = {name: [m.of_session(r) for r in self.sessions[cohort]] for name, m in METRICS.items()}
+        lo, hi = self.fault_window()
+        end = hi if upto is None else min(upto, hi)
+        out["sps"] = sps_windows(self.starts(cohort), lo, end, SPS_WINDOW_S)
+        return out
 
     def session_ended(self, cohort: str, report: dict[str, Any]) -> None:
         report["cohort"] = cohort
         report["ended_at_s"] = self.now()
         self.sessions[cohort].append(report)
         if self.aborted is None:
-            reason = abort_breach(self.scenario.abort, self.values("control"), self.values("experiment"))
+            now = self.now()
+            reason = abort_breach(self.scenario.abort, self.values("control", now), self.values("experiment", now))
             if reason is not None:
                 self.aborted = reason
-                self.events.append({"t": self.now(), "move": "abort", "reason": reason})
+                self.events.append({"t": now, "move": "abort", "reason": reason})
                 self._stop.set()
+
+    async def sampler(self) -> None:
+        """Both cohorts' figures once a second, for the report's timeline."""
+        while not self._stop.is_set():
+            t = self.now()
+            for cohort in COHORTS:
+                ss = self.sessions[cohort]
+                recent = [r for r in ss if r["started_at_s"] >= t - SPS_WINDOW_S * 2 and stream_started(r)]
+                self.samples.append({
+                    "t": t, "cohort": cohort, "sessions": len(ss),
+                    "failed": sum(1 for r in ss if METRICS["failed"].of_session(r)),
+                    "sps": round(len(recent) / (SPS_WINDOW_S * 2), 3)})
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), 1.0)
 
     async def viewer(self, viewer: str, cohort: str, http: aiohttp.ClientSession, index: int) -> None:
         from ocsim.demo import client_ip
         from player.driver import play_session
 
         rng = random.Random(f"{self.scenario.seed}:{viewer}")
-        isps = self.state["isps"]
+        state = self.stacks[cohort].state
+        isps = state["isps"]
         isp = self.scenario.isp or sorted(isps)[index % len(isps)]
+        policy = FailoverPolicy(enabled=cohort == "control" or self.scenario.experiment_failover)
+        answers = PlayAnswerCache()
+        edge_isp = {e["id"]: e["isp"] for e in state["edges"]}
         loop = asyncio.get_running_loop()
         end_at = self._t0 + self.scenario.duration_s
+        crowd_at = self.scenario.flash_crowd_at_s
+        # with a flash crowd, the least popular title is the new one: nobody plays it before
+        everyday = self.catalog_ids[:-1] if crowd_at is not None else self.catalog_ids
         while loop.time() < end_at and not self._stop.is_set():
-            title = rng.choice(self.catalog_ids)
+            started = self.now()
+            crowd = crowd_at is not None and started >= crowd_at
+            title = self.catalog_ids[-1] if crowd else rng.choice(everyday)
+            cached_before = answers.used
             try:
-                rep = await play_session(self.state["control"], title, client_ip=client_ip(isps[isp][0], rng),
-                                         speed=self.speed, session=http, max_segments=self.max_segments)
+                rep = await play_session(state["control"], title, client_ip=client_ip(isps[isp][0], rng),
+                                         speed=self.speed, session=http, max_segments=self.max_segments,
+                                         failover_policy=policy, verify=True, timeouts=PLAYER_TIMEOUTS,
+                                         answers=answers)
                 report = rep.to_dict()
+                served = [e for e in report.get("edges") or [] if e in edge_isp]
+                report["off_isp"] = (sum(1 for e in served if edge_isp[e] != isp) / len(served)) if served else 0.0
             except Exception as exc:  # noqa: BLE001 - a crashed player is a failed session
                 report = {"title": title, "state": "failed", "errors": 1, "startup_s": None,
                           "error": f"player crashed: {exc!r}"}
             report["viewer"] = viewer
+            report["started_at_s"] = started
+            report["flash_crowd"] = crowd
+            report["answer_from_cache"] = answers.used > cached_before
             self.session_ended(cohort, report)
 
     async def run(self) -> None:
         self._t0 = asyncio.get_running_loop().time()
-        maps = {cohort: {self.edge_port(e): proxies[e["id"]].port for e in self.state["edges"]}
+        maps = {cohort: {_port(e["url"]): proxies[e["id"]].port for e in self.stacks[cohort].state["edges"]}
                 for cohort, proxies in self.proxies.items()}
-        async with aiohttp.ClientSession(connector=PortMapConnector(maps["control"], limit=0)) as direct, \
+        async with aiohttp.ClientSession() as self._http, \
+                aiohttp.ClientSession(connector=PortMapConnector(maps["control"], limit=0)) as direct, \
                 aiohttp.ClientSession(connector=PortMapConnector(maps["experiment"], limit=0)) as faulted:
             faults = asyncio.create_task(self.fault_timeline())
+            sampler = asyncio.create_task(self.sampler())
             players = [asyncio.create_task(self.viewer(v, "control", direct, i))
                        for i, v in enumerate(self.cohorts.control)]
             players += [asyncio.create_task(self.viewer(v, "experiment", faulted, i))
@@ -208,18 +368,32 @@ class Experiment:
             everyone: asyncio.Future[list[None]] = asyncio.gather(*players)
             try:
                 # Sessions running at the end finish (bounded by the player's own timeouts);
-                # an abort cancels them at once.
-                waiters: list[asyncio.Future[Any]] = [stop, everyone]
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                # an abort cancels them at once. A fault driver that fails ends the run too.
+                waiters: list[asyncio.Future[Any]] = [stop, everyone, faults]
+                while True:
+                    done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                    if stop in done or everyone in done or faults.exception() is not None:
+                        break
+                    waiters = [stop, everyone]  # the timeline is over; the players go on
             finally:
                 self._stop.set()
                 everyone.cancel()
-                for task in (*players, faults, stop):
+                for task in (*players, stop, sampler):
                     task.cancel()
-                await asyncio.gather(everyone, *players, faults, stop, return_exceptions=True)
+                await asyncio.gather(everyone, *players, stop, sampler, return_exceptions=True)
+                if not faults.done():
+                    faults.cancel()
+                fault_error = (await asyncio.gather(faults, return_exceptions=True))[0]
+                try:
+                    await self.undo_all()
+                finally:
+                    self._http = None
+            if isinstance(fault_error, Exception):
+                raise RuntimeError(f"a fault could not be made: {fault_error}") from fault_error
 
     def verdicts(self) -> list[MetricVerdict]:
-        ctl, exp = self.values("control"), self.values("experiment")
+        upto = self.now() if self.aborted else None
+        ctl, exp = self.values("control", upto), self.values("experiment", upto)
         return [judge(h, ctl[h.metric], exp[h.metric]) for h in self.scenario.steady_state]
 
 
@@ -237,48 +411,60 @@ def _finite(x: float | None) -> float | str | None:
 
 async def run_experiment(scenario: Scenario, *, speed: float = 20.0, max_segments: int | None = 8,
                          titles: int = 8) -> dict[str, Any]:
-    from ocsim.demo import UpProcess, demo_catalog, discard_dir
+    from ocsim.demo import demo_catalog, discard_dir
     from ocsim.topology import DEFAULT_TOPOLOGY
 
     topo = DEFAULT_TOPOLOGY
     edge_ids = {e.id for e in topo.edges}
-    check_runnable(scenario, edge_ids)
+    check_runnable(scenario, edge_ids, set(topo.isps))
     if scenario.isp is not None and scenario.isp not in topo.isps:
         raise BadRequest(f"cohorts.isp: no ISP {scenario.isp!r} in the topology")
     wall0 = time.monotonic()
-    state_dir = Path(tempfile.mkdtemp(prefix="ocsim-chaos-"))
+    root = Path(tempfile.mkdtemp(prefix="ocsim-chaos-"))
     catalog = demo_catalog(titles, scenario.seed)
-    catalog_file = state_dir / "catalog.json"
+    catalog_file = root / "catalog.json"
     catalog_file.write_text(json.dumps(catalog.to_json()))
-    topo = topo.with_ephemeral_ports().with_catalog(catalog_file).with_extra_args("--no-access-log")
-    topology_file = state_dir / "chaos-topology.toml"
-    topology_file.write_text(topo.to_toml())
-    up = UpProcess(topology_file, state_dir)
+    topo = chaos_topology(topo.with_ephemeral_ports().with_catalog(catalog_file).with_extra_args("--no-access-log"))
+    stacks = {c: Stack(c, topo, root / c, scenario.seed) for c in COHORTS}
     exp: Experiment | None = None
     try:
-        state = await up.start()
-        exp = Experiment(scenario, state, [t.id for t in catalog.by_popularity()],
+        started = await asyncio.gather(*(s.start() for s in stacks.values()), return_exceptions=True)
+        failed = [r for r in started if isinstance(r, BaseException)]
+        if failed:
+            raise RuntimeError(f"a copy of the topology did not come up: {failed[0]}")
+        setup_s = round(time.monotonic() - wall0, 2)
+        exp = Experiment(scenario, stacks, [t.id for t in catalog.by_popularity()],
                          speed=speed, max_segments=max_segments)
         await exp.start_proxies()
         await exp.run()
     finally:
         if exp is not None:
             await exp.close()
-        await up.stop()
-        discard_dir(state_dir)
+        await asyncio.gather(*(s.stop() for s in stacks.values()), return_exceptions=True)
+        discard_dir(root)
     verdicts = exp.verdicts()
     return {
-        "scenario": scenario.name, "seed": scenario.seed, "duration_s": scenario.duration_s,
+        "scenario": scenario.name, "description": scenario.description, "seed": scenario.seed,
+        "duration_s": scenario.duration_s,
         "outcome": overall(verdicts, exp.aborted).value, "aborted": exp.aborted,
+        "experiment_failover": scenario.experiment_failover,
         "cohorts": {"control": list(exp.cohorts.control), "experiment": list(exp.cohorts.experiment),
                     "left_out": list(exp.cohorts.left_out)},
-        "metrics_source": "player session reports (the event pipeline is not read yet)",
+        "metrics_source": "the players' own session reports, read as each session ends (the event "
+                          "pipeline is not started by the runner)",
+        "metrics": {**{m.name: {"worse": m.worse, "meaning": m.meaning} for m in METRICS.values()},
+                    **{m.name: {"worse": m.worse, "meaning": m.meaning, "window_s": SPS_WINDOW_S}
+                       for m in RATE_METRICS.values()}},
         "verdicts": [{"metric": v.metric, "outcome": v.outcome.value, "p": v.p, "test": v.test,
                       "control_median": _finite(v.control_median),
                       "experiment_median": _finite(v.experiment_median),
                       "n_control": v.n_control, "n_experiment": v.n_experiment} for v in verdicts],
         "timeline": exp.events,
+        "samples": exp.samples,
+        "undo_errors": exp.undo_errors,
+        "fault_effects": exp.fault_effects,
         "sessions": exp.sessions["control"] + exp.sessions["experiment"],
+        "setup_s": setup_s,
         "wall_s": round(time.monotonic() - wall0, 2),
     }
 
@@ -299,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one scenario file")
     run.add_argument("file", type=Path)
     run.add_argument("--json", action="store_true", help="print the whole report as JSON")
-    run.add_argument("--report-dir", type=Path, help="write report.json there")
+    run.add_argument("--report-dir", type=Path, help="write report.json and report.html there")
     run.add_argument("--speed", type=float, default=20.0, help="players' clock speed-up")
     run.add_argument("--max-segments", type=int, default=8, help="segments per session")
     check = sub.add_parser("check", help="parse and check scenario files, start nothing")
@@ -324,7 +510,9 @@ def main(argv: Sequence[str]) -> int:
         print(f"ocsim chaos: {exc}", file=sys.stderr)
         return 2
     if args.report_dir is not None:
+        from chaos.report import render_html
         args.report_dir.mkdir(parents=True, exist_ok=True)
         (args.report_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        (args.report_dir / "report.html").write_text(render_html(report))
     print(json.dumps(report, default=str) if args.json else render_line(report))
     return {"pass": 0, "fail": 1}.get(report["outcome"], 3)

@@ -17,6 +17,8 @@ The format (every key is listed in `_TOP`, `_COHORTS`, `_STEADY`, `_ABORT` and `
     [cohorts]
     viewers = 8                     # total; two equal cohorts, control and experiment
     isp = "isp1"                    # blast radius: only viewers of this ISP (optional)
+    experiment_failover = true      # false: the experiment cohort's players never fail over
+    flash_crowd_at_s = 10           # from then on every viewer plays one new title (optional)
     [[steady_state]]                # the hypothesis, one per metric (chaos/metrics.py)
     metric = "startup_s"
     tolerance = 0.10                # experiment may be this share worse than control ...
@@ -27,11 +29,12 @@ The format (every key is listed in `_TOP`, `_COHORTS`, `_STEADY`, `_ABORT` and `
     max_excess = 0.5                # experiment mean - control mean (worse direction)
     min_sessions = 2                # per cohort, before the rule is judged
     [[fault]]
-    kind = "kill"                   # a process fault (chaos/process.py) or a toxic (chaos/toxics.py)
-    target = "edge:isp1-e1"         # edge:ID | origin | control  |  link:player-edge ...
+    kind = "kill"                   # a process fault (chaos/process.py), a service fault
+                                    # (chaos/service_faults.py) or a toxic (chaos/toxics.py)
+    target = "edge:isp1-e1"         # edge:ID | origin | control | isp:NAME | link:player-edge ...
     at_s = 5                        # or [lo, hi]: drawn from the seed
     duration_s = 20                 # required except for restart
-    # toxic parameters inline, e.g. latency_s = 0.2
+    # toxic or service-fault parameters inline, e.g. latency_s = 0.2
 """
 from __future__ import annotations
 
@@ -41,8 +44,9 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from chaos.metrics import METRICS
+from chaos.metrics import known_metrics
 from chaos.process import PROCESS_FAULTS
+from chaos.service_faults import SERVICE_FAULTS, check_target, parse_params
 from chaos.toxics import TOXICS, Toxic, make_toxic
 from common.errors import BadRequest
 
@@ -51,7 +55,7 @@ _SERVICE_TARGET = re.compile(r"^(origin|control|edge:[A-Za-z0-9._-]+)$")
 _LINK_TARGET = re.compile(r"^link:(" + "|".join(LINKS) + ")$")
 
 _TOP = {"name", "description", "seed", "duration_s", "cohorts", "steady_state", "abort", "fault"}
-_COHORTS = {"viewers", "isp"}
+_COHORTS = {"viewers", "isp", "experiment_failover", "flash_crowd_at_s"}
 _STEADY = {"metric", "tolerance", "absolute", "alpha"}
 _ABORT = {"metric", "max_excess", "min_sessions"}
 _FAULT = {"kind", "target", "at_s", "duration_s"}
@@ -80,6 +84,7 @@ class Fault:
     at_s: tuple[float, float]          # (lo, hi); lo == hi for a fixed start
     duration_s: float                  # 0 for an instantaneous fault (restart)
     toxic: Toxic | None = None         # network faults only
+    params: dict[str, float] = field(default_factory=dict, hash=False)  # service faults only
 
     @property
     def latest_end_s(self) -> float:
@@ -97,6 +102,8 @@ class Scenario:
     steady_state: tuple[Hypothesis, ...] = ()
     abort: tuple[AbortRule, ...] = ()
     faults: tuple[Fault, ...] = field(default_factory=tuple)
+    experiment_failover: bool = True
+    flash_crowd_at_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -162,8 +169,8 @@ def _tables(where: str, doc: dict[str, Any], key: str) -> list[dict[str, Any]]:
 
 def _metric(where: str, table: dict[str, Any]) -> str:
     name = _str(where, table, "metric")
-    if name not in METRICS:
-        raise BadRequest(f"{where}metric: unknown metric {name!r} (known: {', '.join(METRICS)})")
+    if name not in known_metrics():
+        raise BadRequest(f"{where}metric: unknown metric {name!r} (known: {', '.join(known_metrics())})")
     return name
 
 
@@ -174,12 +181,15 @@ def _fault(i: int, t: dict[str, Any], duration: float) -> Fault:
     kind = _str(where, t, "kind")
     target = _str(where, t, "target")
     is_process = kind in PROCESS_FAULTS
-    if not is_process and kind not in TOXICS:
-        known = ", ".join([*PROCESS_FAULTS, *TOXICS])
+    is_service = kind in SERVICE_FAULTS
+    if not is_process and not is_service and kind not in TOXICS:
+        known = ", ".join([*PROCESS_FAULTS, *SERVICE_FAULTS, *TOXICS])
         raise BadRequest(f"{where}kind: unknown fault {kind!r} (known: {known})")
     if is_process and not _SERVICE_TARGET.match(target):
         raise BadRequest(f"{where}target: {kind!r} needs a service (edge:ID, origin, control), not {target!r}")
-    if not is_process and not _LINK_TARGET.match(target):
+    if is_service:
+        check_target(kind, target, where)
+    if not is_process and not is_service and not _LINK_TARGET.match(target):
         raise BadRequest(f"{where}target: {kind!r} needs a link (link:{' | link:'.join(LINKS)}), not {target!r}")
     if is_process:
         _unknown(where, t, _FAULT)
@@ -203,14 +213,18 @@ def _fault(i: int, t: dict[str, Any], duration: float) -> Fault:
         raise BadRequest(f"{where}at_s: impossible timeline: the fault may end at {hi + length:g} s, "
                          f"after the experiment's duration_s = {duration:g}")
     toxic = None
-    if not is_process:
-        params = {k: v for k, v in t.items() if k not in _FAULT}
-        toxic = make_toxic(kind, f"fault-{i}-{kind}", params, where=f"fault[{i}]")
-    return Fault(i, kind, target, (lo, hi), length, toxic)
+    params: dict[str, float] = {}
+    rest = {k: v for k, v in t.items() if k not in _FAULT}
+    if is_service:
+        params = parse_params(kind, rest, where)
+    elif not is_process:
+        toxic = make_toxic(kind, f"fault-{i}-{kind}", rest, where=f"fault[{i}]")
+    return Fault(i, kind, target, (lo, hi), length, toxic, params)
 
 
 def _check_overlaps(faults: list[Fault]) -> None:
-    """Two process faults on one service at once cannot both happen (pause a killed edge?)."""
+    """Two faults on one service at once cannot both happen (pause a killed edge? a full disk
+    on a killed edge?); only toxics compose."""
     for a in faults:
         for b in faults:
             if b.index <= a.index or a.target != b.target or a.toxic or b.toxic:
@@ -240,6 +254,10 @@ def parse_scenario(text: str, *, known_services: set[str] | None = None) -> Scen
     _unknown("cohorts.", cohorts, _COHORTS)
     viewers = _int("cohorts.", cohorts, "viewers", minimum=2)
     isp = _str("cohorts.", cohorts, "isp") if "isp" in cohorts else None
+    failover = cohorts.get("experiment_failover", True)
+    if not isinstance(failover, bool):
+        raise BadRequest("cohorts.experiment_failover: must be true or false")
+    crowd = _num("cohorts.", cohorts, "flash_crowd_at_s") if "flash_crowd_at_s" in cohorts else None
 
     steady = []
     for i, t in enumerate(_tables("steady_state", doc, "steady_state")):
@@ -261,12 +279,15 @@ def parse_scenario(text: str, *, known_services: set[str] | None = None) -> Scen
     faults = [_fault(i, t, duration) for i, t in enumerate(_tables("fault", doc, "fault"))]
     if known_services is not None:
         for f in faults:
-            if f.toxic is None and f.target not in known_services:
+            if f.toxic is None and f.kind in PROCESS_FAULTS and f.target not in known_services:
                 raise BadRequest(f"fault[{f.index}].target: no service {f.target!r} in this topology "
                                  f"(known: {', '.join(sorted(known_services))})")
     _check_overlaps(faults)
+    if crowd is not None and crowd >= duration:
+        raise BadRequest(f"cohorts.flash_crowd_at_s: impossible timeline: {crowd:g} is not before "
+                         f"duration_s = {duration:g}")
     return Scenario(name, duration, viewers, seed, description, isp, tuple(steady), tuple(aborts),
-                    tuple(faults))
+                    tuple(faults), failover, crowd)
 
 
 def timeline(scenario: Scenario) -> list[TimedFault]:

@@ -16,6 +16,14 @@ INCONCLUSIVE when a cohort has fewer than 2 sessions. A rank test needs no assum
 normality and orders a session that never started (start-up time = inf) as the slowest.
 Small cohorts have little power: with 4 sessions each the smallest p is 0.015.
 
+A share (a metric that is 0 or 1 per session, `failed`) is judged by a one-sided test of two
+proportions instead: against 0/1 values a margin moves nothing past a rank, so the rank test
+would only ever fail a cohort with more than half its sessions failed. With Agresti & Caffo's
+(2000) adjustment (one success and one failure added to each cohort: p~ = (x + 1) / (n + 2)),
+
+    z = (p~e - p~c - margin) / sqrt(p~e (1 - p~e) / (ne + 2) + p~c (1 - p~c) / (nc + 2)),
+    margin = tolerance * p~c + absolute,          p = P(Z > z).
+
 Abort rules compare cohort means while the experiment runs (`abort_breach`).
 """
 from __future__ import annotations
@@ -25,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from chaos.metrics import METRICS
+from chaos.metrics import is_binary, worse_of
 from chaos.scenario import AbortRule, Hypothesis
 
 
@@ -100,11 +108,28 @@ def _median(v: Sequence[float]) -> float | None:
     return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2.0
 
 
+PROPORTIONS_TEST = "one-sided test of two proportions, Agresti-Caffo adjusted (normal approx.)"
+
+
+def proportion_greater(x_e: int, n_e: int, x_c: int, n_c: int, margin: float) -> float:
+    """One-sided p of H1: the experiment's share exceeds the control's by more than `margin`."""
+    pe, pc = (x_e + 1) / (n_e + 2), (x_c + 1) / (n_c + 2)
+    se = math.sqrt(pe * (1 - pe) / (n_e + 2) + pc * (1 - pc) / (n_c + 2))
+    return normal_sf((pe - pc - margin) / se)
+
+
 def judge(h: Hypothesis, control: Sequence[float], experiment: Sequence[float]) -> MetricVerdict:
-    higher_worse = METRICS[h.metric].worse == "higher"
+    higher_worse = worse_of(h.metric) == "higher"
     medians = (_median(control), _median(experiment))
     if len(control) < 2 or len(experiment) < 2:
         return MetricVerdict(h.metric, Outcome.INCONCLUSIVE, None, *medians, len(control), len(experiment))
+    if is_binary(h.metric):
+        medians = (_mean(control), _mean(experiment))  # a share: its mean says more than a median
+        x_c, x_e = sum(1 for c in control if c), sum(1 for e in experiment if e)
+        pc = (x_c + 1) / (len(control) + 2)
+        p = proportion_greater(x_e, len(experiment), x_c, len(control), h.tolerance * pc + h.absolute)
+        return MetricVerdict(h.metric, Outcome.FAIL if p < h.alpha else Outcome.PASS, p, *medians,
+                             len(control), len(experiment), PROPORTIONS_TEST)
     if higher_worse:
         bounds = [c + h.tolerance * abs(c) + h.absolute for c in control]
         mw = mann_whitney_greater(list(experiment), bounds)
@@ -128,7 +153,7 @@ def abort_breach(rules: Sequence[AbortRule], control: dict[str, list[float]],
         if len(c) < rule.min_sessions or len(e) < rule.min_sessions:
             continue
         excess = _mean(e) - _mean(c)
-        if METRICS[rule.metric].worse == "lower":
+        if worse_of(rule.metric) == "lower":
             excess = -excess
         if math.isnan(excess):  # both inf: no difference to judge
             continue

@@ -20,7 +20,7 @@ from typing import Any
 
 from common.errors import BadRequest, Conflict, NotFound
 from common.wire import Heartbeat, Register
-from control.health import DOWN, HEALTH_STATES, UP, EdgeHealth, HealthState
+from control.health import DOWN, HEALTH_STATES, UP, EdgeHealth, HealthState, hold_partitioned
 from control.steering import EdgeView
 from common.ids import check_edge_id, is_isp
 
@@ -155,13 +155,28 @@ class Fleet:
     def views(self, now: float) -> tuple[EdgeView, ...]:
         """What steering sees at `now`; the very same tuple while nothing changed, so the
         ranker can reuse its per-fleet index."""
-        states = tuple(r.health.state_at(now) for r in self.edges.values())
+        states = self._steering_states(now)
         key = (self.version, states)
         if key != self._views_key:
             self._views_key = key
             self._views = tuple(EdgeView(r.edge_id, r.isp, r.url, st, r.titles)
                                 for r, st in zip(self.edges.values(), states))
         return self._views
+
+    def _steering_states(self, now: float) -> tuple[HealthState, ...]:
+        """Each edge's health, with a whole ISP gone silent at once held (health.py Rule 5)."""
+        recs = list(self.edges.values())
+        states = [r.health.state_at(now) for r in recs]
+        by_isp: dict[str, list[int]] = {}
+        for i, r in enumerate(recs):
+            by_isp.setdefault(r.isp, []).append(i)
+        for idx in by_isp.values():
+            if all(states[i] is not DOWN for i in idx):
+                continue
+            held = hold_partitioned([(states[i], recs[i].health.last_heartbeat) for i in idx], now)
+            for i, st in zip(idx, held):
+                states[i] = st
+        return tuple(states)
 
     def isps(self) -> set[str]:
         return {r.isp for r in self.edges.values()}

@@ -34,6 +34,16 @@ Rule 4: `admin_down` overrides everything and is left only by the operator (`on_
 heartbeats keep being recorded meanwhile, so on `admin_up` the edge is whatever its
 heartbeats say at that moment (`up` if they kept coming, `down` if it died meanwhile).
 
+Rule 5 (a partition is not a mass death; `hold_partitioned`): when every edge of one ISP has
+gone silent at once (none `up` or `suspect`, draining and admin_down ones aside; two or more
+silent edges whose last heartbeats lie within PARTITION_TOGETHER_S of each other), the likelier
+story is that the ISP's path to the control plane broke, not that all its edges died together
+(Apache Traffic Control's split-brain bugs dropped whole caches groups this way). Steering
+then keeps them as `suspect` (steerable last, players fail over past a dead one) for
+PARTITION_HOLD_S after the newest heartbeat any of them sent; longer silence is believed.
+An edge of that ISP that still heartbeats makes its silent peers `down` as usual, and a lone
+edge's silence, or edges that fell silent one after another, are believed.
+
 `EVENT_TABLE` spells out the same machine edge by edge (state, event) -> state for readers
 and tests; the tests check that the two tables agree.
 """
@@ -53,6 +63,8 @@ __all__ = [
     "LIVENESS_BY_MISSED",
     "EVENT_TABLE",
     "liveness",
+    "hold_partitioned",
+    "PARTITION_HOLD_S",
 ]
 
 
@@ -82,6 +94,8 @@ REPORTED_STATES: Final = (UP, DRAINING)  # what an edge may say (common.wire.EDG
 FRESH: Final = "fresh"  # 0 intervals missed
 LATE: Final = "late"  # 1 or 2 missed
 LOST: Final = "lost"  # 3 or more missed, or no heartbeat ever
+PARTITION_HOLD_S: Final = 60.0
+PARTITION_TOGETHER_S: Final = 3.0
 SUSPECT_AFTER_MISSED: Final = 1
 DOWN_AFTER_MISSED: Final = 3
 LIVENESS_BY_MISSED: Final[tuple[str, ...]] = (FRESH, LATE, LATE)  # index = missed; beyond -> LOST
@@ -132,6 +146,18 @@ def liveness(missed: int | None) -> str:
     if missed is None or missed >= len(LIVENESS_BY_MISSED):
         return LOST
     return LIVENESS_BY_MISSED[missed]
+
+
+def hold_partitioned(edges: list[tuple[HealthState, float | None]], now: float,
+                     hold_s: float = PARTITION_HOLD_S) -> list[HealthState]:
+    """Rule 5 for the edges of one ISP, given as (state, last heartbeat or None): the states
+    steering should use. Pure."""
+    if any(st in STEERABLE_STATES for st, _ in edges):
+        return [st for st, _ in edges]
+    silent = [last for st, last in edges if st is DOWN and last is not None]
+    if len(silent) < 2 or max(silent) - min(silent) > PARTITION_TOGETHER_S or now - max(silent) > hold_s:
+        return [st for st, _ in edges]
+    return [SUSPECT if st is DOWN and last is not None else st for st, last in edges]
 
 
 class EdgeHealth:

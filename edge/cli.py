@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "prefer edge_key in --config or OCSIM_EDGE_EDGE_KEY, argv shows in ps")
     p.add_argument("--operator-token", default="", help="bearer token for /admin (default: generated into --state-dir); "
                    "prefer --config or OCSIM_EDGE_OPERATOR_TOKEN, argv shows in ps")
+    p.add_argument("--fault-api", action="store_true",
+                   help="serve /faults (disk full, read errors, corrupt objects, clock skew) for chaos "
+                        "experiments; off by default; needs the fault token (edge/faults.py)")
+    p.add_argument("--fault-token", default="", help="bearer token for /faults (default: generated into "
+                   "--state-dir/fault_token); prefer fault_token in --config or OCSIM_EDGE_FAULT_TOKEN")
     p.add_argument("--state-dir", default="", help="secrets live here (default: <cache-dir>.state)")
     p.add_argument("--fill-timeout", type=float, default=10.0,
                    help="seconds allowed to connect, to get headers, and between body reads of a fill")
@@ -89,8 +94,17 @@ def main(argv: Sequence[str]) -> int:
         scrub_bytes_per_s=scrub_rate)
     if not args.operator_token:
         print(f"edge {args.id}: operator token in {state_dir}/operator_token", file=sys.stderr)
+    fault_token = ""
+    if args.fault_api:
+        fault_token = args.fault_token or load_or_create_secret(state_dir, "fault_token", 24)
+        print(f"edge {args.id}: fault API on; its token in {state_dir}/fault_token"
+              if not args.fault_token else f"edge {args.id}: fault API on", file=sys.stderr)
+
     async def make() -> web.Application:
         node = EdgeNode(config, keyring)
+        if fault_token:
+            from edge.faults import EdgeFaults
+            EdgeFaults(node, fault_token).install(node.app)  # before the content catch-all route
         app = await node.start()
         app[ON_LISTENING].append(node.on_listening)  # the agent must learn the bound port
         return app

@@ -59,6 +59,8 @@ WRITE_BATCH = 256 * 1024  # bytes gathered before one executor write
 PASSTHROUGH_BODY_MAX = 64 * 1024
 BUFFER_MAX = 1024 * 1024  # a body without Content-Length is read whole (then cached) up to this
 PEER_CONNECT_TIMEOUT = 1.0
+PEER_ANSWER_TIMEOUT = 1.0  # connect to response headers of an only-if-cached ask
+PEER_SKIP_S = 5.0  # a peer that did not answer is not asked again for this long
 PEER_TOKEN_TTL = 300
 
 
@@ -203,6 +205,9 @@ class FillCoalescer:
         self.inflight: dict[CacheKey, Fill] = {}
         self.vary = vary if vary is not None else VaryMemory()  # learnt from responses' Vary
         self._closing = False
+        # peer -> monotonic time until which it is not asked: a peer that did not answer
+        # (down, or paused and accepting) would cost every miss its timeout otherwise
+        self.peer_skip_until: dict[str, float] = {}
 
     def join(self, key: CacheKey, *, force: bool = False, sources: tuple[str, ...] = (),
              headers: Mapping[str, str] | None = None, validate: Entry | None = None) -> tuple[Fill, bool]:
@@ -311,16 +316,26 @@ class FillCoalescer:
             cond = {**headers, **rfc9111.conditional_headers(lower_headers(fill.validate.meta.headers))}
             return await self.upstream.get(self.origin + fill.key.path, only_if_cached=False,
                                            connect_timeout=self.fill_timeout, headers=cond)
+        now = time.monotonic()
         for peer in list(fill.sources) + [p for p in self.peers if p not in fill.sources]:
+            if self.peer_skip_until.get(peer, 0.0) > now and peer not in fill.sources:
+                continue
             url = peer + self._peer_path(fill.key, ring)
             try:
-                resp = await self.upstream.get(url, only_if_cached=True,
-                                               connect_timeout=min(PEER_CONNECT_TIMEOUT, self.fill_timeout),
-                                               headers=headers)
+                # A peer answers only-if-cached from its index (a 200 or a 504) at once; a
+                # peer that accepts but never answers (a paused process, issue 11's gray
+                # failure) must not hold the fill for the whole read timeout.
+                resp = await asyncio.wait_for(
+                    self.upstream.get(url, only_if_cached=True,
+                                      connect_timeout=min(PEER_CONNECT_TIMEOUT, self.fill_timeout),
+                                      headers=headers),
+                    min(PEER_ANSWER_TIMEOUT, self.fill_timeout))
             except (UpstreamError, OSError, TimeoutError) as exc:
+                self.peer_skip_until[peer] = time.monotonic() + PEER_SKIP_S
                 log.info("peer unavailable", extra={"fields": {"key": str(fill.key), "peer": peer,
-                                                               "error": _why(exc)}})
+                                                               "error": _why(exc), "skipped_for_s": PEER_SKIP_S}})
                 continue
+            self.peer_skip_until.pop(peer, None)
             if resp.status == 200 and resp.content_length is not None:
                 fill.source = "peer"
                 return resp

@@ -54,7 +54,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
@@ -69,6 +69,13 @@ META_VERSION = 1
 MAX_META_BYTES = 64 * 1024
 GHOSTS = 65536  # how many evicted keys we remember, to class a later miss as "evicted"
 DIGEST_FIELD = "b2"  # ObjectMeta.extra: blake2b-128 of the body, computed while filling
+
+
+class IoFaultHook(Protocol):
+    """What edge/faults.py installs as `DiskStore.io_faults` (the chaos fault API): `check`
+    raises the OSError a failing disk would (ENOSPC for "write", EIO for "read")."""
+
+    def check(self, op: str) -> None: ...
 
 
 def new_digest() -> Any:
@@ -138,6 +145,7 @@ class Entry:
     meta: ObjectMeta
     path: Path
     view: Any = None  # the server's hit view of `meta` (edge.server.HitView), built on first use
+    mtime_ns: int = 0  # the data file's mtime when last checked: a change means a re-verify
 
     @property
     def length(self) -> int:
@@ -247,6 +255,7 @@ class DiskStore:
         self.corrupt = 0  # objects whose checksum failed: purged, never served again
         self.scrubbed = 0
         self._scrub_order: list[CacheKey] = []
+        self.io_faults: IoFaultHook | None = None  # edge/faults.py, only with --fault-api
 
     # -- paths -----------------------------------------------------------------------
 
@@ -386,19 +395,32 @@ class DiskStore:
         """An open fd for `entry`, checked against the indexed length.
 
         None when the file is missing or its size changed behind our back; the object is
-        then dropped (files deleted) so the caller refetches it."""
+        then dropped (files deleted) so the caller refetches it. A file written after its
+        fill (data newer than its sidecar, or its mtime moved under an open fd) is re-checked
+        against the fill's checksum first: a corrupt object is purged, never served."""
+        if self.io_faults is not None:
+            try:
+                self.io_faults.check("read")
+            except OSError as exc:
+                raise Unavailable(f"cannot open cached object: {exc.strerror}") from None
         of = self._open.get(entry.key)
         if of is not None and of.entry is entry:
             self._open.move_to_end(entry.key)
             try:
-                size = os.fstat(of.fd).st_size  # an open fd: no disk IO, safe on the loop
+                st = os.fstat(of.fd)  # an open fd: no disk IO, safe on the loop
+                size, mtime = st.st_size, st.st_mtime_ns
             except OSError:
-                size = -1
+                size, mtime = -1, entry.mtime_ns
+            if size == entry.length and mtime != entry.mtime_ns:
+                if not await self.verify(entry):
+                    return None
+                entry.mtime_ns = mtime
         else:
             try:
-                fd, size = await asyncio.get_running_loop().run_in_executor(None, _open_ro, entry.path)
+                fd, size, mtime, changed = await asyncio.get_running_loop().run_in_executor(
+                    None, _open_ro, entry.path)
             except FileNotFoundError:
-                fd, size = -1, -1  # deleted behind our back: drop it, the caller refetches
+                fd, size, mtime, changed = -1, -1, 0, False  # deleted behind our back: the caller refetches
             except OSError as exc:
                 # out of fds, EIO, EACCES: our trouble, not a changed object; keep it cached
                 raise Unavailable(f"cannot open cached object: {exc.strerror or type(exc).__name__}") from None
@@ -406,6 +428,10 @@ class DiskStore:
                 if self.index.get(entry.key) is not entry:
                     os.close(fd)
                     return None
+                if changed and size == entry.length and not await self.verify(entry):
+                    os.close(fd)
+                    return None
+                entry.mtime_ns = mtime
                 self._close_fd(entry.key)
                 of = OpenFile(entry, fd)
                 self._open[entry.key] = of
@@ -440,6 +466,11 @@ class DiskStore:
     async def read_all(self, entry: Entry) -> bytes | None:
         """A small object's bytes in one hop (for the RAM tier), verified against the
         checksum its fill recorded; None if it changed (a corrupt object is purged)."""
+        if self.io_faults is not None:
+            try:
+                self.io_faults.check("read")
+            except OSError:
+                return None
         data = await asyncio.get_running_loop().run_in_executor(None, _read_file, entry.path)
         if data is None or len(data) != entry.length:
             return None
@@ -520,6 +551,8 @@ class DiskStore:
         path = self.tmp_dir / f"{key_digest(res.key)}.{secrets.token_hex(4)}.part"
 
         async def create() -> None:
+            if self.io_faults is not None:
+                self.io_faults.check("write")
             res.fd = await asyncio.get_running_loop().run_in_executor(None, _create, path)
             res.tmp_path = path
 
@@ -528,6 +561,8 @@ class DiskStore:
 
     async def write(self, res: Reservation, data: bytes) -> None:
         """Append `data` to the temp file (one hop per call; callers batch)."""
+        if self.io_faults is not None:
+            self.io_faults.check("write")
         await asyncio.get_running_loop().run_in_executor(None, _write_all, res.fd, data)
 
     async def commit(self, res: Reservation, meta: ObjectMeta) -> Entry | None:
@@ -739,13 +774,20 @@ def _read_meta(path: Path) -> ObjectMeta | None:
     return ObjectMeta.unpack(raw)
 
 
-def _open_ro(path: Path) -> tuple[int, int]:
+def _open_ro(path: Path) -> tuple[int, int, int, bool]:
+    """fd, size, mtime, and whether the data was written after its sidecar (the sidecar is
+    written last, so that is a change behind our back)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        return fd, os.fstat(fd).st_size
+        st = os.fstat(fd)
     except OSError:
         os.close(fd)
         raise
+    try:
+        changed = st.st_mtime_ns > path.with_name(path.name + META_SUFFIX).stat().st_mtime_ns
+    except OSError:
+        changed = True
+    return fd, st.st_size, st.st_mtime_ns, changed
 
 
 def _trusted(data: Path, sidecar: Path, meta: ObjectMeta) -> bool:

@@ -377,10 +377,15 @@ FAILURE_RULES: Mapping[FailureReason, FailureRule] = {
 
 @dataclass(frozen=True)
 class FailoverPolicy:
-    """Bounds on retries: attempts per edge per steering answer, and re-steers per session."""
+    """Bounds on retries: attempts per edge per steering answer, and re-steers per session.
+
+    `enabled=False` switches failover off (a chaos experiment's control of the player's
+    resilience): only steering's first edge is ever tried (retries on it as the rules allow)
+    and steering is never asked again, so the first edge that fails for good ends the session."""
 
     max_attempts_per_edge: int = 2
     max_resteers: int = 2
+    enabled: bool = True
 
     def __post_init__(self) -> None:
         if self.max_attempts_per_edge < 1 or self.max_resteers < 0:
@@ -388,7 +393,7 @@ class FailoverPolicy:
 
     def may_resteer(self, resteers_done: int) -> bool:
         """True if the session may ask steering again after `resteers_done` re-steers."""
-        return resteers_done < self.max_resteers
+        return self.enabled and resteers_done < self.max_resteers
 
 
 def _eligible(reasons: Sequence[FailureReason], policy: FailoverPolicy) -> bool:
@@ -410,7 +415,7 @@ def next_candidate(
     (`FAILURE_RULES`) is never chosen.
     """
     best: tuple[int, int, str] | None = None
-    for rank, edge in enumerate(ranked):
+    for rank, edge in enumerate(ranked if policy.enabled else ranked[:1]):
         reasons = failures.get(edge, ())
         if not _eligible(reasons, policy):
             continue

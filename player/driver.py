@@ -62,7 +62,7 @@ from common.eventsink import EventSink
 from player.abr import FailoverPolicy, FailureReason, make_abr
 from player.errors import ControlUnavailable, PlaylistError, SteeringError, UnknownTitle
 from player.playlists import MasterPlaylist, MediaPlaylist, parse_master, parse_media
-from player.play_answer import Candidate, parse_play_answer
+from player.play_answer import Candidate, PlayAnswerCache, parse_play_answer
 from player.report import PlayerEvent, PlayReport
 from player.session import PlaybackSession, StartupFailover
 from player.verify import MediaDigests, failure_reason_for_status, verify_segment
@@ -136,8 +136,9 @@ class _Player:
                  isp: str | None, client_ip: str | None, speed: float, verify: bool, abr: str,
                  timeouts: Timeouts, policy: FailoverPolicy, buffer_cap_s: float,
                  max_segments: int | None, on_event: EventHook | None,
-                 events: EventSink | None = None) -> None:
+                 events: EventSink | None = None, answers: PlayAnswerCache | None = None) -> None:
         self.http = http
+        self.answers = answers
         self.events = events if events is not None and events.enabled else None
         self.play_id: str | None = None  # from the play answer; sent as X-Ocsim-Session
         self.segments_done = 0
@@ -183,6 +184,29 @@ class _Player:
     # ----------------------------------------------------------------- steering
 
     async def _steer(self) -> None:
+        try:
+            obj = await self._ask_control()
+            cached = False
+        except ControlUnavailable:
+            # players keep playing while control is down: a title steered to before
+            old = self.answers.get(self.title, time.monotonic()) if self.answers is not None else None
+            if old is None:
+                raise
+            obj, cached = old, True
+        isp, candidates = parse_play_answer(obj)
+        if self.answers is not None and not cached and isinstance(obj, dict):
+            self.answers.put(self.title, obj, time.monotonic())
+        pid = obj.get("play_id") if isinstance(obj, dict) else None
+        if isinstance(pid, str) and 0 < len(pid) <= 64 and pid.isascii() and pid.isalnum():
+            self.play_id = pid
+            self._headers = {SESSION_HEADER: pid}
+        self.answered_isp = isp
+        self.edges = {c.edge: _EdgeView(c) for c in candidates}
+        self.ranked = [c.edge for c in candidates]
+        await self._emit(PlayerEvent("steer", reason=("cached:" if cached else "") + ",".join(self.ranked), isp=isp))
+
+    async def _ask_control(self) -> object:
+        """The JSON of the control plane's play answer; SteeringError subclasses if none."""
         body: dict[str, str] = {"title": self.title}
         if self.isp is not None:
             body["isp"] = self.isp
@@ -204,18 +228,9 @@ class _Player:
         if status != 200:
             raise SteeringError(f"play request refused ({status}): {_error_text(raw)}")
         try:
-            obj = json.loads(raw)
+            return json.loads(raw)
         except ValueError:
             raise SteeringError("play answer is not JSON") from None
-        isp, candidates = parse_play_answer(obj)
-        pid = obj.get("play_id") if isinstance(obj, dict) else None
-        if isinstance(pid, str) and 0 < len(pid) <= 64 and pid.isascii() and pid.isalnum():
-            self.play_id = pid
-            self._headers = {SESSION_HEADER: pid}
-        self.answered_isp = isp
-        self.edges = {c.edge: _EdgeView(c) for c in candidates}
-        self.ranked = [c.edge for c in candidates]
-        await self._emit(PlayerEvent("steer", reason=",".join(self.ranked), isp=isp))
 
     async def _load_digests(self) -> None:
         """For a packaged title, the digest list to verify against (synthetic: nothing to load)."""
@@ -523,6 +538,7 @@ async def play_session(
     max_segments: int | None = None,
     on_event: EventHook | None = None,
     events: EventSink | None = None,
+    answers: PlayAnswerCache | None = None,
 ) -> PlayReport:
     """Play `title` once, start to end, and report; never raises for network or peer trouble.
 
@@ -530,7 +546,8 @@ async def play_session(
     `session` is an aiohttp session to share (e.g. a crowd of players); without
     one a private session is opened and closed. Failures end up in the report:
     `errors` (0 or 1) with `error` / `error_kind` when the session could not go
-    on. Bad arguments raise ValueError.
+    on. Bad arguments raise ValueError. `answers`: one viewer's cache of play answers,
+    used when the control plane cannot be reached (player.play_answer.PlayAnswerCache).
     """
     if isp is not None and client_ip is not None:
         raise ValueError("give isp or client_ip, not both")
@@ -547,7 +564,7 @@ async def play_session(
         player = _Player(http, control_url, title, isp=isp, client_ip=client_ip, speed=speed,
                          verify=verify, abr=abr, timeouts=timeouts, policy=policy,
                          buffer_cap_s=buffer_cap_s, max_segments=max_segments, on_event=on_event,
-                         events=events)
+                         events=events, answers=answers)
         return await player.run()
     finally:
         if own:

@@ -307,6 +307,15 @@ def test_failover_bounds_retries_per_edge() -> None:
     assert next_candidate(["a"], {"a": [F.TIMEOUT]}, FailoverPolicy(max_attempts_per_edge=1)) is None
 
 
+def test_failover_switched_off_stays_on_the_first_edge_and_never_resteers() -> None:
+    off = FailoverPolicy(enabled=False)
+    assert next_candidate(["a", "b"], {}, off) == "a"
+    assert next_candidate(["a", "b"], {"a": [F.TIMEOUT]}, off) == "a"  # a retry on the same edge
+    assert next_candidate(["a", "b"], {"a": [F.TIMEOUT, F.TIMEOUT]}, off) is None  # never b
+    assert next_candidate(["a", "b"], {"a": [F.CONNECT]}, off) is None
+    assert not off.may_resteer(0) and FailoverPolicy().may_resteer(0)
+
+
 def test_a_connect_failure_is_never_retried() -> None:
     policy = FailoverPolicy(max_attempts_per_edge=10)
     assert next_candidate(["a"], {"a": [F.CONNECT]}, policy) is None

@@ -20,78 +20,73 @@ ROOT = Path(__file__).resolve().parents[1]
 
 HEAD = """
 seed = 4
-duration_s = 20
+duration_s = 12
 [cohorts]
-viewers = 6
+viewers = 8
 isp = "isp-a"
 [[steady_state]]
 metric = "failed"
-absolute = 0.25
-alpha = 0.01
-[[steady_state]]
-metric = "startup_s"
-tolerance = 0.5
-absolute = 0.5
-alpha = 0.01
+absolute = 0.05
 [[abort]]
 metric = "failed"
-max_excess = 0.5
-min_sessions = 2
+max_excess = 0.2
+min_sessions = 3
 """
 
-BROKEN = 'name = "every-edge-resets"\n' + HEAD + """
+EDGE_KILLED = """
 [[fault]]
-kind = "reset"
-target = "link:player-edge"
-at_s = 0
-duration_s = 20
-"""
-
-HARMLESS = 'name = "one-ms-more"\n' + HEAD.replace("duration_s = 20", "duration_s = 8") + """
-[[fault]]
-kind = "latency"
-target = "link:player-edge"
-at_s = 0
+kind = "kill"
+target = "edge:isp-a-1"
+at_s = 1
 duration_s = 8
-latency_s = 0.001
 """
+
+
+def _scenario(failover: bool) -> str:
+    head = HEAD.replace('isp = "isp-a"', f'isp = "isp-a"\nexperiment_failover = {str(failover).lower()}')
+    return f'name = "edge-killed-failover-{"on" if failover else "off"}"\n' + head + EDGE_KILLED
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(150)
-def test_a_fault_the_players_cannot_absorb_fails_and_aborts_early() -> None:
-    report = asyncio.run(run_experiment(parse_scenario(BROKEN)))
-    assert report["outcome"] == "fail"
+def test_with_failover_switched_off_an_edge_kill_fails_and_aborts_early() -> None:
+    report = asyncio.run(run_experiment(parse_scenario(_scenario(False))))
+    assert report["outcome"] == "fail" and report["experiment_failover"] is False
     assert report["aborted"] and "failed" in report["aborted"]
     abort = next(e for e in report["timeline"] if e["move"] == "abort")
-    assert abort["t"] < 20  # before the scenario's end
+    assert abort["t"] < 12  # before the scenario's end
     exp = [s for s in report["sessions"] if s["cohort"] == "experiment"]
     ctl = [s for s in report["sessions"] if s["cohort"] == "control"]
-    assert exp and all(s["state"] != "ended" or s["errors"] for s in exp)
+    assert any(s["errors"] for s in exp), exp[:3]
     assert ctl and all(s["state"] == "ended" and not s["errors"] for s in ctl)  # outside the blast radius
+    # the killed edge was started again and every fault undone
+    assert [e["move"] for e in report["timeline"] if e["move"] in ("begin", "end")] == ["begin"]
+    assert report["undo_errors"] == []
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(150)
-def test_a_harmless_fault_passes() -> None:
-    report = asyncio.run(run_experiment(parse_scenario(HARMLESS)))
+def test_the_same_experiment_with_failover_on_passes() -> None:
+    report = asyncio.run(run_experiment(parse_scenario(_scenario(True))))
     assert report["aborted"] is None
     assert report["outcome"] == "pass", report["verdicts"]
-    assert [e["move"] for e in report["timeline"]] == ["begin", "end"]
+    assert [e["move"] for e in report["timeline"] if e["move"] in ("begin", "end")] == ["begin", "end"]
+    exp = [s for s in report["sessions"] if s["cohort"] == "experiment"]
+    assert sum(s.get("failovers", 0) for s in exp) >= 1  # the players did fail over past the dead edge
 
 
-def test_the_runner_refuses_what_it_cannot_confine_before_starting() -> None:
+def test_the_runner_refuses_what_it_cannot_make_before_starting() -> None:
     edges = {"isp-a-1", "isp-a-2"}
     for fault, message in [
-        ("kind = 'kill'\ntarget = 'origin'\nat_s = 1\nduration_s = 1", r"fault\[0\]\.target: .*both cohorts"),
-        ("kind = 'restart'\ntarget = 'edge:isp-a-1'\nat_s = 1", r"fault\[0\]\.kind: restart is not made"),
         ("kind = 'kill'\ntarget = 'edge:zz'\nat_s = 1\nduration_s = 1", r"fault\[0\]\.target: no edge 'zz'"),
+        ("kind = 'disk_full'\ntarget = 'edge:zz'\nat_s = 1\nduration_s = 1", r"fault\[0\]\.target: no edge 'zz'"),
+        ("kind = 'partition'\ntarget = 'isp:zz'\nat_s = 1\nduration_s = 1", r"fault\[0\]\.target: no ISP 'zz'"),
         ("kind = 'latency'\ntarget = 'link:edge-origin'\nat_s = 1\nduration_s = 1",
          r"fault\[0\]\.target: link:edge-origin is not made"),
     ]:
         s = parse_scenario('name = "x"\n' + HEAD + "[[fault]]\n" + fault + "\n")
         with pytest.raises(BadRequest, match=message):
-            check_runnable(s, edges)
+            check_runnable(s, edges, {"isp-a", "isp-b"})
 
 
 def test_cli_names_the_bad_field_and_starts_nothing(tmp_path: Path) -> None:

@@ -86,7 +86,10 @@ at_s = 20
     ("[[fault]]\nkind = 'kill'\ntarget = 'edge:x'\nat_s = 1\nduration_s = 10\n"
      "[[fault]]\nkind = 'pause'\ntarget = 'edge:x'\nat_s = 5\nduration_s = 2\n",
      r"fault\[1\]\.at_s: impossible timeline: pause on edge:x may overlap fault\[0\] \(kill\)"),
-    ("[[steady_state]]\nmetric = 'sps'\n", r"steady_state\[1\]\.metric: unknown metric 'sps'"),
+    ("[[steady_state]]\nmetric = 'spx'\n", r"steady_state\[1\]\.metric: unknown metric 'spx'"),
+    ("[[fault]]\nkind = 'disk_full'\ntarget = 'origin'\nat_s = 1\nduration_s = 1\n", r"fault\[0\]\.target: 'disk_full' needs edge:ID"),
+    ("[[fault]]\nkind = 'origin_slow'\ntarget = 'origin'\nat_s = 1\nduration_s = 1\n", r"fault\[0\]\.latency_ms: required for origin_slow"),
+    ("[[fault]]\nkind = 'partition'\ntarget = 'isp:a'\nat_s = 1\nduration_s = 1\nlatency_s = 1\n", r"fault\[0\]\.latency_s: unknown field for partition"),
     ("[[steady_state]]\nmetric = 'failed'\nalpha = 0.9\n", r"steady_state\[1\]\.alpha: must be < 0.5"),
     ("[[abort]]\nmetric = 'failed'\n", r"abort\[0\]\.max_excess: required"),
 ])

@@ -128,3 +128,17 @@ def test_abort_breach_waits_for_enough_sessions_then_names_the_rule() -> None:
     assert abort_breach(rules, {"failed": [0.0, 0.0]}, {"failed": [1.0, 0.0]}) is None  # 0.5 not > 0.5
     reason = abort_breach(rules, {"failed": [0.0, 0.0]}, {"failed": [1.0, 1.0]})
     assert reason is not None and "failed" in reason and "exceeds control by 1" in reason
+
+
+def test_a_share_is_judged_as_proportions_so_a_margin_means_what_it_says() -> None:
+    from chaos.verdict import PROPORTIONS_TEST, proportion_greater
+    ctl = [0.0] * 200
+    h = Hypothesis("failed", absolute=0.05)
+    # 11 % failed against 0 %, 5 points allowed: clearly worse (the rank test said p = 1 here)
+    v = judge(h, ctl, [1.0] * 22 + [0.0] * 178)
+    assert v.outcome is Outcome.FAIL and v.test == PROPORTIONS_TEST and v.experiment_median == pytest.approx(0.11)
+    # 2 % failed: within the 5 points
+    assert judge(h, ctl, [1.0] * 4 + [0.0] * 196).outcome is Outcome.PASS
+    # hand computation: x_e=2 of 8, x_c=0 of 8 -> p~e = 0.3, p~c = 0.1
+    z = (0.3 - 0.1 - 0.05) / math.sqrt(0.3 * 0.7 / 10 + 0.1 * 0.9 / 10)
+    assert proportion_greater(2, 8, 0, 8, 0.05) == pytest.approx(normal_sf(z))

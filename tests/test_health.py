@@ -194,3 +194,36 @@ def test_state_is_a_pure_function_of_last_heartbeat_and_flags(events: list[tuple
         # never steerable unless up (or suspect) and reported up and heard within 3.5 intervals
         if state in STEERABLE_STATES:
             assert not admin and reported == "up" and last is not None and now - last < 3.5 * interval + 1e-9
+
+
+# ---------------------------------------------------------------- Rule 5: partitions
+
+def test_a_whole_isp_gone_silent_at_once_is_held_as_suspect_not_dropped() -> None:
+    from control.health import PARTITION_HOLD_S, SUSPECT, HealthState, hold_partitioned
+    down = HealthState.DOWN
+    both = [(down, 100.0), (down, 100.4)]
+    assert hold_partitioned(both, 105.0) == [SUSPECT, SUSPECT]
+    assert hold_partitioned(both, 100.4 + PARTITION_HOLD_S + 1) == [down, down]  # long silence is believed
+    # one edge still heartbeats: its silent peer is really down
+    assert hold_partitioned([(down, 100.0), (HealthState.UP, 104.9)], 105.0) == [down, HealthState.UP]
+    # a lone edge, or edges that died one after another, are believed
+    assert hold_partitioned([(down, 100.0)], 105.0) == [down]
+    assert hold_partitioned([(down, 90.0), (down, 100.0)], 105.0) == [down, down]
+    # draining / admin_down are left alone; never heard from stays down
+    assert hold_partitioned([(down, 100.0), (down, 100.1), (HealthState.DRAINING, 104.0), (down, None)],
+                            105.0) == [SUSPECT, SUSPECT, HealthState.DRAINING, down]
+
+
+def test_the_fleet_keeps_steering_to_an_isp_whose_heartbeats_are_cut_off() -> None:
+    from common.wire import Register
+    from control.fleet import Fleet
+    fleet = Fleet()
+    now = 1_000_000.0
+    for e, isp in (("a1", "isp-a"), ("a2", "isp-a"), ("b1", "isp-b"), ("b2", "isp-b")):
+        fleet.register(Register(e, isp, f"http://127.0.0.1:1/{e}", 1, now), now)
+    # isp-a's heartbeats stop (partition); isp-b's one edge b1 dies, b2 keeps beating
+    from control.health import EdgeHealth
+    fleet.edges["b2"].health.on_heartbeat(now + 9.5, "up")
+    states = {v.edge_id: v.state for v in fleet.views(now + 10)}
+    assert states == {"a1": "suspect", "a2": "suspect", "b1": "down", "b2": "up"}
+    assert isinstance(fleet.edges["a1"].health, EdgeHealth)
