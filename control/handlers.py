@@ -473,11 +473,13 @@ def _plan_file_job(job_id: str, spec: JobSpec, catalog: dict[str, Title], popula
                    spaces: list[FileSpace], urls: dict[str, str], now: float,
                    measured: dict[str, float] | None = None, note: str = "") -> Job:
     """Placement of files and their fill plans for one job (pure; runs on a worker thread).
-    `popularity`: the prior by title; `measured`: the pipeline's file values, if any
-    (`control.popularity`)."""
+    `popularity`: the values by title when nothing is measured (plays and catalog);
+    `measured`: the pipeline's file values, if any, forecast over the catalog's prior
+    (`control.popularity.valuation`)."""
     chosen = spec.titles if spec.titles is not None else tuple(catalog.values())
     ladders = {t.id: [r for r in t.renditions if spec.renditions is None or r in spec.renditions] for t in chosen}
-    valued = valuation(popularity, ladders, measured, note)
+    catalog_prior = {t.id: t.popularity for t in catalog.values()}
+    valued = valuation(catalog_prior, ladders, measured, note, fallback_by_title=popularity)
     values = valued.values
     ranked = sorted(values, key=lambda k: (-values[k], k))
     if spec.top is not None:

@@ -8,7 +8,9 @@ catalog's popularity otherwise". So:
    collector's `file_bytes` view (`GET /v1/views/file_bytes?since=<window>s`), keeps the
    rows of its ISP, and divides each file's bytes by the file's size (`measured`). The
    value is then `control.placement.forecast_values(measured, prior)`, the prior being the
-   catalog's popularity split over renditions (`file_values`).
+   catalog's popularity split over renditions (`file_values`), and only the catalog's: the
+   plays of rule 2 are counted since start-up, so as a prior they would bring back every
+   past day with as much weight as the window (`valuation`).
 2. Without one, or when it does not answer within PIPELINE_TIMEOUT_S, or has measured
    nothing in that ISP over the window, the value is the catalog's (plus the plays the
    control plane counted in that ISP): `file_values(prior_by_title, ...)`.
@@ -94,15 +96,23 @@ def measured_values(rows: Sequence[FileBytes], isp: str, catalog: Mapping[str, T
 
 
 def valuation(prior_by_title: Mapping[str, float], ladders: Mapping[str, Sequence[int]],
-              measured: Mapping[str, float] | None, note: str = "") -> Valuation:
+              measured: Mapping[str, float] | None, note: str = "", *,
+              fallback_by_title: Mapping[str, float] | None = None) -> Valuation:
     """The values a job places by: measured (rule 1) when there is anything measured,
-    else the prior (rule 2)."""
-    prior = file_values(prior_by_title, ladders)
+    with `prior_by_title` (the catalog's popularity) as the forecast's prior; else
+    `fallback_by_title` (rule 2: the catalog plus the plays the control plane counted),
+    or `prior_by_title` when there is no fallback.
+
+    The fallback is never the forecast's prior: plays are counted since the control plane
+    started, so as a prior they would carry every past day into tonight's values with as
+    much weight as the window's measurement (a release that was hot two days ago would
+    keep its pins), which is what the popularity window is there to prevent."""
     if measured:
-        forecast = forecast_values(measured, prior)
+        forecast = forecast_values(measured, file_values(prior_by_title, ladders))
         if any(v > 0 for v in forecast.values()):
             return Valuation(forecast, PIPELINE)
-    return Valuation(prior, CATALOG, note or ("" if measured is None else "the pipeline measured nothing here"))
+    fallback = file_values(prior_by_title if fallback_by_title is None else fallback_by_title, ladders)
+    return Valuation(fallback, CATALOG, note or ("" if measured is None else "the pipeline measured nothing here"))
 
 
 async def fetch_file_bytes(pipeline_url: str, window_s: float) -> list[FileBytes]:

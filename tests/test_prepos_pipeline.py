@@ -88,6 +88,24 @@ def test_rows_of_the_view_and_measured_values_by_hand() -> None:
     assert valuation(prior, ladders, None).note == ""
 
 
+def test_the_forecast_prior_is_the_catalog_not_the_plays_counted_since_start() -> None:
+    # Plays are counted since the control plane started: yesterday's measurement must not
+    # be forecast over them, or every past day weighs as much as the window. alpha had 100
+    # plays long ago; the window measured beta/235 streamed twice and nothing of alpha.
+    ladders = {t.id: list(t.renditions) for t in TITLES}
+    catalog = {t.id: t.popularity for t in TITLES}
+    plays = {t.id: t.popularity + (100.0 if t.id == "alpha" else 0.0) for t in TITLES}
+    v = valuation(catalog, ladders, {"beta/235": 2.0}, fallback_by_title=plays)
+    assert v.source == "pipeline"
+    # the same numbers as with the catalog alone: alpha's old plays do not count
+    assert v.values == valuation(catalog, ladders, {"beta/235": 2.0}).values
+    assert v.values["beta/235"] > v.values["alpha/235"]
+    # with nothing measured the fallback (catalog + plays) is what a job places by
+    fallback = valuation(catalog, ladders, {}, fallback_by_title=plays)
+    assert fallback.source == "catalog" and fallback.values["alpha/235"] > fallback.values["beta/235"]
+    assert fallback.values["alpha/235"] == pytest.approx(100.5 * 0.5)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(90)
 async def test_measured_popularity_from_a_real_collector_changes_what_is_placed(
