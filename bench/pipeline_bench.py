@@ -14,9 +14,13 @@ One run, on 127.0.0.1 only, with a local `nats-server -js` and one collector (`o
    same BufferedSink the services use; each stored row has `ingested_at` (commit time) and `ts`
    (emit time): p50 / p99 of the difference. Goal p99 <= 2 s.
 3. **Edge hit throughput, events on vs off, same run.** Two edges on one origin, identical but
-   for `--events`; 16 KiB segments warmed to hits (RAM tier, the per-request-cost worst case);
-   the same wrk command against each, alternating off/on/off/on; the ratio of the medians.
-   Goal >= 0.95x. The collector runs throughout, as it would in `ocsim up --events`.
+   for `--events`; 16 KiB segments warmed to hits (RAM tier and the fast lane: the
+   per-request-cost worst case) and ~2 MiB segments (sendfile); the same wrk command against
+   each, alternating off/on, on/off, ...; the ratio of the medians. Goal >= 0.95x for both. The
+   collector runs throughout, as it would in `ocsim up --events`.
+
+The ingest clock starts at the collector's first /healthz answer (its Python start-up is not
+an ingest rate) and stops when /healthz counts every event stored.
 Run it under the shared lock: `flock /tmp/ocsim-bench.lock .venv/bin/python bench/pipeline_bench.py`.
 """
 from __future__ import annotations
@@ -39,6 +43,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import edge_bench  # noqa: E402
 from common.events import EdgeRequest, PlayerSession  # noqa: E402
+from common.metrics import parse_text  # noqa: E402
 from common.eventsink import BufferedSink  # noqa: E402
 from ocsim.procs import ServiceProcess  # noqa: E402
 from pipeline.natsserver import NatsServer  # noqa: E402
@@ -115,14 +120,15 @@ def _wait_stored(col: ServiceProcess, n: int, timeout: float) -> float:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--events", type=int, default=300_000)
+    ap.add_argument("--events", type=int, default=500_000)
     ap.add_argument("--crowd-rate", type=float, default=3000.0, help="events/s of the simulated crowd")
     ap.add_argument("--crowd-seconds", type=float, default=20.0)
     ap.add_argument("--wrk-duration", type=float, default=8.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--rounds", type=int, default=2, help="off/on pairs for the edge comparison")
+    ap.add_argument("--rounds", type=int, default=4, help="off/on pairs for the edge comparison")
     ap.add_argument("--skip-edge", action="store_true")
+    ap.add_argument("--collector-nice", type=int, default=19, help="the collector's --nice (its default: 19)")
     args = ap.parse_args(argv)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="ocsim-pipeline-bench-") as tmpname:
@@ -138,23 +144,27 @@ def main(argv: list[str]) -> int:
         try:
             db = str(tmp / "ev.duckdb")
             col_args = ("pipeline", "--port", "0", "--events", nats.url, "--db", db, "--no-access-log")
-            # 1. ingest: create the stream (a collector binds), stop it, publish a backlog, drain it
-            first = service("pipeline-0", *col_args)
+            # 1. ingest: create the stream (a collector binds), stop it, publish a backlog, drain it. The
+            # collector runs at normal priority here: this is its capacity, not its manners.
+            first = service("pipeline-0", *col_args, "--nice", "0")
             first.stop()
             pub_s = asyncio.run(_publish_backlog(nats.url, args.events))
-            t0 = time.monotonic()
-            col = service("pipeline", *col_args)
+            col = service("pipeline", *col_args, "--nice", "0")  # returns once /healthz answers: start-up not counted
+            t0, got0 = time.monotonic(), _get(col.url + "/healthz").get("events_stored", 0)
             t_done = _wait_stored(col, args.events, 300)
-            ingest = args.events / (t_done - t0)
+            ingest = (args.events - got0) / (t_done - t0)
             results["ingest_events_per_s"] = round(ingest)
             results["publish_events_per_s"] = round(args.events / pub_s)
-            print(f"ingest: {args.events} events stored in {t_done - t0:.2f} s (collector start included) "
-                  f"= {ingest:,.0f} events/s   [publish side: {args.events / pub_s:,.0f} events/s]", flush=True)
+            print(f"ingest: {args.events - got0} events stored in {t_done - t0:.2f} s (from the collector's first "
+                  f"/healthz; {got0} already stored by then) = {ingest:,.0f} events/s   "
+                  f"[publish side: {args.events / pub_s:,.0f} events/s]", flush=True)
 
-            # 2. latency under a crowd
+            # 2. latency under a crowd, and 3. edge hits: the collector as services run it (--nice default 10)
+            col.stop()
+            col = service("pipeline-2", *col_args, "--nice", str(args.collector_nice))
             since = time.time()
             n = asyncio.run(_crowd(nats.url, args.crowd_rate, args.crowd_seconds))
-            _wait_stored(col, args.events + n, 60)
+            _wait_stored(col, n, 60)
             (count, p50, p99, mx), = _sql(col.url, f"""
                 WITH l AS (SELECT ingested_at - ts AS d FROM edge_request WHERE ts >= {since}
                            UNION ALL SELECT ingested_at - ts FROM player_session WHERE ts >= {since})
@@ -167,24 +177,39 @@ def main(argv: list[str]) -> int:
             # 3. edge hits, events off vs on
             if not args.skip_edge:
                 results.update(_edge_compare(args, tmp, nats.url, service))
+                # the collector may lag while wrk and the edges hold both cores; it must catch up
+                t_end = time.monotonic()
+                on = next(p for p in procs if p.name == "edge-on")
+                m = parse_text(urllib.request.urlopen(on.url + "/metrics", timeout=10).read().decode())
+                published, dropped = int(m["ocsim_events_published_total"]), int(m["ocsim_events_dropped_total"])
+                t_caught = _wait_stored(col, n + published, 300)
+                results.update(edge_events_published=published, edge_events_dropped=dropped,
+                               collector_catch_up_s=round(t_caught - t_end, 2))
+                print(f"edge-on published {published:,} edge.request events ({dropped:,} dropped); the collector "
+                      f"(nice {args.collector_nice}) had stored all of them {t_caught - t_end:.1f} s after the "
+                      f"last wrk run", flush=True)
         finally:
             for p in reversed(procs):
                 p.stop()
             nats.stop()
-    goals = {"ingest >= 50,000 events/s": results["ingest_events_per_s"] >= 50_000,
-             "event-to-queryable p99 <= 2 s": results["latency_p99_s"] <= 2.0}
-    if "edge_ratio" in results:
-        goals["edge hits with events >= 0.95x without"] = results["edge_ratio"] >= 0.95
-    for goal, ok in goals.items():
-        print(f"  {'met' if ok else 'NOT met'}: {goal}")
+    rows = _table(results, args)
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'figure':<{width}}  {'measured':<32}  {'goal':<10}  ")
+    for figure, measured, goal, ok in rows:
+        print(f"{figure:<{width}}  {measured:<32}  {goal:<10}  {'met' if ok else 'NOT met'}")
     print("PIPELINEJSON " + json.dumps(results))
+    goals = {r[0]: r[3] for r in rows}
     return 0 if all(goals.values()) else 1
+
+
+EDGE_CASES = {"16 KiB": ("small", edge_bench.SMALL_KBPS), "~2 MiB": ("big", edge_bench.BIG_KBPS)}
 
 
 def _edge_compare(args: argparse.Namespace, tmp: Path, events_url: str, service: Any) -> dict[str, Any]:
     catalog = tmp / "catalog.json"
-    catalog.write_text(json.dumps({"titles": [{"id": "small", "duration_s": 4 * edge_bench.N_PATHS,
-                                               "renditions": [edge_bench.SMALL_KBPS], "popularity": 1}]}))
+    catalog.write_text(json.dumps({"titles": [
+        {"id": title, "duration_s": 4 * edge_bench.N_PATHS, "renditions": [kbps], "popularity": 1}
+        for title, kbps in EDGE_CASES.values()]}))
     origin = service("origin", "origin", "--port", "0", "--catalog", str(catalog), "--no-access-log",
                      "--admin-token", "bench-origin-admin", "--state-dir", str(tmp / "origin"))
     edges = {}
@@ -193,33 +218,48 @@ def _edge_compare(args: argparse.Namespace, tmp: Path, events_url: str, service:
                               "--upstream", origin.url, "--cache-dir", str(tmp / f"cache-{name}"),
                               "--capacity", "256MiB", "--operator-token", "bench-operator", "--no-access-log",
                               *extra)
-    paths = [edge_bench.seg_path("small", edge_bench.SMALL_KBPS, i) for i in range(edge_bench.N_PATHS)]
-    lua = tmp / "paths.lua"
-    lua.write_text(edge_bench.WRK_LUA.format(paths=", ".join(json.dumps(p) for p in paths)))
-    rps: dict[str, list[float]] = {"off": [], "on": []}
-    cpu_us: dict[str, list[float]] = {"off": [], "on": []}  # edge CPU per request: the hot path's own cost
-    for name, e in edges.items():
-        problem = edge_bench.warm(e.url, paths)
-        if problem:
-            raise RuntimeError(problem)
-        edge_bench.wrk(e.url, lua, args, 2.0, [e.pid])  # warm-up run (RAM tier, connections)
-    for _ in range(args.rounds):
-        for name in ("off", "on"):
-            r = edge_bench.wrk(edges[name].url, lua, args, args.wrk_duration, [edges[name].pid])
-            if r.errors or r.non2xx:
-                raise RuntimeError(f"edge {name}: {r.errors} errors, {r.non2xx} non-2xx")
-            rps[name].append(r.rps)
-            cpu_us[name].append(r.server_cpu / r.rps * 1e6)
-            print(f"edge events {name:>3}: {r.rps:,.0f} req/s  p50 {r.p50_ms:.2f} ms  p99 {r.p99_ms:.2f} ms  "
-                  f"edge cpu {r.server_cpu:.2f} cores", flush=True)
-    off, on = statistics.median(rps["off"]), statistics.median(rps["on"])
-    ratio = on / off
-    us_off, us_on = statistics.median(cpu_us["off"]), statistics.median(cpu_us["on"])
-    print(f"edge hit throughput: events on {on:,.0f} req/s vs off {off:,.0f} req/s = {ratio:.3f}x "
-          f"(wrk -t{args.threads} -c{args.connections} -d{args.wrk_duration:g}s, 16 KiB hits); edge CPU per "
-          f"request {us_on:.1f} us on vs {us_off:.1f} us off = {us_off / us_on:.3f}x", flush=True)
-    return {"edge_rps_off": round(off), "edge_rps_on": round(on), "edge_ratio": round(ratio, 3),
-            "edge_cpu_us_per_req_off": round(us_off, 1), "edge_cpu_us_per_req_on": round(us_on, 1)}
+    out: dict[str, Any] = {}
+    for case, (title, kbps) in EDGE_CASES.items():
+        paths = [edge_bench.seg_path(title, kbps, i) for i in range(edge_bench.N_PATHS)]
+        lua = tmp / f"paths-{title}.lua"
+        lua.write_text(edge_bench.WRK_LUA.format(paths=", ".join(json.dumps(p) for p in paths)))
+        rps: dict[str, list[float]] = {"off": [], "on": []}
+        cpu_us: dict[str, list[float]] = {"off": [], "on": []}  # edge CPU per request: the hot path's own cost
+        for name, e in edges.items():
+            problem = edge_bench.warm(e.url, paths)
+            if problem:
+                raise RuntimeError(problem)
+            edge_bench.wrk(e.url, lua, args, 2.0, [e.pid])  # warm-up run (RAM tier, connections)
+        for round_ in range(args.rounds):
+            for name in (("off", "on") if round_ % 2 == 0 else ("on", "off")):  # ABBA: no order bias
+                r = edge_bench.wrk(edges[name].url, lua, args, args.wrk_duration, [edges[name].pid])
+                if r.errors or r.non2xx:
+                    raise RuntimeError(f"edge {name}: {r.errors} errors, {r.non2xx} non-2xx")
+                rps[name].append(r.rps)
+                cpu_us[name].append(r.server_cpu / r.rps * 1e6)
+                print(f"edge {case:>6} events {name:>3}: {r.rps:,.0f} req/s  {r.gbps:.2f} Gbit/s  p50 {r.p50_ms:.2f} ms  "
+                      f"p99 {r.p99_ms:.2f} ms  edge cpu {r.server_cpu:.2f} cores", flush=True)
+        off, on = statistics.median(rps["off"]), statistics.median(rps["on"])
+        us_off, us_on = statistics.median(cpu_us["off"]), statistics.median(cpu_us["on"])
+        print(f"edge {case} hits: events on {on:,.0f} req/s vs off {off:,.0f} req/s = {on / off:.3f}x "
+              f"(wrk -t{args.threads} -c{args.connections} -d{args.wrk_duration:g}s, medians of {args.rounds}); "
+              f"edge CPU per request {us_on:.1f} us on vs {us_off:.1f} us off", flush=True)
+        out[case] = {"rps_off": round(off), "rps_on": round(on), "ratio": round(on / off, 3),
+                     "cpu_us_per_req_off": round(us_off, 1), "cpu_us_per_req_on": round(us_on, 1)}
+    return {"edge": out}
+
+
+def _table(results: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, str, str, bool]]:
+    """(figure, measured, goal, met) rows: the one table the bench prints."""
+    rows = [("events/s into DuckDB (backlog, one collector)", f"{results['ingest_events_per_s']:,}",
+             ">= 50,000", results["ingest_events_per_s"] >= 50_000),
+            (f"event-to-queryable at {args.crowd_rate:g} events/s: p50 / p99",
+             f"{results['latency_p50_s']:.3f} s / {results['latency_p99_s']:.3f} s", "p99 <= 2 s",
+             results["latency_p99_s"] <= 2.0)]
+    for case, r in results.get("edge", {}).items():
+        rows.append((f"edge {case} hits, events on / off (req/s)",
+                     f"{r['ratio']:.3f}x ({r['rps_on']:,} / {r['rps_off']:,})", ">= 0.95x", r["ratio"] >= 0.95))
+    return rows
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def cpu_busy_ticks() -> tuple[int, int]:
 
 def misses(stats: dict[str, Any]) -> int:
     """Cache misses of all edges (cold, evicted, coalesced; peer/origin are their fills)."""
-    return sum(int((s.get("misses") or {}).get(k, 0)) for s in stats.values() for k in ("cold", "evicted", "coalesced"))
+    return sum(int((s.get("misses") or {}).get(k, 0)) for s in stats.values() for k in ("cold", "evicted", "coalesced", "peer", "stale"))
 
 
 async def warm_every_edge(http: aiohttp.ClientSession, state: dict[str, Any], titles: list[str]) -> int:

@@ -100,7 +100,7 @@ def render_html(r: Mapping[str, Any]) -> str:
 <h1>Chaos experiment {_e(r['scenario'])}: {_e(outcome.upper())}</h1>
 <p class="sub">{_e(r.get('description', ''))} Seed {_e(r['seed'])}, {_e(r['duration_s'])} s;
 experiment failover {'on' if r.get('experiment_failover', True) else 'OFF'}.
-Metrics from {_e(r['metrics_source'])}.</p>
+Metrics from {_e(r.get('metrics_source_detail') or r['metrics_source'])}.</p>
 <div class="cards">{card_html}</div>{aborted}{undo}
 <h2>Verdict per metric</h2>{verdicts}<p class="sub">Test: {_e(test)}; a metric fails when the
 experiment cohort is significantly worse than the control cohort moved by the allowed margin.</p>

@@ -16,11 +16,15 @@
 3. Viewers are split into two equal cohorts (chaos/cohorts.py). Each viewer plays sessions
    back to back until `duration_s` against its cohort's control plane; each finished
    session's report (the player's own, `PlayReport.to_dict()`) feeds its cohort's values.
-   The metrics come from the players' own reports, not from the event pipeline (the
-   pipeline is not started here: two more processes per copy on a 2-core machine); they are
-   read as each session ends, which is what "near real time" needs for the abort rules.
+   By default the metrics come from the players' own reports, read as each session ends.
+   With `pipeline=True` (`--pipeline`) each copy runs its own event pipeline, the players
+   publish player.session to it, and the runner reads the sessions from each collector
+   every POLL_S (chaos/piped.py) for the abort rules, the samples and the verdict; the
+   report's `metrics_source` says which. Off by default: 4 more processes on 2 cores cost
+   set-up time and sessions (README "Chaos").
    `sps` (stream starts per second) is counted per 2 s window from the sessions' starts.
-4. After every finished session the abort rules are checked; a breach stops the run at once.
+4. After every finished session (with the pipeline: after every read of the collectors) the
+   abort rules are checked; a breach stops the run at once.
    A sampler records both cohorts' figures every second for the report's timeline.
 5. Always, also on abort or interrupt: every fault is undone (toxics removed, edge faults
    cleared, the origin's link restored, paused services resumed), then both copies are
@@ -44,6 +48,7 @@ from typing import Any
 import aiohttp
 
 from chaos.cohorts import Cohorts, split_cohorts
+from chaos.piped import PIPED_METRICS, TapSink, query_sql, records
 from chaos.metrics import METRICS, RATE_METRICS, SPS_WINDOW_S, sps_windows, stream_started
 from chaos.process import PROCESS_FAULTS
 from chaos.proxy import FaultProxy
@@ -53,6 +58,8 @@ from chaos.stack import Stack, chaos_topology
 from chaos.toxics import Blackhole, Toxic
 from chaos.verdict import MetricVerdict, Outcome, abort_breach, judge
 from common.errors import BadRequest
+from common.events import PlayerSession
+from common.eventsink import EventSink, make_sink
 from player.abr import FailoverPolicy
 from player.driver import Timeouts
 from player.play_answer import PlayAnswerCache
@@ -63,6 +70,7 @@ SUPPORTED_LINKS = {"link:player-edge", "link:edge-control"}
 # player with a deep buffer allows an edge that has gone quiet before it fails over.
 PLAYER_TIMEOUTS = Timeouts(connect_s=1.0, read_s=1.5, segment_s=10.0, playlist_s=5.0, steering_s=3.0)
 COHORTS = ("control", "experiment")
+POLL_S = 0.5  # how often the runner reads the cohorts' collectors (with --pipeline)
 
 
 class PortMapConnector(aiohttp.TCPConnector):
@@ -108,6 +116,14 @@ class Experiment:
     def __init__(self, scenario: Scenario, stacks: dict[str, Stack], catalog_ids: list[str], *,
                  speed: float, max_segments: int | None) -> None:
         self.scenario = scenario
+        # with a pipeline in each copy, the cohorts' metrics come from its collector
+        self.piped = all(s.pipeline_url for s in stacks.values())
+        self.sinks: dict[str, EventSink] = {}
+        self.piped_rows: dict[str, list[list[Any]]] = {c: [] for c in COHORTS}
+        self.polls: dict[str, int] = {c: 0 for c in COHORTS}
+        self.poll_errors: list[str] = []
+        self.unpublished = 0  # sessions without a play id, whose end the runner published
+        self._epoch0 = 0.0
         self.stacks = stacks
         self.catalog_ids = catalog_ids
         self.speed = speed
@@ -268,7 +284,14 @@ class Experiment:
     # -- metrics ---------------------------------------------------------------------------
 
     def starts(self, cohort: str) -> list[float]:
-        return [r["started_at_s"] for r in self.sessions[cohort] if stream_started(r)]
+        rs = records(self.piped_rows[cohort], self._epoch0) if self.piped else self.sessions[cohort]
+        return [r["started_at_s"] for r in rs if stream_started(r)]
+
+    def session_records(self, cohort: str) -> list[dict[str, Any]]:
+        """The sessions per-session metrics are read from: the pipeline's ended ones, or the reports."""
+        if self.piped:
+            return records(self.piped_rows[cohort], self._epoch0, ended_only=True)
+        return self.sessions[cohort]
 
     def fault_window(self) -> tuple[float, float]:
         """From the first fault's start to the last one's end (the whole run without faults):
@@ -281,7 +304,9 @@ class Experiment:
         return lo, min(hi, self.scenario.duration_s)
 
     def values(self, cohort: str, upto: float | None = None) -> dict[str, list[float]]:
-        out = {name: [m.of_session(r) for r in self.sessions[cohort]] for name, m in METRICS.items()}
+        piped = self.session_records(cohort)
+        out = {name: [m.of_session(r) for r in (piped if name in PIPED_METRICS else self.sessions[cohort])]
+               for name, m in METRICS.items()}
         lo, hi = self.fault_window()
         end = hi if upto is None else min(upto, hi)
         out["sps"] = sps_windows(self.starts(cohort), lo, end, SPS_WINDOW_S)
@@ -291,6 +316,10 @@ class Experiment:
         report["cohort"] = cohort
         report["ended_at_s"] = self.now()
         self.sessions[cohort].append(report)
+        if not self.piped:
+            self.check_abort()
+
+    def check_abort(self) -> None:
         if self.aborted is None:
             now = self.now()
             reason = abort_breach(self.scenario.abort, self.values("control", now), self.values("experiment", now))
@@ -304,14 +333,67 @@ class Experiment:
         while not self._stop.is_set():
             t = self.now()
             for cohort in COHORTS:
-                ss = self.sessions[cohort]
-                recent = [r for r in ss if r["started_at_s"] >= t - SPS_WINDOW_S * 2 and stream_started(r)]
+                ss = self.session_records(cohort)
+                recent = [s for s in self.starts(cohort) if s >= t - SPS_WINDOW_S * 2]
                 self.samples.append({
                     "t": t, "cohort": cohort, "sessions": len(ss),
                     "failed": sum(1 for r in ss if METRICS["failed"].of_session(r)),
                     "sps": round(len(recent) / (SPS_WINDOW_S * 2), 3)})
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), 1.0)
+
+    async def poll(self, cohort: str) -> int:
+        """One read of the cohort's collector: its player.session rows since the run began."""
+        assert self._http is not None
+        url = self.stacks[cohort].pipeline_url + "/v1/query"
+        async with self._http.post(url, json={"sql": query_sql(self._epoch0 - 1.0)},
+                                   timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            data = await resp.json(content_type=None)
+            if resp.status != 200:
+                raise RuntimeError(f"{cohort} collector: {resp.status} {data}")
+        self.piped_rows[cohort] = list(data["rows"])
+        self.polls[cohort] += 1
+        return len(records(self.piped_rows[cohort], self._epoch0, ended_only=True))
+
+    async def watcher(self) -> None:
+        """Every POLL_S: both collectors read, then the abort rules checked."""
+        while not self._stop.is_set():
+            for cohort in COHORTS:
+                try:
+                    await self.poll(cohort)
+                except Exception as exc:  # noqa: BLE001 - a slow read: the next one comes
+                    self.poll_errors.append(f"t={self.now()} {cohort}: {exc!r}"[:200])
+            self.check_abort()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), POLL_S)
+
+    async def drain(self, timeout_s: float = 10.0) -> None:
+        """At the end: the sinks flushed, then the collectors read until every session's end is in."""
+        await asyncio.gather(*(sink.close() for sink in self.sinks.values()), return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timeout_s
+        pending = set(COHORTS)
+        while pending and loop.time() < until:
+            for cohort in sorted(pending):
+                with contextlib.suppress(Exception):
+                    if await self.poll(cohort) >= len(self.sessions[cohort]):
+                        pending.discard(cohort)
+            if pending:
+                await asyncio.sleep(0.2)
+        for cohort in sorted(pending):
+            self.poll_errors.append(f"{cohort}: the collector had not every session's end after {timeout_s:g} s")
+
+    def publish_unseen(self, cohort: str, sink: TapSink, report: dict[str, Any], n: int) -> None:
+        """A session that got no play answer publishes nothing itself: its end goes in for it."""
+        if sink.play_id is not None:
+            report["play_id"] = sink.play_id
+            return
+        sid = f"chaos{cohort[:3]}{n}"
+        report["play_id"] = sid
+        self.unpublished += 1
+        for phase in ("start", "end"):
+            sink.inner.emit(PlayerSession(sid, phase, str(report.get("title", "")), report.get("isp"), None,
+                                          "failed", None, 0, 0.0, 0.0, 0, 0, 1, 0, 0, 0.0, 0.0, None))
 
     async def viewer(self, viewer: str, cohort: str, http: aiohttp.ClientSession, index: int) -> None:
         from ocsim.demo import client_ip
@@ -329,8 +411,11 @@ class Experiment:
         crowd_at = self.scenario.flash_crowd_at_s
         # with a flash crowd, the least popular title is the new one: nobody plays it before
         everyday = self.catalog_ids[:-1] if crowd_at is not None else self.catalog_ids
+        n = 0
         while loop.time() < end_at and not self._stop.is_set():
+            n += 1
             started = self.now()
+            tap = TapSink(self.sinks[cohort]) if self.piped else None
             crowd = crowd_at is not None and started >= crowd_at
             title = self.catalog_ids[-1] if crowd else rng.choice(everyday)
             cached_before, fallback_before = answers.used, answers.used_fallback
@@ -338,7 +423,7 @@ class Experiment:
                 rep = await play_session(state["control"], title, client_ip=client_ip(isps[isp][0], rng),
                                          speed=self.speed, session=http, max_segments=self.max_segments,
                                          failover_policy=policy, verify=True, timeouts=PLAYER_TIMEOUTS,
-                                         answers=answers)
+                                         answers=answers, events=tap)
                 report = rep.to_dict()
                 served = [e for e in report.get("edges") or [] if e in edge_isp]
                 report["off_isp"] = (sum(1 for e in served if edge_isp[e] != isp) / len(served)) if served else 0.0
@@ -350,10 +435,17 @@ class Experiment:
             report["flash_crowd"] = crowd
             report["answer_from_cache"] = answers.used > cached_before
             report["answer_from_fallback"] = answers.used_fallback > fallback_before  # a title never steered to
+            if tap is not None:
+                self.publish_unseen(cohort, tap, report, index * 100_000 + n)
             self.session_ended(cohort, report)
 
     async def run(self) -> None:
         self._t0 = asyncio.get_running_loop().time()
+        self._epoch0 = time.time()
+        if self.piped:
+            for cohort in COHORTS:
+                self.sinks[cohort] = make_sink(self.stacks[cohort].events_url, f"chaos-{cohort}")
+                await self.sinks[cohort].start()
         maps = {cohort: {_port(e["url"]): proxies[e["id"]].port for e in self.stacks[cohort].state["edges"]}
                 for cohort, proxies in self.proxies.items()}
         async with aiohttp.ClientSession() as self._http, \
@@ -361,6 +453,7 @@ class Experiment:
                 aiohttp.ClientSession(connector=PortMapConnector(maps["experiment"], limit=0)) as faulted:
             faults = asyncio.create_task(self.fault_timeline())
             sampler = asyncio.create_task(self.sampler())
+            watcher = asyncio.create_task(self.watcher() if self.piped else self._stop.wait())
             players = [asyncio.create_task(self.viewer(v, "control", direct, i))
                        for i, v in enumerate(self.cohorts.control)]
             players += [asyncio.create_task(self.viewer(v, "experiment", faulted, i))
@@ -379,9 +472,11 @@ class Experiment:
             finally:
                 self._stop.set()
                 everyone.cancel()
-                for task in (*players, stop, sampler):
+                for task in (*players, stop, sampler, watcher):
                     task.cancel()
-                await asyncio.gather(everyone, *players, stop, sampler, return_exceptions=True)
+                await asyncio.gather(everyone, *players, stop, sampler, watcher, return_exceptions=True)
+                if self.piped:
+                    await self.drain()
                 if not faults.done():
                     faults.cancel()
                 fault_error = (await asyncio.gather(faults, return_exceptions=True))[0]
@@ -411,7 +506,7 @@ def _finite(x: float | None) -> float | str | None:
 
 
 async def run_experiment(scenario: Scenario, *, speed: float = 20.0, max_segments: int | None = 8,
-                         titles: int = 8) -> dict[str, Any]:
+                         titles: int = 8, pipeline: bool = False) -> dict[str, Any]:
     from ocsim.demo import demo_catalog, discard_dir
     from ocsim.topology import DEFAULT_TOPOLOGY
 
@@ -426,7 +521,7 @@ async def run_experiment(scenario: Scenario, *, speed: float = 20.0, max_segment
     catalog_file = root / "catalog.json"
     catalog_file.write_text(json.dumps(catalog.to_json()))
     topo = chaos_topology(topo.with_ephemeral_ports().with_catalog(catalog_file).with_extra_args("--no-access-log"))
-    stacks = {c: Stack(c, topo, root / c, scenario.seed) for c in COHORTS}
+    stacks = {c: Stack(c, topo, root / c, scenario.seed, events=pipeline) for c in COHORTS}
     exp: Experiment | None = None
     try:
         started = await asyncio.gather(*(s.start() for s in stacks.values()), return_exceptions=True)
@@ -451,8 +546,19 @@ async def run_experiment(scenario: Scenario, *, speed: float = 20.0, max_segment
         "experiment_failover": scenario.experiment_failover,
         "cohorts": {"control": list(exp.cohorts.control), "experiment": list(exp.cohorts.experiment),
                     "left_out": list(exp.cohorts.left_out)},
-        "metrics_source": "the players' own session reports, read as each session ends (the event "
-                          "pipeline is not started by the runner)",
+        "metrics_source": "pipeline" if exp.piped else "players",
+        "metrics_source_detail": (
+            "each cohort's own event pipeline: player.session events read from its collector "
+            "(POST /v1/query) every 0.5 s for the abort rules and the samples, and once more "
+            "after the players stopped for the verdict; off_isp still from the players' reports"
+            if exp.piped else
+            "the players' own session reports, read as each session ends (no event pipeline in the copies)"),
+        "pipeline": ({"polls": exp.polls, "poll_errors": exp.poll_errors[:20],
+                      "sessions_published_by_runner": exp.unpublished,
+                      "ended_sessions": {c: len(exp.session_records(c)) for c in COHORTS},
+                      "failed_sessions": {c: sum(1 for r in exp.session_records(c) if METRICS["failed"].of_session(r))
+                                          for c in COHORTS},
+                      "reports": {c: len(exp.sessions[c]) for c in COHORTS}} if exp.piped else None),
         "metrics": {**{m.name: {"worse": m.worse, "meaning": m.meaning} for m in METRICS.values()},
                     **{m.name: {"worse": m.worse, "meaning": m.meaning, "window_s": SPS_WINDOW_S}
                        for m in RATE_METRICS.values()}},
@@ -489,6 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--report-dir", type=Path, help="write report.json and report.html there")
     run.add_argument("--speed", type=float, default=20.0, help="players' clock speed-up")
     run.add_argument("--max-segments", type=int, default=8, help="segments per session")
+    run.add_argument("--pipeline", action="store_true",
+                     help="give each cohort's copy its own event pipeline (nats-server + collector) and read "
+                          "the cohorts' metrics from it; without, from the players' own reports")
     check = sub.add_parser("check", help="parse and check scenario files, start nothing")
     check.add_argument("files", type=Path, nargs="+")
     return p
@@ -503,7 +612,8 @@ def main(argv: Sequence[str]) -> int:
                 print(f"{path}: ok ({len(s.faults)} faults, {len(s.steady_state)} metrics)")
             return 0
         scenario = parse_scenario(args.file.read_text())
-        report = asyncio.run(run_experiment(scenario, speed=args.speed, max_segments=args.max_segments))
+        report = asyncio.run(run_experiment(scenario, speed=args.speed, max_segments=args.max_segments,
+                                                pipeline=args.pipeline))
     except BadRequest as exc:
         print(f"ocsim chaos: {exc.reason}", file=sys.stderr)
         return 2

@@ -1,14 +1,17 @@
 """The pipeline's events as contracts: one msgpack envelope, typed payloads, strict decoding.
 
-An event on the wire is one msgpack map:
+An event is its envelope and its payload:
 
     {"id": str, "type": str, "v": int, "ts": float, "src": str, <payload fields>...}
 
 `id` is unique per event (the collector stores each id once), `type` names the payload
 class, `v` its schema version, `ts` seconds since the epoch when it happened, `src` the
-service id that emitted it. Events travel in *frames*: a msgpack array of packed events
-(each element `bin`), so a publisher pays one NATS message per batch and a collector can
-still measure, check and skip each event on its own.
+service id that emitted it. Events travel in *frames*, one NATS message each. Publishers
+send batch frames (`common.eventbatch`, frame version 2): the events of one type and source
+in one msgpack map, the envelope fields shared by the frame (type, v, src) given once, each
+event's id and ts given per event, the payloads as rows. A version 1 frame is a msgpack array
+of events packed one by one as the map above (each element `bin`; `pack_frame`, `encode`);
+collectors read both, and check and skip each event on its own either way.
 
 Rules of this module:
 1. No IO, no clock, no randomness: ids and times are given by the caller (`IdSource`
@@ -43,7 +46,7 @@ REJECT_REASONS: Final = ("malformed", "oversized", "unknown_type", "unknown_vers
 # What the edge did for a request: a hit, or the class of miss (DESIGN: edge misses are
 # cold, evicted or coalesced; a fill from a peer and a stale serve are their own classes),
 # or "none" for answers that never reached the cache (403, 404, 416 ...).
-CACHE_OUTCOMES: Final = ("hit", "cold", "evicted", "coalesced", "peer", "stale", "none")
+CACHE_OUTCOMES: Final = ("hit", "cold", "evicted", "coalesced", "peer", "stale", "forwarded", "none")
 FILL_SOURCES: Final = ("origin", "peer")
 FILL_OUTCOMES: Final = ("stored", "uncached", "passed", "failed")
 SESSION_PHASES: Final = ("start", "progress", "end")
@@ -279,6 +282,15 @@ class IdSource:
         self._n += 1
         return f"{self.prefix}-{self._n:x}"
 
+    @property
+    def upcoming(self) -> int:
+        """The counter of the id `next()` gives next (a batch frame's id run starts there)."""
+        return self._n + 1
+
+    def skip(self, n: int) -> None:
+        """Use up the next `n` ids (a batch frame named them as a run)."""
+        self._n += n
+
 
 _FIELD_NAMES: dict[str, tuple[str, ...]] = {t: (*ENVELOPE_FIELDS, *(sp.name for sp in specs)) for t, specs in SPECS.items()}
 _LIST_FIELDS: dict[str, tuple[int, ...]] = {
@@ -470,29 +482,6 @@ def _unpack_event(body: bytes) -> Any:
 
 
 @dataclass(slots=True)
-class FrameRows:
-    rows: list[EventRow]
-    rejected: dict[str, int]
-
-
-def decode_frame_rows(frame: bytes) -> FrameRows:
-    """A frame -> its good events as rows, and a count of the rest by reason (the collector's path)."""
-    out = FrameRows([], {})
-    try:
-        items = unpack_frame(frame)
-    except BadEvent as exc:
-        out.rejected[exc.reason] = 1
-        return out
-    append = out.rows.append
-    for body in items:
-        try:
-            append(decode_row(_unpack_event(body)))
-        except BadEvent as exc:
-            out.rejected[exc.reason] = out.rejected.get(exc.reason, 0) + 1
-    return out
-
-
-@dataclass(slots=True)
 class FrameResult:
     """What decoding one frame gave: the good events and a count of the rest by reason."""
 
@@ -501,18 +490,12 @@ class FrameResult:
 
 
 def decode_frame(frame: bytes) -> FrameResult:
-    out = FrameResult([], {})
-    try:
-        items = unpack_frame(frame)
-    except BadEvent as exc:
-        out.rejected[exc.reason] = 1
-        return out
-    for body in items:
-        try:
-            out.events.append(decode(body))
-        except BadEvent as exc:
-            out.rejected[exc.reason] = out.rejected.get(exc.reason, 0) + 1
-    return out
+    """A frame of either version (a batch frame, `common.eventbatch`, or an array of packed
+    events) -> its good events as Events, and a count of the rest by reason."""
+    from common.eventbatch import decode_frame_batches, events_of  # that module builds on this one
+
+    got = decode_frame_batches(frame)
+    return FrameResult([e for b in got.batches for e in events_of(b)], got.rejected)
 
 
 def subject_of(event_type: str, prefix: str = "ocsim.events") -> str:

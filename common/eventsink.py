@@ -4,10 +4,10 @@
 
 - `NullSink`: no `--events` given; `emit` does nothing, the service runs as it always did.
 - `MemorySink`: keeps the events (tests).
-- `BufferedSink`: a bounded in-process buffer drained by one background task that encodes
-  events, groups them by type into frames (`common.events.pack_frame`) and hands the
-  frames to a `FrameTransport`. When the buffer is full an event is dropped and counted
-  (`ocsim_events_dropped_total`); every few seconds a source that dropped anything emits an
+- `BufferedSink`: a bounded in-process buffer per event type, drained by one background task
+  that packs each type's events into batch frames (`common.eventbatch.pack_batch`: one
+  msgpack call per frame, columns, the ids a run) and hands the frames to a `FrameTransport`.
+  When a buffer is full an event is dropped and counted (`ocsim_events_dropped_total`); every few seconds a source that dropped anything emits an
   `events.dropped` event. A frame the transport could not send is retried with the same
   message id, so JetStream's duplicate window makes a retry harmless; while it waits, the
   buffer fills and drops, rather than the hot path slowing down.
@@ -15,14 +15,15 @@
 Rules of this module:
 1. The hot path's cost is `emit`: one clock read and one deque append. `emit_fields(cls,
    values)` skips even building the payload dataclass (values in field order, trusted);
-   ids, encoding and framing happen in the background task.
+   `recorder(cls)` gives a per-type `record(ts, values)` that skips the lookups too (the
+   edge's request path). Ids, encoding and framing happen in the background task, one
+   msgpack call per frame.
 2. The transport is a small interface (`FrameTransport.send`); tests put a plain object
    behind it. The NATS transport (`pipeline.publisher.NatsTransport`) lives at the rim.
 """
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import os
 import time
@@ -30,9 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from common.eventbatch import pack_batch, pack_batch_ids
 from common.events import (
-    MAX_FRAME_BYTES, MAX_FRAME_EVENTS, Event, EventsDropped, IdSource, Payload, encode, encode_values, pack_frame,
-    subject_of, values_of,
+    MAX_FRAME_BYTES, MAX_FRAME_EVENTS, SPECS, Event, EventsDropped, IdSource, Payload, subject_of, values_of,
 )
 from common.logs import event as log_event
 from common.metrics import Registry
@@ -61,6 +62,9 @@ class FrameTransport(Protocol):
     def connected(self) -> bool: ...
 
 
+Recorder = Callable[[tuple[Any, ...]], None]
+
+
 class EventSink:
     """The interface services hold. `emit` must be cheap and must never raise."""
 
@@ -72,6 +76,21 @@ class EventSink:
     def emit_fields(self, cls: type[Payload], values: tuple[Any, ...]) -> None:
         """`emit(cls(*values))` without building the dataclass (values in field order)."""
         raise NotImplementedError
+
+    def recorder(self, cls: type[Payload], const: dict[str, Any] | None = None,
+                 groups: tuple[tuple[str, ...], ...] = ()) -> Recorder:
+        """A hot path's emit for one type: `record((ts, *values))`, `ts` from the caller's own
+        clock read, `values` the fields not in `const`, in SPECS order (trusted), each of
+        `groups` (consecutive fields) as one tuple."""
+        shape = Shape.of(cls, const, groups)
+
+        def record(row: tuple[Any, ...]) -> None:
+            self.emit_at(cls, row[0], shape.flatten(row))
+        return record
+
+    def emit_at(self, cls: type[Payload], ts: float, values: tuple[Any, ...]) -> None:
+        """`emit_fields` with the event's time given (the default ignores it)."""
+        self.emit_fields(cls, values)
 
     async def start(self) -> None:
         return None
@@ -108,6 +127,9 @@ class MemorySink(EventSink):
     def emit_fields(self, cls: type[Payload], values: tuple[Any, ...]) -> None:
         self.emit(cls(*values))
 
+    def emit_at(self, cls: type[Payload], ts: float, values: tuple[Any, ...]) -> None:
+        self.events.append(Event(self.ids.next(), ts, self.src, cls(*values)))
+
     @property
     def enabled(self) -> bool:
         return True
@@ -116,51 +138,103 @@ class MemorySink(EventSink):
         return [e for e in self.events if e.type == event_type]
 
 
-Row = tuple[float, type[Payload], tuple[Any, ...]]  # (ts, payload class, field values): a buffered event
+_PLAIN: dict[type[Payload], Shape] = {}
+
+
+def _plain_shape(cls: type[Payload]) -> Shape:
+    shape = _PLAIN.get(cls)
+    if shape is None:
+        shape = _PLAIN[cls] = Shape.of(cls)
+    return shape
+
+
+Row = tuple[Any, ...]  # a buffered event: (ts, *values of its buffer's fields)
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What the rows of one buffer hold: a payload class, the fields each row has after its
+    time (SPECS order; a tuple of names is a group, held in the row as one tuple), and the
+    fields given once for all (a recorder's constants)."""
+
+    cls: type[Payload]
+    fields: tuple[str | tuple[str, ...], ...]
+    const: tuple[tuple[str, Any], ...] = ()
+
+    @staticmethod
+    def of(cls: type[Payload], const: dict[str, Any] | None = None,
+           groups: tuple[tuple[str, ...], ...] = ()) -> Shape:
+        const = const or {}
+        names = [sp.name for sp in SPECS[cls.TYPE]]
+        grouped = [f for g in groups for f in g]
+        unknown = (set(const) | set(grouped)) - set(names)
+        if unknown or len(set(grouped)) != len(grouped) or set(grouped) & set(const):
+            raise ValueError(f"{cls.TYPE}: bad constants or groups {sorted(unknown) or groups}")
+        fields: list[str | tuple[str, ...]] = []
+        for name in names:
+            group = next((g for g in groups if g[0] == name), None)
+            if group is not None:
+                fields.append(group)
+            elif name not in const and name not in grouped:
+                fields.append(name)
+        return Shape(cls, tuple(fields), tuple(const.items()))
+
+    def flatten(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        """A row's values in SPECS order (slow: MemorySink and tests)."""
+        given = dict(self.const)
+        for entry, value in zip(self.fields, row[1:]):
+            if isinstance(entry, tuple):
+                given.update(zip(entry, value))
+            else:
+                given[entry] = value
+        return tuple(given[sp.name] for sp in SPECS[self.cls.TYPE])
 
 
 def frames_of(events: list[Event], frame_ids: IdSource, prefix: str = "ocsim.events") -> list[Frame]:
-    """Group events by type into frames under the size and count limits (pure)."""
-    by_type: dict[str, list[bytes]] = {}
+    """Events (any ids, any sources) -> batch frames with their ids listed, by type and source (pure)."""
+    groups: dict[tuple[type[Payload], str], list[Event]] = {}
     for ev in events:
-        by_type.setdefault(ev.type, []).append(encode(ev))
-    return _framed(by_type, frame_ids, prefix)
-
-
-def frames_of_rows(rows: list[Row], ids: IdSource, src: str, frame_ids: IdSource,
-                   prefix: str = "ocsim.events") -> list[Frame]:
-    """Buffered rows -> frames; each row gets the next event id here, in emit order."""
-    by_type: dict[str, list[bytes]] = {}
-    for ts, cls, values in rows:
-        etype = cls.TYPE
-        body = encode_values(etype, cls.VERSION, ids.next(), ts, src, values)
-        got = by_type.get(etype)
-        if got is None:
-            by_type[etype] = [body]
-        else:
-            got.append(body)
-    return _framed(by_type, frame_ids, prefix)
-
-
-def _framed(by_type: dict[str, list[bytes]], frame_ids: IdSource, prefix: str) -> list[Frame]:
+        groups.setdefault((type(ev.payload), ev.src), []).append(ev)
     frames: list[Frame] = []
-    for etype, bodies in by_type.items():
-        chunk: list[bytes] = []
-        size = 8
-        for body in bodies:
-            if chunk and (size + len(body) + 8 > MAX_FRAME_BYTES or len(chunk) >= MAX_FRAME_EVENTS):
-                frames.append(Frame(subject_of(etype, prefix), frame_ids.next(), pack_frame(chunk), len(chunk)))
-                chunk, size = [], 8
-            chunk.append(body)
-            size += len(body) + 5
-        if chunk:
-            frames.append(Frame(subject_of(etype, prefix), frame_ids.next(), pack_frame(chunk), len(chunk)))
+    for (cls, src), evs in groups.items():
+        for i in range(0, len(evs), MAX_FRAME_EVENTS):
+            chunk = evs[i:i + MAX_FRAME_EVENTS]
+            data = pack_batch_ids(cls.TYPE, cls.VERSION, src, [e.id for e in chunk],
+                                  [(e.ts, *values_of(e.payload)) for e in chunk])
+            frames.append(Frame(subject_of(cls.TYPE, prefix), frame_ids.next(), data, len(chunk)))
+    return frames
+
+
+def frames_of_rows(shape: Shape, rows: list[Row], ids: IdSource, src: str, frame_ids: IdSource,
+                   prefix: str = "ocsim.events") -> list[Frame]:
+    """Buffered rows of one shape -> batch frames: one `msgpack` call per frame, the ids a run
+    taken from `ids` in emit order. A frame over MAX_FRAME_BYTES is split in two and packed again
+    (rare: only events with long strings get there)."""
+    cls = shape.cls
+    frames: list[Frame] = []
+    subject = subject_of(cls.TYPE, prefix)
+    const = dict(shape.const)
+    todo = [rows[i:i + MAX_FRAME_EVENTS] for i in range(0, len(rows), MAX_FRAME_EVENTS)]
+    while todo:
+        chunk = todo.pop(0)
+        data = pack_batch(cls.TYPE, cls.VERSION, src, ids.prefix, ids.upcoming, shape.fields, const, chunk)
+        if len(data) > MAX_FRAME_BYTES and len(chunk) > 1:
+            half = len(chunk) // 2
+            todo[:0] = [chunk[:half], chunk[half:]]
+            continue
+        ids.skip(len(chunk))
+        frames.append(Frame(subject, frame_ids.next(), data, len(chunk)))
     return frames
 
 
 class BufferedSink(EventSink):
+    """A bounded buffer per event type, drained in batches by one background task.
+
+    `capacity` bounds the events waiting of each type (the `events.dropped` report aside);
+    `batch_events` is how many of a type one take packs (at most MAX_FRAME_EVENTS a frame)."""
+
     def __init__(self, src: str, transport: FrameTransport, *, capacity: int = 100_000,
-                 batch_events: int = 4000, flush_interval: float = 0.05, drop_report_interval: float = 5.0,
+                 batch_events: int = 8192, flush_interval: float = 0.05, drop_report_interval: float = 5.0,
                  retry_interval: float = 0.25, clock: Callable[[], float] = time.time,
                  registry: Registry | None = None, id_prefix: str | None = None,
                  subject_prefix: str = "ocsim.events") -> None:
@@ -176,9 +250,9 @@ class BufferedSink(EventSink):
         prefix = id_prefix or f"{src}.{os.urandom(6).hex()}"
         self.ids = IdSource(prefix)
         self.frame_ids = IdSource(prefix + ".f")
-        self.buffer: collections.deque[Row] = collections.deque()
-        self.pending: list[Frame] = []   # frames taken from the buffer, not yet sent
-        self.emitted = 0
+        self._buffers: dict[Shape, list[Row]] = {}  # lists: a take is one slice, not a pop per event
+        self.pending: list[Frame] = []   # frames taken from the buffers, not yet sent
+        self.taken = 0
         self.published = 0
         self.dropped = 0
         self._dropped_unreported = 0
@@ -194,7 +268,7 @@ class BufferedSink(EventSink):
             registry.gauge("ocsim_events_dropped_total", "Events dropped because the buffer was full",
                            callback=lambda: float(self.dropped))
             registry.gauge("ocsim_events_buffered", "Events waiting to be published",
-                           callback=lambda: float(len(self.buffer) + sum(f.count for f in self.pending)))
+                           callback=lambda: float(self.buffered))
             registry.gauge("ocsim_events_connected", "1 when the event transport is connected",
                            callback=lambda: 1.0 if self.transport.connected else 0.0)
 
@@ -202,23 +276,58 @@ class BufferedSink(EventSink):
     def enabled(self) -> bool:
         return True
 
+    @property
+    def emitted(self) -> int:
+        return self.taken + self._in_buffers() + self.dropped
+
+    @property
+    def buffered(self) -> int:
+        return self._in_buffers() + sum(f.count for f in self.pending)
+
+    def _in_buffers(self) -> int:
+        return sum(len(b) for b in self._buffers.values())
+
+    def _buffer(self, shape: Shape) -> list[Row]:
+        buf = self._buffers.get(shape)
+        if buf is None:
+            buf = self._buffers[shape] = []
+        return buf
+
     def emit(self, payload: Payload) -> None:
         self.emit_fields(type(payload), values_of(payload))
 
     def emit_fields(self, cls: type[Payload], values: tuple[Any, ...]) -> None:
-        self.emitted += 1
-        buffer = self.buffer
-        if len(buffer) >= self.capacity:
-            self.dropped += 1
-            self._dropped_unreported += 1
+        buf = self._buffer(_plain_shape(cls))
+        if len(buf) >= self.capacity:
+            self._drop()
             return
-        buffer.append((self.clock(), cls, values))
-        if len(buffer) == self.batch_events:
-            self._wake.set()
+        buf.append((self.clock(), *values))
+
+    def recorder(self, cls: type[Payload], const: dict[str, Any] | None = None,
+                 groups: tuple[tuple[str, ...], ...] = ()) -> Recorder:
+        """The hot path's emit for one type: `record((ts, *values))` is a length check and one
+        list append. `const` fields (e.g. the edge's id and ISP) are given here once and left
+        out of every row; the row holds the time (the caller's own clock read) and the other
+        fields in SPECS order, trusted, each of `groups` as one tuple (a tuple the caller
+        keeps, so building the row copies nothing)."""
+        buf = self._buffer(Shape.of(cls, const, groups))
+        append = buf.append
+        capacity = self.capacity
+
+        def record(row: tuple[Any, ...]) -> None:
+            if len(buf) >= capacity:
+                self._drop()
+                return
+            append(row)
+        return record
+
+    def _drop(self) -> None:
+        self.dropped += 1
+        self._dropped_unreported += 1
 
     def stats(self) -> dict[str, int]:
         return {"emitted": self.emitted, "published": self.published, "dropped": self.dropped,
-                "buffered": len(self.buffer) + sum(f.count for f in self.pending)}
+                "buffered": self.buffered}
 
     async def start(self) -> None:
         await self.transport.start()
@@ -230,7 +339,7 @@ class BufferedSink(EventSink):
         if self._dropped_unreported:
             n, self._dropped_unreported = self._dropped_unreported, 0
             # past the capacity on purpose: the report of drops must not itself be dropped
-            self.buffer.append((self.clock(), EventsDropped, (n, self.dropped, len(self.buffer))))
+            self._buffer(_plain_shape(EventsDropped)).append((self.clock(), n, self.dropped, self._in_buffers()))
             log_event(log, "events dropped", level=logging.WARNING, dropped=n, total=self.dropped)
 
     async def _report_drops(self) -> None:
@@ -239,11 +348,15 @@ class BufferedSink(EventSink):
             self.report_drops_now()
 
     def _take(self) -> None:
-        n = min(len(self.buffer), self.batch_events)
-        if n:
-            popleft = self.buffer.popleft
-            rows = [popleft() for _ in range(n)]
-            self.pending = frames_of_rows(rows, self.ids, self.src, self.frame_ids, self.subject_prefix)
+        frames: list[Frame] = []
+        for shape, buf in list(self._buffers.items()):
+            n = min(len(buf), self.batch_events)
+            if n:
+                rows = buf[:n]
+                del buf[:n]
+                self.taken += n
+                frames.extend(frames_of_rows(shape, rows, self.ids, self.src, self.frame_ids, self.subject_prefix))
+        self.pending = frames
 
     async def _send_pending(self) -> bool:
         try:
@@ -258,16 +371,22 @@ class BufferedSink(EventSink):
         return True
 
     async def _run(self) -> None:
+        last_take = 0.0
         while True:
             if not self.pending:
-                if not self.buffer:
-                    if self._closing:
-                        return
+                waiting = self._in_buffers()
+                if not waiting and self._closing:
+                    return
+                # Batch by time: at most one take per flush interval unless a whole batch is
+                # waiting, so a busy service sends a few large frames a second, not one per event.
+                delay = last_take + self.flush_interval - time.monotonic()
+                if waiting < self.batch_events and delay > 0 and not self._closing:
                     self._wake.clear()
                     try:
-                        await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+                        await asyncio.wait_for(self._wake.wait(), delay)
                     except asyncio.TimeoutError:
                         pass
+                last_take = time.monotonic()
                 self._take()
                 if not self.pending:
                     continue
@@ -288,7 +407,7 @@ class BufferedSink(EventSink):
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
             except asyncio.TimeoutError:
                 self._task.cancel()
-                left = len(self.buffer) + sum(f.count for f in self.pending)
+                left = self.buffered
                 log_event(log, "events unsent at shutdown", level=logging.WARNING, unsent=left)
             except asyncio.CancelledError:
                 pass

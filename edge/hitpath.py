@@ -77,7 +77,7 @@ from aiohttp.http import SERVER_SOFTWARE
 log = logging.getLogger("ocsim.edge.hitpath")
 
 __all__ = ["FastHead", "FastLane", "HitSender", "HotTier", "abort_response", "fast_head", "install_fast_lane",
-           "send_bytes", "simple_get_target"]
+           "send_bytes", "simple_get", "simple_get_target"]
 
 _DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 _FALLBACK_CHUNK = 1024 * 1024
@@ -423,54 +423,84 @@ def abort_response(request: web.BaseRequest, resp: web.StreamResponse) -> None:
 _SIMPLE_GET_RE = re.compile(
     rb"GET (/[A-Za-z0-9._~!$&'()*+,;=:@/-]*) HTTP/1\.1"
     rb"(?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t -~]*)*\Z")
-# Fields that change how the request is framed or answered: those go to aiohttp. Cache
-# directives and credentials too (RFC 9111 5.2.1, 3.5): only a request without them is
-# answered from a fresh object without judging it in full.
+# Fields that change how the request is framed or answered (group 1): those go to aiohttp.
+# Cache directives and credentials too (RFC 9111 5.2.1, 3.5): only a request without them is
+# answered from a fresh object without judging it in full. The same scan finds the player's
+# session id (X-Ocsim-Session), which only labels the request's event, so a session never
+# costs a request the fast lane.
 _SLOW_FIELD_RE = re.compile(
-    rb"\r\n(?:content-length|transfer-encoding|range|if-[a-z-]*|connection|expect|upgrade|te|trailer"
-    rb"|cache-control|pragma|authorization)[\t ]*:",
+    rb"\r\n(?:(content-length|transfer-encoding|range|if-[a-z-]*|connection|expect|upgrade|te|trailer"
+    rb"|cache-control|pragma|authorization)|x-ocsim-session)[\t ]*:[\t ]*",
     re.IGNORECASE)
+MAX_SESSION_LEN = 128
 # A line end that is not CRLF: an LF without its CR, or a CR followed by anything but LF
 # (a CR as the last byte buffered may still get its LF in the next read).
 _BARE_LINE_END_RE = re.compile(rb"(?<!\r)\n|\r(?=[^\n])")
 _MAX_HEAD = 8190  # a header block longer than aiohttp's line limit is aiohttp's to refuse
 
 
-_SEEN_HEADS: dict[bytes, str | None] = {}  # simple_get_target's answers, by the exact head
+_SEEN_HEADS: dict[bytes, tuple[str, str | None] | None] = {}  # simple_get's answers, by the exact head
 _SEEN_HEADS_MAX = 4096
 
 
-def simple_get_target(head: bytes) -> str | None:
-    """The path of `head` (a request's header block, without the empty line) when the
-    fast lane may answer it; None for anything else. A client asks for the same objects
-    with the same header block again and again (a player re-reading a playlist, wrk), so
-    the answer is remembered by the exact bytes: one hash instead of two regex passes."""
+def simple_get(head: bytes) -> tuple[str, str | None] | None:
+    """(path, session id or None) of `head` (a request's header block, without the empty
+    line) when the fast lane may answer it; None for anything else. The session is the first
+    X-Ocsim-Session field's value, trimmed as aiohttp trims it, cut to MAX_SESSION_LEN. A
+    client asks for the same objects with the same header block again and again (a player
+    re-reading a playlist, wrk), so the answer is remembered by the exact bytes: one hash
+    instead of the regex passes."""
     try:
         return _SEEN_HEADS[head]
     except KeyError:
         pass
-    m = _SIMPLE_GET_RE.match(head)
-    target = None if m is None or _SLOW_FIELD_RE.search(head) is not None else m.group(1).decode("ascii")
+    got = _simple_get(head)
     if len(head) <= 1024:
         if len(_SEEN_HEADS) >= _SEEN_HEADS_MAX:
             _SEEN_HEADS.clear()
-        _SEEN_HEADS[head] = target
-    return target
+        _SEEN_HEADS[head] = got
+    return got
+
+
+def _simple_get(head: bytes) -> tuple[str, str | None] | None:
+    m = _SIMPLE_GET_RE.match(head)
+    if m is None:
+        return None
+    session: str | None = None
+    pos = 0
+    while True:
+        field = _SLOW_FIELD_RE.search(head, pos)
+        if field is None:
+            return m.group(1).decode("ascii"), session
+        if field.group(1) is not None:
+            return None
+        end = head.find(b"\r\n", field.end())
+        pos = len(head) if end < 0 else end
+        if session is None:
+            session = head[field.end():pos].rstrip(b"\t ").decode("ascii")[:MAX_SESSION_LEN] or None
+
+
+def simple_get_target(head: bytes) -> str | None:
+    """The path of `head` when the fast lane may answer it; None for anything else."""
+    got = simple_get(head)
+    return None if got is None else got[0]
 
 
 FastAnswer = tuple[bytes, bytes]  # (status line and headers with the empty line, body)
+FastServe = Callable[[str, str | None], FastAnswer | None]  # (path, session) -> the answer or None
 
 
 class FastLane(asyncio.Protocol):
     """A connection's protocol: plain RAM hits answered here, the rest by `inner`.
 
-    `serve(path)` returns the whole response for a plain GET of `path`, or None to hand
-    the request (and the connection) to `inner`. See the module docstring."""
+    `serve(path, session)` returns the whole response for a plain GET of `path` (`session`:
+    its X-Ocsim-Session or None), or None to hand the request (and the connection) to
+    `inner`. See the module docstring."""
 
     __slots__ = ("_inner", "_serve", "_transport", "_buf", "_slow", "_paused", "_reading_paused",
                  "_loop", "_keepalive", "_log")
 
-    def __init__(self, inner: Any, serve: Callable[[str], FastAnswer | None]) -> None:
+    def __init__(self, inner: Any, serve: FastServe) -> None:
         self._inner = inner
         self._serve = serve
         self._transport: asyncio.Transport | None = None
@@ -543,8 +573,8 @@ class FastLane(asyncio.Protocol):
                 else:
                     self._buf = rest
                 return
-            target = simple_get_target(data[pos:end])
-            answer = None if target is None or transport.is_closing() else self._answer(target)
+            got = simple_get(data[pos:end])
+            answer = None if got is None or transport.is_closing() else self._answer(*got)
             if answer is None:
                 self._to_slow(data[pos:] if pos else data)
                 return
@@ -552,7 +582,7 @@ class FastLane(asyncio.Protocol):
             if self._keepalive:
                 self._inner._next_keepalive_close_time = self._loop.time() + self._keepalive
             if self._log is not None:
-                self._access(target, answer)  # type: ignore[arg-type]  # not None: answered
+                self._access(got[0], answer)  # type: ignore[index]  # not None: answered
             pos = end + 4
             if pos >= n:
                 return
@@ -562,9 +592,9 @@ class FastLane(asyncio.Protocol):
                 transport.pause_reading()
                 return
 
-    def _answer(self, target: str) -> FastAnswer | None:
+    def _answer(self, target: str, session: str | None) -> FastAnswer | None:
         try:
-            return self._serve(target)
+            return self._serve(target, session)
         except Exception:  # a bug in the callback must not cost the request: aiohttp answers it
             log.exception("fast lane failed for %s", target)
             return None
@@ -612,7 +642,7 @@ class _LoggedResponse:
 class _FastLaneServer(web.Server):
     """aiohttp's low-level server, each connection's protocol wrapped in a `FastLane`."""
 
-    fast_lane_serve: Callable[[str], FastAnswer | None] | None = None
+    fast_lane_serve: FastServe | None = None
 
     def __call__(self) -> Any:
         inner = super().__call__()
@@ -620,7 +650,7 @@ class _FastLaneServer(web.Server):
         return inner if serve is None else FastLane(inner, serve)
 
 
-def install_fast_lane(app: web.Application, serve: Callable[[str], FastAnswer | None]) -> None:
+def install_fast_lane(app: web.Application, serve: FastServe) -> None:
     """Make the server that `web.AppRunner` builds for `app` (before it is set up) put a
     `FastLane` in front of every connection. The server object stays aiohttp's own
     (`web.Server`: connections, shutdown), only its protocol factory changes."""

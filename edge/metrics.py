@@ -16,6 +16,10 @@ from common.metrics import Counter, Registry
 from edge.fill import FillMetrics
 
 CACHE = ("cache",)
+# A miss's class, as the counters and edge.request (common.events.CACHE_OUTCOMES) name it:
+# cold (never here), evicted (here before), coalesced (joined a fill in flight), peer (its fill
+# came from a peer edge), stale (a stale copy whose revalidation brought a new object).
+MISS_CLASSES = ("cold", "evicted", "coalesced", "peer", "stale")
 FILL = ("fill",)
 
 
@@ -52,7 +56,7 @@ class EdgeMetrics:
         reg = registry
         self.hits = reg.counter("ocsim_edge_hits_total", "Content requests answered from the cache")
         self.misses = reg.counter("ocsim_edge_misses_total",
-                                  "Content requests not in the cache, by class (cold, evicted, coalesced)",
+                                  "Content requests not in the cache, by class (" + ", ".join(MISS_CLASSES) + ")",
                                   ("class",))
         self.revalidated = reg.counter("ocsim_edge_revalidated_total",
                                        "Stale objects the upstream confirmed with a 304 (RFC 9111 4.3.4)")
@@ -101,9 +105,9 @@ class EdgeMetrics:
         misses: Counter = self.misses
         return {
             "hits": int(self.hits.total()),
-            "misses": {"cold": int(misses.get(("cold",))), "evicted": int(misses.get(("evicted",))),
-                       "coalesced": int(misses.get(("coalesced",))),
-                       "peer": int(by_source["peer"]), "origin": int(by_source["origin"])},
+            # requests by miss class (what edge.request's `cache` says), and fills from the origin
+            "misses": {**{c: int(misses.get((c,))) for c in MISS_CLASSES}, "origin": int(by_source["origin"])},
+            "fills_by_source": {s: int(n) for s, n in by_source.items()},
             "hit_ratio": round(self.hit_ratio(), 4),
             "bytes_from_cache": int(self.served.get(CACHE)),
             "bytes_filled": int(self.served.get(FILL)),

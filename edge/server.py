@@ -56,7 +56,9 @@ from edge import rfc9111
 from edge.fill import Fill, FillCoalescer, FillState
 from edge.httpcache import (ALLOWED_METHODS, FORWARDED_METHODS, HOP_BY_HOP, NOT_SERVED, Freshness, VaryMemory,
                             forwarded_request_headers, freshness, has_own_directives, relayed_headers)
-from edge.hitpath import FastAnswer, FastHead, HitSender, HotTier, abort_response, fast_head, install_fast_lane
+from edge.hitpath import (
+    MAX_SESSION_LEN, FastAnswer, FastHead, HitSender, HotTier, abort_response, fast_head, install_fast_lane,
+)
 from edge.metrics import CACHE, FILL, EdgeMetrics, Gauges
 from edge.upstream import AiohttpUpstream
 from edge.policy import make_policy
@@ -78,6 +80,7 @@ _OUTCOME = web.RequestKey("ocsim_outcome", str)
 _SIZE = web.RequestKey("ocsim_size", int)
 _TTFB = web.RequestKey("ocsim_ttfb", float)
 _T0 = web.RequestKey("ocsim_t0", float)
+_REF_FIELDS = ("path", "title", "rendition", "segment")  # edge.request's fields a path decides
 _CORS = cors_headers()
 _DISCONNECTS = (ConnectionResetError, BrokenPipeError, aiohttp.ClientConnectionResetError)
 MAX_TARGET = 2048  # a request target longer than this is refused (414)
@@ -118,6 +121,17 @@ class EdgeConfig:
     scrub_bytes_per_s: int = 8 * 1024 * 1024  # background re-verification of objects on disk; 0 = off
 
 
+def miss_class(klass: str, joined: bool, source: str) -> str:
+    """The class of a miss once its fill knows its source: a miss that started a fill which a
+    peer edge answered is a `peer` miss (no origin bytes), whatever made it a miss; one that
+    joined a fill in flight stays `coalesced`; otherwise `klass` (cold or evicted). A stale
+    object that its revalidation replaced is classed where that happens (`_revalidate`:
+    `stale`), never here; a stale object served (RFC 5861) is a hit."""
+    if not joined and source == "peer":
+        return "peer"
+    return klass
+
+
 def _only_if_cached(cache_control: str | None) -> bool:
     if not cache_control:
         return False
@@ -150,8 +164,11 @@ class EdgeNode:
             on_done=self._fill_done if config.events else None, vary=self.vary)
         # Events (DESIGN "Events"): emit is a deque append; without --events a NullSink.
         self.events = make_sink(config.events, config.edge_id, self.app[REGISTRY])
+        # edge.request goes straight into its buffer as one flat tuple (None: events off); the
+        # edge and ISP are the frame's constants, so a row starts at the path
+        self._record = (self.events.recorder(EdgeRequest, {"edge": config.edge_id, "isp": config.isp},
+                                             groups=(_REF_FIELDS,)) if self.events.enabled else None)
         self._event_refs: dict[str, tuple[str, str | None, int | None, int | None]] = {}
-        self._event_edge, self._event_isp = config.edge_id, config.isp
         self.agent: EdgeAgent | None = None
         self._agent_task: asyncio.Task[None] | None = None
         self._scrubber: asyncio.Task[None] | None = None
@@ -336,7 +353,7 @@ class EdgeNode:
         view = entry.view = HitView(meta, h, head, self._freshness(meta))
         return view
 
-    def _fast_get(self, target: str) -> FastAnswer | None:
+    def _fast_get(self, target: str, session: str | None = None) -> FastAnswer | None:
         """The fast lane's question (edge.hitpath.FastLane): the whole answer to a plain GET
         of `target` when it is a valid, authorized RAM hit, else None and the request goes
         the normal way (which handles every other case and every error). Counted exactly
@@ -388,39 +405,42 @@ class EdgeNode:
         head = self._fast_head.finish(head, max(0, int(fresh.initial_age + now - fresh.stored.response_time)), now)
         took = time.perf_counter() - t0
         self._http_latency.observe(took, self._fast_route)
-        if self.events.enabled:
-            self._emit_request(path, 200, n, meta.length, "hit", took, took, None)
+        record = self._record
+        if record is not None:
+            ref = self._event_refs.get(path) or self._event_ref(path)
+            record((now, ref, 200, n, n, "hit", took, took, session))
         return head, data
 
-    def _emit_request(self, key: str, status: int, nbytes: int, size: int | None, cache: str, ttfb: float,
-                      duration: float, session: str | None) -> None:
-        """One edge.request, cheaply: the parsed path is remembered, no dataclass is built."""
-        ref = self._event_refs.get(key)
-        if ref is None:
-            try:
-                r = parse_content_path(key)
-                ref = (r.path, r.title, r.rendition, r.index)
-            except OcsimError:
-                ref = (key[:256], None, None, None)
-            if len(self._event_refs) < 100_000:
-                self._event_refs[key] = ref
-        self.events.emit_fields(EdgeRequest, (self._event_edge, self._event_isp, *ref, status, nbytes, size, cache,
-                                              ttfb, duration, session))
+    def _event_ref(self, key: str) -> tuple[str, str | None, int | None, int | None]:
+        """edge.request's fields of a path (path, title, rendition, segment), parsed once and
+        remembered, so an event costs one tuple and one list append."""
+        try:
+            r = parse_content_path(key)
+            ref: tuple[str, str | None, int | None, int | None] = (r.path, r.title, r.rendition, r.index)
+        except OcsimError:
+            ref = (key[:256], None, None, None)
+        if len(self._event_refs) < 100_000:
+            self._event_refs[key] = ref
+        return ref
 
     # -- content ------------------------------------------------------------------------------
 
     async def content(self, request: web.Request) -> web.StreamResponse:
-        if not self.events.enabled:
+        record = self._record
+        if record is None:
             return await self._content(request)
         t0 = request[_T0] = time.perf_counter()
         resp = await self._content(request)
         took = time.perf_counter() - t0
+        now = time.time()  # the event happened when the answer was done
         sent = resp.body_length if resp.prepared else (resp.content_length or 0)
         outcome = request.get(_OUTCOME, "none")  # what the counters counted, whatever the status
         ttfb = request.get(_TTFB, took)
         session = request.headers.get(SESSION_HEADER)
-        self._emit_request(request.get(_KEY, request.path), resp.status, sent, request.get(_SIZE), outcome,
-                           ttfb, took, session[:128] if session else None)
+        key = request.get(_KEY, request.path)
+        ref = self._event_refs.get(key) or self._event_ref(key)
+        record((now, ref, resp.status, sent, request.get(_SIZE), outcome, ttfb, took,
+                session[:MAX_SESSION_LEN] if session else None))
         return resp
 
     def _cache_key(self, request: web.Request) -> CacheKey:
@@ -512,9 +532,12 @@ class EdgeNode:
             return await self._forward(request, key, "request")  # 5.2.1.5: nothing of it is stored
         fill, joined = self.coalescer.join(key, headers=forwarded_request_headers(rh.items()))
         klass = "coalesced" if joined else ("evicted" if refetch or self.store.was_evicted(key) else "cold")
+        return await self._serve_fill(request, fill, joined, klass)
+
+    def _count_miss(self, request: web.Request, klass: str) -> None:
+        """One miss, by class, in the counters and in the request's edge.request alike."""
         self.metrics.misses.inc((klass,))
         request[_OUTCOME] = klass
-        return await self._serve_fill(request, fill, joined)
 
     def _refresh(self, key: CacheKey, entry: Entry, rh: Any) -> None:
         """Start the one background revalidation of `entry` (RFC 5861 3); joining a fill
@@ -699,12 +722,18 @@ class EdgeNode:
         self._warming[key] = task
         task.add_done_callback(lambda _t: self._warming.pop(key, None))
 
-    async def _serve_fill(self, request: web.Request, fill: Fill, joined: bool,
+    async def _serve_fill(self, request: web.Request, fill: Fill, joined: bool, klass: str | None = None,
                           retry: bool = True) -> web.StreamResponse:
+        """Stream `fill` to the client; `klass`: the miss's class so far, counted once the fill
+        knows its source (None: the caller has counted this request already)."""
         try:
             await fill.headers()
         except OcsimError as exc:
+            if klass is not None:
+                self._count_miss(request, klass)
             return self._error(exc.status, exc.reason)
+        if klass is not None:
+            self._count_miss(request, miss_class(klass, joined, fill.source))
         if fill.passthrough is not None:
             p = fill.passthrough
             out = web.Response(status=p.status, body=p.body)

@@ -24,7 +24,7 @@ from typing import Any
 
 __all__ = ["PipelineRows", "build_report", "percentile", "render_html", "render_text", "with_pipeline_figures"]
 
-MISS_CLASSES = ("cold", "evicted", "coalesced")
+MISS_CLASSES = ("cold", "evicted", "coalesced", "peer", "stale")  # edge.metrics.MISS_CLASSES
 BYTES_NOTE = ("<b>To players</b> is what the players received. <b>Served by edges</b> is what the edges sent, "
               "counted at each edge: a segment one edge fetched from a peer edge is counted at both, and a "
               "response a player gave up on (a failover) is counted at the edge but not at the player, so "
@@ -63,7 +63,9 @@ def edge_delta(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
     """What one edge did between two `/admin/stats` snapshots."""
     hits = _num(after, "hits") - _num(before, "hits")
     misses = {k: int(_num(after, "misses", k) - _num(before, "misses", k)) for k in MISS_CLASSES}
-    fills = {k: int(_num(after, "misses", k) - _num(before, "misses", k)) for k in FILL_SOURCES}
+    # fills by source: `fills_by_source` (older edges said it under `misses`)
+    where = "fills_by_source" if isinstance((after or {}).get("fills_by_source"), Mapping) else "misses"
+    fills = {k: int(_num(after, where, k) - _num(before, where, k)) for k in FILL_SOURCES}
     from_cache = _num(after, "bytes_from_cache") - _num(before, "bytes_from_cache")
     filled = _num(after, "bytes_filled") - _num(before, "bytes_filled")
     requests = hits + sum(misses.values())

@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parquet-dir", default=None, help="hourly Parquet files (default: beside --db)")
     p.add_argument("--replicas", type=int, default=1, help="stream replicas when creating it (3 on a cluster)")
     p.add_argument("--roll-interval", type=float, default=30.0, help="seconds between Parquet roll checks")
+    p.add_argument("--nice", type=int, default=19,
+                   help="lower this process's CPU priority by N (0..19) at start: on a shared machine the "
+                        "collector yields the CPU to the services it watches, whose hot path must not slow "
+                        "down; while they hold every core it falls behind (the stream keeps the events) and "
+                        "it catches up when they do not. 0: compete as an equal")
     p.add_argument("--no-access-log", dest="access_log", action="store_false")
     p.add_argument("--log-level", default="INFO")
     return p
@@ -39,7 +44,11 @@ def main(argv: Sequence[str]) -> int:
     args = parse_service_args(parser, "pipeline", argv)
     if not 1 <= args.replicas <= 5:
         parser.error("--replicas must be 1..5")
+    if not 0 <= args.nice <= 19:
+        parser.error("--nice must be 0..19")
     parquet = args.parquet_dir or str(Path(args.db).parent / "parquet")
+    if args.nice:
+        os.nice(args.nice)
 
     async def make() -> web.Application:
         store = EventStore(args.db, parquet_dir=parquet)

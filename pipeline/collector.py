@@ -19,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from common.events import REJECT_REASONS, EventRow, decode_frame_rows
+from common.eventbatch import ColumnBatch, decode_frame_batches
+from common.events import REJECT_REASONS
 from common.logs import event as log_event
 from common.metrics import Registry
 from pipeline.store import TABLES, EventStore
@@ -42,18 +43,19 @@ class BatchOutcome:
 def decode_and_commit(store: EventStore, frames: list[bytes], now: float | None = None) -> BatchOutcome:
     """The writer thread's unit of work (pure apart from the store)."""
     t0 = time.perf_counter()
-    rows: list[EventRow] = []
+    batches: list[ColumnBatch] = []
     rejected: dict[str, int] = {}
     for frame in frames:
-        res = decode_frame_rows(frame)
-        rows.extend(res.rows)
+        res = decode_frame_batches(frame)
+        batches.extend(res.batches)
         for reason, n in res.rejected.items():
             rejected[reason] = rejected.get(reason, 0) + n
     by_type: dict[str, int] = {}
-    for row in rows:
-        by_type[row[0]] = by_type.get(row[0], 0) + 1
-    stored = store.commit_rows(rows, now).stored if rows else 0
-    return BatchOutcome(len(rows), stored, rejected, by_type, time.perf_counter() - t0)
+    for b in batches:
+        by_type[b.etype] = by_type.get(b.etype, 0) + len(b)
+    events = sum(by_type.values())
+    stored = store.commit_batches(batches, now).stored if events else 0
+    return BatchOutcome(events, stored, rejected, by_type, time.perf_counter() - t0)
 
 
 class Collector:

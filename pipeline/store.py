@@ -26,11 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import numpy as np
+import pyarrow as pa
 
+from common.eventbatch import ColumnBatch, batches_of_rows
 from common.events import PAYLOADS, SPECS, Event, EventRow, Kind, row_of
 
 ROLL_GRACE_S = 60.0  # an hour is rolled this long after it ends (late events)
+
+
+_ARROW: dict[Kind, pa.DataType] = {Kind.STR: pa.string(), Kind.INT: pa.int64(), Kind.FLOAT: pa.float64(),
+                                   Kind.BOOL: pa.bool_(), Kind.STRS: pa.list_(pa.string())}
 
 
 def table_of(event_type: str) -> str:
@@ -54,7 +59,7 @@ def columns_of(etype: str) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class CommitResult:
-    offered: int    # events in the batch (after in-batch dedup)
+    offered: int    # events in the batch (an id twice in it counts twice; stored counts it once)
     stored: int     # rows actually new
     seconds: float
 
@@ -85,54 +90,62 @@ class EventStore:
         return self.commit_rows([row_of(e) for e in events], now)
 
     def commit_rows(self, rows: list[EventRow], now: float | None = None) -> CommitResult:
-        """`commit` for decoded rows (the collector's path: no dataclasses)."""
+        """`commit` for decoded rows (`common.events.decode_row`)."""
+        return self.commit_batches(batches_of_rows(rows), now)
+
+    def commit_batches(self, batches: list[ColumnBatch], now: float | None = None) -> CommitResult:
+        """`commit` for column batches (the collector's path): one Arrow table per type, one
+        `INSERT OR IGNORE` each (the id is the primary key: a stored id is skipped, and so is
+        the second of two equal ids in one batch), all in one transaction."""
         t0 = time.perf_counter()
         ingested = time.time() if now is None else now
-        by_type: dict[str, dict[str, EventRow]] = {}
-        for row in rows:
-            got = by_type.get(row[0])
-            if got is None:
-                got = by_type[row[0]] = {}
-            got[row[1]] = row
-        offered = sum(len(v) for v in by_type.values())
+        by_type: dict[str, list[ColumnBatch]] = {}
+        for batch in batches:
+            if len(batch):
+                by_type.setdefault(batch.etype, []).append(batch)
+        offered = sum(len(b) for bs in by_type.values() for b in bs)
         stored = 0
         with self._lock:
             con = self.con
             con.execute("BEGIN TRANSACTION")
             try:
-                for etype, evs in by_type.items():
-                    stored += self._insert(con, etype, list(evs.values()), ingested)
+                for etype, group in by_type.items():
+                    stored += self._insert(con, etype, group, ingested)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
         return CommitResult(offered, stored, time.perf_counter() - t0)
 
-    def _insert(self, con: duckdb.DuckDBPyConnection, etype: str, rows: list[EventRow], ingested: float) -> int:
+    def _insert(self, con: duckdb.DuckDBPyConnection, etype: str, group: list[ColumnBatch], ingested: float) -> int:
         table = TABLES[etype]
-        specs = SPECS[etype]
-        n = len(rows)
-        _, ids, tss, srcs, vs, values = zip(*rows)
-        batch: dict[str, Any] = {
-            "id": np.array(ids, dtype=object),
-            "ts": np.array(tss, dtype=np.float64),
-            "src": np.array(srcs, dtype=object),
-            "v": np.array(vs, dtype=np.int32),
-            "ingested_at": np.full(n, ingested, dtype=np.float64),
-        }
-        for spec, column in zip(specs, zip(*values)):
-            if spec.kind is Kind.STRS:
-                arr = np.empty(n, dtype=object)
-                arr[:] = [None if v is None else list(v) for v in column]
-                batch[spec.name] = arr
-            else:
-                batch[spec.name] = np.array(column, dtype=object)
+        first = group[0]
+        ids: list[str]
+        ts: Any
+        cols: list[Any]
+        if len(group) == 1:
+            ids, ts, src, cols = first.ids, first.ts, first.src, first.cols
+            vs = [first.v] * len(first)
+        else:
+            ids, ts, src, vs = [], [], [], []
+            cols = [[] for _ in first.cols]
+            for b in group:
+                ids += b.ids
+                ts += b.ts
+                src += b.src
+                vs += [b.v] * len(b)
+                for into, col in zip(cols, b.cols):
+                    into += col
+        n = len(ids)
+        arrays = [pa.array(ids, pa.string()), pa.array(ts, pa.float64()), pa.array(src, pa.string()),
+                  pa.array(vs, pa.int32()), pa.repeat(pa.scalar(ingested, pa.float64()), n)]
+        arrays += [pa.array(col, _ARROW[spec.kind]) for spec, col in zip(SPECS[etype], cols)]
         view = f"batch_{table}"
-        con.register(view, batch)
+        con.register(view, pa.Table.from_arrays(arrays, names=columns_of(etype)))
         try:
             before = con.execute(f"SELECT count(*) FROM {table}").fetchone()
-            cols = ", ".join(f'"{c}"' for c in columns_of(etype))
-            con.execute(f"INSERT OR IGNORE INTO {table} ({cols}) SELECT {cols} FROM {view}")
+            cols_sql = ", ".join(f'"{c}"' for c in columns_of(etype))
+            con.execute(f"INSERT OR IGNORE INTO {table} ({cols_sql}) SELECT {cols_sql} FROM {view}")
             after = con.execute(f"SELECT count(*) FROM {table}").fetchone()
             con.execute(f"INSERT OR IGNORE INTO parquet_dirty SELECT DISTINCT '{table}', "
                         f"CAST(floor(ts / 3600) AS BIGINT) FROM {view}")

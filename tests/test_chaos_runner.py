@@ -102,3 +102,26 @@ def test_cli_names_the_bad_field_and_starts_nothing(tmp_path: Path) -> None:
                         cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert ok.returncode == 0, ok.stderr
     assert json.dumps(ok.stdout).count(": ok") >= 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_with_the_pipeline_the_windows_come_from_the_collectors_and_the_run_still_aborts_early() -> None:
+    report = asyncio.run(run_experiment(parse_scenario(_scenario(False)), pipeline=True))
+    assert report["metrics_source"] == "pipeline"
+    pipe = report["pipeline"]
+    assert pipe["polls"]["control"] >= 2 and pipe["polls"]["experiment"] >= 2  # read while it ran
+    # every session a player reported is in its cohort's collector, with the same outcome
+    assert pipe["ended_sessions"] == pipe["reports"], pipe
+    assert report["outcome"] == "fail" and report["aborted"] and "failed" in report["aborted"]
+    abort = next(e for e in report["timeline"] if e["move"] == "abort")
+    assert abort["t"] < 12
+    exp = [s for s in report["sessions"] if s["cohort"] == "experiment"]
+    failed_reports = sum(1 for s in exp if s["state"] != "ended" or s["errors"])
+    v = {x["metric"]: x for x in report["verdicts"]}["failed"]
+    assert v["n_experiment"] == len(exp) and v["n_control"] == pipe["reports"]["control"]
+    assert failed_reports >= 1 and pipe["failed_sessions"]["experiment"] == failed_reports
+    # the samples' counts are the collector's: the last ones cannot exceed what the players reported
+    last = {s["cohort"]: s for s in report["samples"]}
+    assert last["experiment"]["failed"] <= failed_reports
+    assert all(s["play_id"] for s in report["sessions"])  # each report matched to its events

@@ -37,8 +37,11 @@ def test_report_arithmetic_and_html_is_self_contained() -> None:
     edges = {
         "e1": {"isp": "isp-a", "killed": True,
                "before": {"hits": 10, "misses": {"cold": 5, "evicted": 0, "coalesced": 0, "peer": 0, "origin": 5},
+                          "fills_by_source": {"peer": 0, "origin": 5},
                           "bytes_from_cache": 100, "bytes_filled": 100},
-               "after": {"hits": 40, "misses": {"cold": 15, "evicted": 0, "coalesced": 0, "peer": 1, "origin": 14},
+               # 10 misses: 9 cold, 1 filled from a peer (a miss class of its own)
+               "after": {"hits": 40, "misses": {"cold": 14, "evicted": 0, "coalesced": 0, "peer": 1, "origin": 14},
+                         "fills_by_source": {"peer": 1, "origin": 14},
                          "bytes_from_cache": 500, "bytes_filled": 200}},
         "e2": {"isp": "isp-b", "killed": False, "before": None,
                "after": {"hits": 0, "misses": {"cold": 4, "evicted": 1, "coalesced": 0}, "bytes_filled": 400}},
@@ -52,7 +55,8 @@ def test_report_arithmetic_and_html_is_self_contained() -> None:
     assert r["sessions"] == 3 and r["sessions_failed"] == 1 and r["failovers"] == 1
     assert r["edges"]["e1"]["hit_ratio"] == 0.75 and r["edges"]["e1"]["killed"]  # 30 hits, 10 misses
     assert r["edges"]["e1"]["byte_hit_ratio"] == round(400 / 500, 4)
-    assert r["edges"]["e2"]["hit_ratio"] == 0.0 and r["miss_classes"] == {"cold": 14, "evicted": 1, "coalesced": 0}
+    assert r["edges"]["e2"]["hit_ratio"] == 0.0 and r["miss_classes"] == {"cold": 13, "evicted": 1, "coalesced": 0,
+                                                                                "peer": 1, "stale": 0}
     assert r["fill_sources"] == {"peer": 1, "origin": 9}
     json.dumps(r)
     assert "origin offload" in render_text(r)

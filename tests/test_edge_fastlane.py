@@ -17,7 +17,7 @@ import pytest
 
 from common.metrics import parse_text
 from common.tokens import Keyring
-from edge.hitpath import simple_get_target
+from edge.hitpath import simple_get, simple_get_target
 from ocsim.procs import ServiceProcess
 from tests.conftest import StartService
 
@@ -243,7 +243,7 @@ async def test_keep_alive_timer_follows_fast_answers() -> None:
 
     app = web.Application()
     app.router.add_get("/slow", slow)
-    install_fast_lane(app, lambda path: answer if path == "/fast" else None)
+    install_fast_lane(app, lambda path, session: answer if path == "/fast" else None)
     runner = web.AppRunner(app, keepalive_timeout=0.4)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -265,6 +265,20 @@ async def test_keep_alive_timer_follows_fast_answers() -> None:
         await runner.cleanup()
 
 
+def test_simple_get_finds_the_session_in_the_same_scan() -> None:
+    base = b"GET /content/a/1/0.seg HTTP/1.1\r\nHost: x"
+    assert simple_get(base) == ("/content/a/1/0.seg", None)
+    assert simple_get(base + b"\r\nX-Ocsim-Session: p-12ab") == ("/content/a/1/0.seg", "p-12ab")
+    assert simple_get(base + b"\r\nx-ocsim-session:\tp-1 \t\r\nAccept: */*") == ("/content/a/1/0.seg", "p-1")
+    # the first of two, as aiohttp's headers.get answers; cut to 128 characters as the slow path cuts it
+    assert simple_get(base + b"\r\nX-Ocsim-Session: a\r\nX-Ocsim-Session: b") == ("/content/a/1/0.seg", "a")
+    assert simple_get(base + b"\r\nX-Ocsim-Session: " + b"s" * 300) == ("/content/a/1/0.seg", "s" * 128)
+    assert simple_get(base + b"\r\nX-Ocsim-Session: ") == ("/content/a/1/0.seg", None)
+    # a slow field after the session still sends the request to aiohttp
+    assert simple_get(base + b"\r\nX-Ocsim-Session: a\r\nRange: bytes=0-1") is None
+    assert simple_get(base + b"\r\nX-Ocsim-Sessions: a") == ("/content/a/1/0.seg", None)
+
+
 async def test_a_failing_fast_lane_falls_back_to_aiohttp() -> None:
     from aiohttp import web
 
@@ -273,7 +287,7 @@ async def test_a_failing_fast_lane_falls_back_to_aiohttp() -> None:
     async def handler(request: web.Request) -> web.Response:
         return web.Response(text="aiohttp")
 
-    def broken(path: str) -> None:
+    def broken(path: str, session: str | None) -> None:
         raise RuntimeError("bug")
 
     app = web.Application()

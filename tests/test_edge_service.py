@@ -427,6 +427,8 @@ async def test_peer_fill_before_origin(start_service: StartService, origin: Serv
         assert await origin_count(s, origin, admin_token, path_of(not_on_a)) == 1
         sa, sb = await edge_stats(s, a), await edge_stats(s, b)
         assert sb["misses"]["peer"] == 1 and sb["misses"]["origin"] == 1 and sb["objects"] == 2
+        # by request: the first miss was a peer miss, the second a cold one; by fill: one of each source
+        assert sb["misses"]["cold"] == 1 and sb["fills_by_source"] == {"peer": 1, "origin": 1}
         assert sa["objects"] == 1  # only-if-cached never made the peer fill
         status, headers, _ = await fetch(s, f"{a.url}/t/{tok}{path_of(not_on_a)}",
                                          headers={"Cache-Control": "only-if-cached"})
@@ -503,7 +505,7 @@ async def test_operator_endpoints(start_service: StartService, origin: ServicePr
             assert r.status == 404
         st = await edge_stats(s, edge)
         assert st["pinned"] == 1 and st["objects"] == 2 and st["hits"] == 2
-        assert set(st["misses"]) == {"cold", "evicted", "coalesced", "peer", "origin"}
+        assert set(st["misses"]) == {"cold", "evicted", "coalesced", "peer", "stale", "origin"}
         async with s.get(edge.url + "/metrics") as r:
             text = await r.text()
         for name in ("ocsim_edge_hits_total", "ocsim_edge_misses_total", "ocsim_edge_served_bytes_total",

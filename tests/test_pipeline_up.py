@@ -96,7 +96,7 @@ def test_up_with_events_views_match_the_services_counters(start_up: Callable[...
     # per edge, per class: misses, hits, bytes served, fills by source and result
     for edge, url in edges.items():
         m = _metrics(url)
-        for klass in ("cold", "evicted", "coalesced"):
+        for klass in ("cold", "evicted", "coalesced", "peer", "stale"):
             (n,), = _sql(pipeline, f"SELECT count(*) FROM edge_request WHERE edge = '{edge}' AND cache = '{klass}'")
             assert n == m.get(f'ocsim_edge_misses_total{{class="{klass}"}}', 0.0), (edge, klass)
         (sent, requests), = _sql(pipeline, f"SELECT coalesce(sum(bytes), 0), count(*) FROM edge_request "
