@@ -70,7 +70,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from common.ids import SegmentId
 from common.segbytes import HEADER_LEN, SegmentSpec
-from loadtests.edge_http import EdgeConnections, EdgeProtocolError
+from loadtests.edge_http import EdgeAnswer, EdgeConnections, EdgeProtocolError
 from common.events import PlayerSession
 from loadtests.qoe import QoeTable, SessionRecord
 from loadtests.session_events import SessionEvents, make_session_events
@@ -270,6 +270,27 @@ class Viewer(FastHttpUser):
             response_length=length, exception=None if error is None else RuntimeError(error[:200]),
             context={}, url=url)
 
+    def _fetch(self, url: str, name: str, t0: float, **get: Any) -> EdgeAnswer | FailureReason:
+        """One GET on this viewer's connection to the edge of `url`: its answer when the
+        status is a success, else why it failed (already reported to Locust)."""
+        try:
+            conn, target = self.edges.for_url(url)
+            ans = conn.get(target, **get)
+        except (socket.timeout, gevent.Timeout, TimeoutError) as exc:
+            self._report(name, url, t0, 0, f"{FailureReason.TIMEOUT.value}: {exc!r}")
+            return FailureReason.TIMEOUT
+        except EdgeProtocolError as exc:
+            self._report(name, url, t0, 0, f"{FailureReason.CORRUPT.value}: {exc}")
+            return FailureReason.CORRUPT
+        except OSError as exc:
+            self._report(name, url, t0, 0, f"{FailureReason.CONNECT.value}: {exc!r}")
+            return FailureReason.CONNECT
+        why = failure_reason_for_status(ans.status)
+        if why is not None:
+            self._report(name, url, t0, ans.length, f"HTTP {ans.status}")
+            return why
+        return ans
+
     def _edge_get(self, url: str, name: str, *, body: bool = False, segment: SegmentId | None = None,
                   full: bool = False, digests: MediaDigests | None = None,
                   session: str | None = None) -> bytes | int | FailureReason:
@@ -295,23 +316,10 @@ class Viewer(FastHttpUser):
             if verified[0] and checker is not None and not checker.verify(offset, chunk):
                 verified[0] = False
 
-        try:
-            conn, target = self.edges.for_url(url)
-            ans = conn.get(target, keep_head=HEADER_LEN if segment else 0, keep_body=body,
-                           on_chunk=on_chunk if full and segment is not None else None, session=session)
-        except (socket.timeout, gevent.Timeout, TimeoutError) as exc:
-            self._report(name, url, t0, 0, f"{FailureReason.TIMEOUT.value}: {exc!r}")
-            return FailureReason.TIMEOUT
-        except EdgeProtocolError as exc:
-            self._report(name, url, t0, 0, f"{FailureReason.CORRUPT.value}: {exc}")
-            return FailureReason.CORRUPT
-        except OSError as exc:
-            self._report(name, url, t0, 0, f"{FailureReason.CONNECT.value}: {exc!r}")
-            return FailureReason.CONNECT
-        why = failure_reason_for_status(ans.status)
-        if why is not None:
-            self._report(name, url, t0, ans.length, f"HTTP {ans.status}")
-            return why
+        ans = self._fetch(url, name, t0, keep_head=HEADER_LEN if segment else 0, keep_body=body,
+                          on_chunk=on_chunk if full and segment is not None else None, session=session)
+        if isinstance(ans, FailureReason):
+            return ans
         if segment is not None:
             problem = check_segment_head(segment.title, segment.rendition, segment.index, ans.head, ans.length)
             if problem is None and full and not verified[0]:
@@ -328,22 +336,9 @@ class Viewer(FastHttpUser):
     def _packaged_get(self, url: str, name: str, digests: MediaDigests, full: bool,
                       session: str | None = None) -> int | FailureReason:
         t0 = time.perf_counter()
-        try:
-            conn, target = self.edges.for_url(url)
-            ans = conn.get(target, keep_head=0, keep_body=full, session=session)
-        except (socket.timeout, gevent.Timeout, TimeoutError) as exc:
-            self._report(name, url, t0, 0, f"{FailureReason.TIMEOUT.value}: {exc!r}")
-            return FailureReason.TIMEOUT
-        except EdgeProtocolError as exc:
-            self._report(name, url, t0, 0, f"{FailureReason.CORRUPT.value}: {exc}")
-            return FailureReason.CORRUPT
-        except OSError as exc:
-            self._report(name, url, t0, 0, f"{FailureReason.CONNECT.value}: {exc!r}")
-            return FailureReason.CONNECT
-        why = failure_reason_for_status(ans.status)
-        if why is not None:
-            self._report(name, url, t0, ans.length, f"HTTP {ans.status}")
-            return why
+        ans = self._fetch(url, name, t0, keep_head=0, keep_body=full, session=session)
+        if isinstance(ans, FailureReason):
+            return ans
         if full:
             assert ans.body is not None
             problem = digests.check(url, bytes(ans.body))
