@@ -28,7 +28,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from typing import Any
 import aiohttp
 
 from common.content import DEFAULT_LADDER, SEGMENT_SECONDS, Title
+from common.json_client import ApiError, request_json
 from common.metrics import parse_text
 from sim.trace import Trace
 
@@ -122,18 +122,13 @@ edges = {edges}
 
 
 def http_json(url: str, token: str | None = None, method: str = "GET", body: Any = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json"} if data else {}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(url, data=data, headers=headers, method=method)
+    """(status, JSON body) with the project's client; (0, None) when nothing answered, and
+    no body for an error status."""
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, None
-    except (urllib.error.URLError, OSError):
+        reply = request_json(method, url, token=token, body=body)
+    except ApiError:
         return 0, None
+    return reply.status, reply.body if reply.status < 400 else None
 
 
 def wait_for(cond: Any, timeout: float, what: str) -> Any:
