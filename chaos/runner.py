@@ -63,6 +63,7 @@ from common.eventsink import EventSink, make_sink
 from player.abr import FailoverPolicy
 from player.driver import Timeouts
 from player.play_answer import PlayAnswerCache
+from player.slow_edges import SlowEdges
 
 SUPPORTED_LINKS = {"link:player-edge", "link:edge-control"}
 # The players run 20x faster than real time, but their timeouts are real seconds: the default
@@ -405,6 +406,7 @@ class Experiment:
         isp = self.scenario.isp or sorted(isps)[index % len(isps)]
         policy = FailoverPolicy(enabled=cohort == "control" or self.scenario.experiment_failover)
         answers = PlayAnswerCache()
+        slow = SlowEdges()  # the viewer's memory of edges too slow to play from, across sessions
         edge_isp = {e["id"]: e["isp"] for e in state["edges"]}
         loop = asyncio.get_running_loop()
         end_at = self._t0 + self.scenario.duration_s
@@ -423,7 +425,7 @@ class Experiment:
                 rep = await play_session(state["control"], title, client_ip=client_ip(isps[isp][0], rng),
                                          speed=self.speed, session=http, max_segments=self.max_segments,
                                          failover_policy=policy, verify=True, timeouts=PLAYER_TIMEOUTS,
-                                         answers=answers, events=tap)
+                                         answers=answers, events=tap, slow_edges=slow)
                 report = rep.to_dict()
                 served = [e for e in report.get("edges") or [] if e in edge_isp]
                 report["off_isp"] = (sum(1 for e in served if edge_isp[e] != isp) / len(served)) if served else 0.0

@@ -351,7 +351,9 @@ class FailureReason(enum.Enum):
     SERVER_ERROR = "server_error"  # 5xx (502/504 while the origin is down, 503 draining)
     FORBIDDEN = "forbidden"        # 403: the token was refused (expired, rotated key)
     NOT_FOUND = "not_found"        # 404
-    CORRUPT = "corrupt"            # bytes failed verification, or a truncated body
+    CORRUPT = "corrupt"            # bytes failed verification, or a malformed answer
+    TRUNCATED = "truncated"        # the body ended (connection closed) before its Content-Length
+    SLOW = "slow"                  # the edge delivers far below the rendition's bit rate (player.slow_edges)
 
 
 @dataclass(frozen=True)
@@ -372,6 +374,12 @@ FAILURE_RULES: Mapping[FailureReason, FailureRule] = {
     FailureReason.NOT_FOUND: FailureRule(retry_same_edge=False, survives_resteer=False),
     # An edge that served bad bytes is not trusted again in this session.
     FailureReason.CORRUPT: FailureRule(retry_same_edge=False, survives_resteer=True),
+    # A body cut short is what a lost connection looks like, and what an edge does when it
+    # finds, after sending, that the object changed under the send (edge/hitpath.py): the
+    # bytes were never accepted, so the same edge is asked once more (it refetches).
+    FailureReason.TRUNCATED: FailureRule(retry_same_edge=True, survives_resteer=False),
+    # Slow is not broken: the edge may still be the best left (player.slow_edges, rule 3).
+    FailureReason.SLOW: FailureRule(retry_same_edge=True, survives_resteer=False),
 }
 
 

@@ -18,8 +18,9 @@ Rules:
    nothing waits without a bound, so a session always ends.
 2. A failed request becomes a `FailureReason` (`failure_reason_for_status`, `_fetch`):
    connect error -> CONNECT, timeout -> TIMEOUT, 5xx -> SERVER_ERROR, 403 ->
-   FORBIDDEN, 404 and other 4xx -> NOT_FOUND, a truncated body, a playlist
-   that does not parse or bytes that fail verification -> CORRUPT. The session
+   FORBIDDEN, 404 and other 4xx -> NOT_FOUND, a body cut short -> TRUNCATED (the same
+   edge is asked once more), a playlist that does not parse or bytes that fail
+   verification -> CORRUPT. The session
    picks the next candidate; when the list runs out the driver asks steering
    again, as often as the session's `FailoverPolicy` allows.
 3. `errors` in the report counts *unrecovered* errors (the session could not
@@ -38,6 +39,11 @@ Rules:
    playlist, init segment and segment the CDN hands over, by length and SHA-256.
 6. An fMP4 rendition's init segment (`#EXT-X-MAP`) is fetched once per edge and
    rendition before its first segment, as a real player does (`init_bytes`).
+7. An edge that answers but too slowly to play from is left for a faster candidate
+   (`player.slow_edges`): a segment slower than its own duration moves the player on
+   (a failover for reason `slow`; the segment itself counts), one still running at twice its duration is abandoned (SLOW) when
+   a candidate not known to be slow is left, and the viewer's `SlowEdges` ranks the edge
+   last in its next play answers.
 
 Everything here that is not IO lives in pure modules shared with the Locust
 user (loadtests/locustfile.py), which must never import aiohttp: the errors
@@ -65,6 +71,7 @@ from player.playlists import MasterPlaylist, MediaPlaylist, parse_master, parse_
 from player.play_answer import Candidate, PlayAnswerCache, parse_play_answer
 from player.report import PlayerEvent, PlayReport
 from player.session import PlaybackSession, StartupFailover
+from player.slow_edges import SlowEdgeRule, SlowEdges, faster_candidate
 from player.verify import MediaDigests, failure_reason_for_status, verify_segment
 
 __all__ = ["EventHook", "Timeouts", "play_session"]
@@ -136,8 +143,11 @@ class _Player:
                  isp: str | None, client_ip: str | None, speed: float, verify: bool, abr: str,
                  timeouts: Timeouts, policy: FailoverPolicy, buffer_cap_s: float,
                  max_segments: int | None, on_event: EventHook | None,
-                 events: EventSink | None = None, answers: PlayAnswerCache | None = None) -> None:
+                 events: EventSink | None = None, answers: PlayAnswerCache | None = None,
+                 slow_rule: SlowEdgeRule | None = None, slow_edges: SlowEdges | None = None) -> None:
         self.http = http
+        self.slow_rule = slow_rule if policy.enabled else None  # failover off: never leaves an edge
+        self.slow_edges = slow_edges if slow_edges is not None else SlowEdges()
         self.answers = answers
         self.answer_cached = False  # this session's play answer came from `answers`, not control
         self.events = events if events is not None and events.enabled else None
@@ -205,6 +215,8 @@ class _Player:
         self.answered_isp = isp
         self.edges = {c.edge: _EdgeView(c) for c in candidates}
         self.ranked = [c.edge for c in candidates]
+        if self.slow_rule is not None:
+            self.ranked = self.slow_edges.rank(self.ranked, time.monotonic())
         await self._emit(PlayerEvent("steer", reason=("cached:" if cached else "") + ",".join(self.ranked), isp=isp))
 
     async def _ask_control(self) -> object:
@@ -288,7 +300,7 @@ class _Player:
         except TimeoutError:
             raise _EdgeFailure(FailureReason.TIMEOUT, "timed out") from None
         except aiohttp.ClientPayloadError as exc:
-            raise _EdgeFailure(FailureReason.CORRUPT, f"truncated body: {_short(exc)}") from None
+            raise _EdgeFailure(FailureReason.TRUNCATED, f"truncated body: {_short(exc)}") from None
         except aiohttp.ClientConnectionError as exc:
             raise _EdgeFailure(FailureReason.CONNECT, _short(exc)) from None
         except (aiohttp.ClientError, _TooLarge) as exc:
@@ -398,7 +410,16 @@ class _Player:
             view.inits.add(rendition)
         started = self.now()
         url = media.segment_urls[index]
-        body = await self._fetch(url, self.timeouts.segment_s, MAX_SEGMENT_BYTES)
+        limit_s = self._abandon_after(edge, media.durations[index])
+        if limit_s is None:
+            body = await self._fetch(url, self.timeouts.segment_s, MAX_SEGMENT_BYTES)
+        else:
+            try:
+                body = await asyncio.wait_for(self._fetch(url, self.timeouts.segment_s, MAX_SEGMENT_BYTES), limit_s)
+            except TimeoutError:
+                self.slow_edges.mark(edge, time.monotonic())
+                raise _EdgeFailure(FailureReason.SLOW, f"segment {rendition}/{index} not in after "
+                                                       f"{limit_s * self.speed:.1f} s of media time") from None
         if self.verify:
             if self.digests is not None:
                 self._check_file(url, body, f"segment {rendition}/{index}")
@@ -408,6 +429,37 @@ class _Player:
                     raise _EdgeFailure(FailureReason.CORRUPT, f"segment {rendition}/{index}: {problem}")
             self.verified_segments += 1
         return body, started
+
+    def _failures(self) -> dict[str, tuple[FailureReason, ...]]:
+        book = self.session if self.session is not None else self.pre
+        return dict(book.failures)
+
+    def _abandon_after(self, edge: str, media_s: float) -> float | None:
+        """Real seconds after which a segment download at `edge` is given up as too slow;
+        None: it runs to its own timeout (no rule, or no faster candidate to go to)."""
+        if self.slow_rule is None:
+            return None
+        slow = self.slow_edges.slow(time.monotonic())
+        if faster_candidate(self.ranked, edge, slow, self._failures()) is None:
+            return None
+        return self.slow_rule.abandon_after(media_s) / self.speed
+
+    async def _after_segment(self, s: PlaybackSession, edge: str, index: int, download_s: float) -> None:
+        """A segment arrived from `edge` in `download_s` (media clock): leave the edge if too slow."""
+        if self.slow_rule is None:
+            return
+        if not self.slow_rule.too_slow(download_s, s.segment_duration(index)):
+            self.slow_edges.clear(edge)
+            return
+        now = time.monotonic()
+        self.slow_edges.mark(edge, now)
+        nxt = faster_candidate(self.ranked, edge, self.slow_edges.slow(now), s.failures)
+        if nxt is None:
+            return  # nothing faster is known: stay (rule 3)
+        s.on_failover(edge, nxt, FailureReason.SLOW)
+        await self._emit(PlayerEvent("failure", edge=edge, reason=f"{FailureReason.SLOW.value}: segment {index} "
+                                                                  f"took {download_s:.1f} s of media time"))
+        self.current = nxt
 
     async def _play(self, s: PlaybackSession) -> None:
         while not (s.finished or s.all_downloaded):
@@ -422,7 +474,9 @@ class _Player:
             except _EdgeFailure as failure:
                 await self._fail_over(edge, failure)
                 continue
-            s.on_segment_downloaded(req.index, req.bitrate_kbps, len(body), started, self.now(), edge=edge)
+            finished = self.now()
+            s.on_segment_downloaded(req.index, req.bitrate_kbps, len(body), started, finished, edge=edge)
+            await self._after_segment(s, edge, req.index, finished - started)
             if edge not in self.served_by:
                 self.served_by.append(edge)
             self.segments_done += 1
@@ -548,6 +602,8 @@ async def play_session(
     on_event: EventHook | None = None,
     events: EventSink | None = None,
     answers: PlayAnswerCache | None = None,
+    slow_rule: SlowEdgeRule | None = SlowEdgeRule(),
+    slow_edges: SlowEdges | None = None,
 ) -> PlayReport:
     """Play `title` once, start to end, and report; never raises for network or peer trouble.
 
@@ -557,6 +613,9 @@ async def play_session(
     `errors` (0 or 1) with `error` / `error_kind` when the session could not go
     on. Bad arguments raise ValueError. `answers`: one viewer's cache of play answers,
     used when the control plane cannot be reached (player.play_answer.PlayAnswerCache).
+    `slow_rule`: when an edge is too slow to play from (player.slow_edges; None: never
+    leave an edge that answers); `slow_edges`: one viewer's memory of slow edges across
+    its sessions (None: this session's own).
     """
     if isp is not None and client_ip is not None:
         raise ValueError("give isp or client_ip, not both")
@@ -573,7 +632,7 @@ async def play_session(
         player = _Player(http, control_url, title, isp=isp, client_ip=client_ip, speed=speed,
                          verify=verify, abr=abr, timeouts=timeouts, policy=policy,
                          buffer_cap_s=buffer_cap_s, max_segments=max_segments, on_event=on_event,
-                         events=events, answers=answers)
+                         events=events, answers=answers, slow_rule=slow_rule, slow_edges=slow_edges)
         return await player.run()
     finally:
         if own:

@@ -261,6 +261,10 @@ class PlaybackSession:
     def _duration(self, index: int) -> float:
         return self.last_segment_s if index == self.n_segments - 1 else self.segment_s
 
+    def segment_duration(self, index: int) -> float:
+        """Media seconds segment `index` holds."""
+        return self._duration(index)
+
     # ------------------------------------------------------------------ clock
 
     def start(self, now: float) -> None:

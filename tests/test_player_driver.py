@@ -281,6 +281,9 @@ async def run(modes: tuple[str, ...], cleanup: list[Any], *, after: int = 0, **k
     cleanup.extend([control, *edges])
     kw.setdefault("speed", 200.0)
     kw.setdefault("timeouts", FAST)
+    # at 200x a 4 s segment is due in 20 ms: a busy machine must not make these tests about
+    # slow edges (those have their own, below, at 20x)
+    kw.setdefault("slow_rule", None)
     report = await play_session(control.url, TITLE.id, isp="isp-a", **kw)
     return report.to_dict(), control, edges
 
@@ -395,6 +398,90 @@ async def test_events_reach_the_hook_and_the_session_can_share_a_client(cleanup:
     kinds = [e.kind for e in seen]
     assert kinds[0] == "steer" and kinds[-1] == "end" and "failure" in kinds
     assert [e.index for e in seen if e.kind == "segment"] == list(range(8))
+
+
+# --------------------------------------------------------------------------- slow edges
+
+
+async def slow_first_edge(cleanup: list[Any], *, rate: int = 100_000, both: bool = False) -> tuple[FakeControl, list[FakeEdge]]:
+    """Two fake edges; e1 (and with `both` e2) behind a fault proxy capped at `rate` B/s: it
+    answers every request, but a 235 kbit/s segment (117 KB) takes over a second."""
+    from chaos.proxy import FaultProxy
+    from chaos.toxics import Bandwidth
+
+    control, edges = await fake_cdn("ok", "ok")
+    cleanup.extend([control, *edges])
+    for edge in edges if both else edges[:1]:
+        port = int(edge.url.rsplit(":", 1)[1])
+        proxy = await FaultProxy("127.0.0.1", port, toxics=[Bandwidth("cap", rate_bytes_s=rate)]).start()
+        cleanup.append(_Closing(proxy))
+        edge.url = proxy.url  # the play answer now points at the proxy
+    return control, edges
+
+
+@dataclass
+class _Closing:
+    proxy: Any
+
+    async def stop(self) -> None:
+        await self.proxy.close()
+
+
+SLOW_TIMEOUTS = Timeouts(connect_s=1.0, read_s=2.0, segment_s=10.0, playlist_s=3.0, steering_s=3.0)
+
+
+@pytest.mark.timeout(30)
+async def test_a_slow_edge_is_left_for_the_next_candidate(cleanup: list[Any]) -> None:
+    control, edges = await slow_first_edge(cleanup)
+    report = await play_session(control.url, TITLE.id, isp="isp-a", speed=20.0, timeouts=SLOW_TIMEOUTS,
+                                verify=True, max_segments=4)
+    d = report.to_dict()
+    assert d["state"] == "ended" and d["errors"] == 0 and d["verified"] is True, d
+    # the first segment on e1 was given up at twice its duration (0.4 s real), e2 served it
+    assert d["failure_reasons"] == {"slow": 1} and d["failovers"] == 1, d
+    assert set(d["bytes_per_edge"]) == {"e2"} and d["edges"] == ["e2"]
+    assert d["startup_s"] < 16.0  # 8 s of media time lost to e1 at most, plus the fast fetch
+
+
+@pytest.mark.timeout(30)
+async def test_without_the_rule_the_slow_edge_is_played_from(cleanup: list[Any]) -> None:
+    control, edges = await slow_first_edge(cleanup, rate=300_000)
+    report = await play_session(control.url, TITLE.id, isp="isp-a", speed=20.0, timeouts=SLOW_TIMEOUTS,
+                                verify=True, max_segments=2, slow_rule=None)
+    d = report.to_dict()
+    assert d["state"] == "ended" and d["failovers"] == 0 and d["edges"] == ["e1"], d
+    assert d["rebuffer_s"] > 0 or d["startup_s"] > 4.0  # the cost the rule avoids
+    off = await play_session(control.url, TITLE.id, isp="isp-a", speed=20.0, timeouts=SLOW_TIMEOUTS,
+                             verify=True, max_segments=2, failover_policy=FailoverPolicy(enabled=False))
+    assert off.to_dict()["edges"] == ["e1"]  # failover switched off: the edge is never left
+
+
+@pytest.mark.timeout(30)
+async def test_the_viewer_remembers_a_slow_edge_for_its_next_session(cleanup: list[Any]) -> None:
+    from player.slow_edges import SlowEdges
+
+    control, edges = await slow_first_edge(cleanup)
+    memory = SlowEdges()
+    first = (await play_session(control.url, TITLE.id, isp="isp-a", speed=20.0, timeouts=SLOW_TIMEOUTS,
+                                max_segments=2, slow_edges=memory)).to_dict()
+    assert first["failure_reasons"] == {"slow": 1}
+    seen_by_e1 = len(edges[0].requests)
+    second = (await play_session(control.url, TITLE.id, isp="isp-a", speed=20.0, timeouts=SLOW_TIMEOUTS,
+                                 max_segments=2, slow_edges=memory)).to_dict()
+    assert second["state"] == "ended" and second["failovers"] == 0 and second["edges"] == ["e2"], second
+    assert len(edges[0].requests) == seen_by_e1  # e1 was not even asked for a playlist
+    assert second["startup_s"] < first["startup_s"]
+
+
+@pytest.mark.timeout(40)
+async def test_when_every_edge_is_slow_the_session_still_ends(cleanup: list[Any]) -> None:
+    control, edges = await slow_first_edge(cleanup, rate=300_000, both=True)
+    report = await play_session(control.url, TITLE.id, isp="isp-a", speed=20.0, timeouts=SLOW_TIMEOUTS,
+                                verify=True, max_segments=3)
+    d = report.to_dict()
+    assert d["state"] == "ended" and d["errors"] == 0 and d["verified"] is True, d
+    assert d["resteers"] == 0  # slow edges are moved away from, never "every edge failed"
+    assert set(d["failure_reasons"]) <= {"slow"}
 
 
 async def test_bad_arguments_raise() -> None:
