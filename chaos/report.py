@@ -89,7 +89,7 @@ def render_html(r: Mapping[str, Any]) -> str:
     panels = "".join(f'<div class="panel"><h3>{_e(t)}</h3>{c}</div>' for t, c in charts)
     effects = r.get("fault_effects") or {}
     effect_keys = ["disk_full", "read_errors", "clock_skew_s", "writes_refused", "reads_refused", "corrupted",
-                   "corrupt_detected"]
+                   "corrupt_detected", "cut_short"]
     effects_html = ("<h2>What the faulted edges saw (their /faults at the end)</h2>"
                     + _rows(["edge", *effect_keys], [[e, *[v.get(k) for k in effect_keys]]
                                                      for e, v in sorted(effects.items())])) if effects else ""

@@ -130,7 +130,7 @@ class EdgeFaults:
         return {"disk_full": self.io.disk_full, "read_errors": self.io.read_errors,
                 "clock_skew_s": self.verdicts.skew_s, "writes_refused": self.io.writes_refused,
                 "reads_refused": self.io.reads_refused, "corrupted": self.corrupted,
-                "corrupt_detected": self.node.store.corrupt}
+                "corrupt_detected": self.node.store.corrupt, "cut_short": self.node.store.changed_in_send}
 
     def _authorize(self, request: web.Request) -> None:
         require_bearer(request, self.token, "ocsim-edge-faults")

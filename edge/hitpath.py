@@ -30,6 +30,14 @@ Rules of this module (measured with `bench/edge_bench.py`; numbers in the lead's
    connection is aborted so the client sees a truncated body, never a wrong one.
 6. **No raw socket, no sendfile.** TLS transports (no plain socket) get a fallback that
    reads 1 MiB chunks in the executor and writes them through aiohttp.
+7. **The last byte waits for the file's word** (`intact`, when the caller gives one): the
+   body goes out but for its last byte, then that byte is read into memory, then
+   `intact()` says whether the file is still the one that was checked when it was opened
+   (the store: same size and mtime on the open fd). Only then does the last byte leave; if
+   the file changed meanwhile the connection is aborted, so the client holds a body cut
+   short, never a complete wrong one. Every byte sent was read before the check, so a
+   change the check does not see came after every read. One more small syscall per disk
+   hit (RAM-tier hits do not come here).
 
 The hot tier (`HotTier`) keeps small popular objects in RAM, the way Open Connect locks
 its most popular files in memory: no open/stat/close, no probe, no sendfile setup. What
@@ -102,13 +110,14 @@ class HitSender:
         self._max_sendfile = max_sendfile
         self._probe_buf = bytearray(1)
         self.stats = {"sendfile": 0, "fallback": 0, "waits": 0, "warmed": 0, "aborted": 0,
-                      "flushes": 0}
+                      "flushes": 0, "changed": 0}
 
     async def send(self, request: web.BaseRequest, resp: web.StreamResponse, fd: int,
-                   offset: int, count: int) -> None:
+                   offset: int, count: int, intact: Callable[[], bool] | None = None) -> None:
         """Prepare `resp`, then send `count` bytes of `fd` from `offset` as its body, then
         finish it. `resp` must carry status, headers and `content_length == count`. A HEAD
-        request (or a status that has no body) gets the headers only."""
+        request (or a status that has no body) gets the headers only. `intact`: asked
+        before the last byte leaves (rule 7); False aborts the connection instead."""
         if request.method == "HEAD" or resp.status < 200 or resp.status in (204, 304):
             count = 0  # RFC 9110 9.3.2 / 15.3.5 / 15.4.5: no content, Content-Length kept
         if count and self._probe and not self._resident(fd, offset, count):
@@ -125,25 +134,42 @@ class HitSender:
             sock = transport.get_extra_info("socket")
             if not self._use_sendfile or sock is None or transport.get_extra_info("sslcontext") is not None:
                 self.stats["fallback"] += 1
-                if not await self._send_fallback(resp, fd, offset, count):
+                if not await self._send_fallback(resp, fd, offset, count, intact):
                     self._abort(resp, transport)
                 return
             if transport.get_write_buffer_size():
                 self.stats["flushes"] += 1
                 await _flush(transport, writer)
-            sent = await self._sendfile(transport, sock.fileno(), fd, offset, count)
+            body = count - 1 if intact is not None else count  # rule 7: the last byte waits
+            sent = await self._sendfile(transport, sock.fileno(), fd, offset, body)
             # Account for the body as if it had gone through the writer (see rule 4).
             writer.output_size += sent
             if writer.length is not None:
                 writer.length = max(0, writer.length - sent)
-            if sent != count:
+            if sent != body:
                 self._abort(resp, transport)
                 return
             self.stats["sendfile"] += 1
+            if intact is not None:
+                last = os.pread(fd, 1, offset + body)  # resident: the probe or the warm-up read it
+                if len(last) != 1 or not self._still_intact(intact):
+                    self._abort(resp, transport)
+                    return
+                try:
+                    await resp.write(last)
+                except _DISCONNECTS:
+                    self._abort(resp, transport)
+                    return
         try:
             await resp.write_eof()
         except _DISCONNECTS:
             self._abort(resp, transport)
+
+    def _still_intact(self, intact: Callable[[], bool]) -> bool:
+        if intact():
+            return True
+        self.stats["changed"] += 1
+        return False
 
     async def _sendfile(self, transport: asyncio.BaseTransport, sock_fd: int, fd: int,
                         offset: int, count: int) -> int:
@@ -185,7 +211,8 @@ class HitSender:
             if waiter is not None:
                 waiter.close()
 
-    async def _send_fallback(self, resp: web.StreamResponse, fd: int, offset: int, count: int) -> bool:
+    async def _send_fallback(self, resp: web.StreamResponse, fd: int, offset: int, count: int,
+                             intact: Callable[[], bool] | None = None) -> bool:
         loop = asyncio.get_running_loop()
         end = offset + count
         pos = offset
@@ -194,6 +221,8 @@ class HitSender:
                 chunk = await loop.run_in_executor(self._executor, os.pread, fd, min(_FALLBACK_CHUNK, end - pos), pos)
                 if not chunk:
                     return False
+                if pos + len(chunk) >= end and intact is not None and not self._still_intact(intact):
+                    return False  # rule 7: the last chunk is in memory, the file changed
                 await resp.write(chunk)
                 pos += len(chunk)
             await resp.write_eof()

@@ -36,6 +36,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -699,10 +700,12 @@ class EdgeNode:
         if of is None:
             return None
         metrics.hits.inc()
+        vouched = of.entry.mtime_ns  # what this acquire checked; the last byte waits on it
         try:
             resp = web.StreamResponse(status=status, headers=headers)
             resp.content_length = count
-            await send_file(self.sender, request, resp, of.fd, start, count)
+            await send_file(self.sender, request, resp, of.fd, start, count,
+                            lambda: self.store.unchanged(of, vouched))
         finally:
             self.store.release(of)
         metrics.served.inc(CACHE, count)
@@ -885,9 +888,10 @@ class EdgeNode:
 
 
 async def send_file(sender: HitSender, request: web.BaseRequest, resp: web.StreamResponse,
-                    fd: int, offset: int, count: int) -> None:
-    """The one place a hit's bytes leave: `resp` unprepared, `content_length == count`."""
-    await sender.send(request, resp, fd, offset, count)
+                    fd: int, offset: int, count: int, intact: Callable[[], bool] | None = None) -> None:
+    """The one place a hit's bytes leave: `resp` unprepared, `content_length == count`;
+    `intact` is asked before the last byte (edge.hitpath rule 7)."""
+    await sender.send(request, resp, fd, offset, count, intact)
 
 
 async def build_edge(config: EdgeConfig, keyring: Keyring | None) -> EdgeNode:

@@ -253,6 +253,7 @@ class DiskStore:
         self.on_evict = on_evict
         self.evictions = 0
         self.corrupt = 0  # objects whose checksum failed: purged, never served again
+        self.changed_in_send = 0  # hits cut short: the file changed while it was being sent
         self.scrubbed = 0
         self._scrub_order: list[CacheKey] = []
         self.io_faults: IoFaultHook | None = None  # edge/faults.py, only with --fault-api
@@ -444,6 +445,23 @@ class DiskStore:
             return None
         of.refs += 1
         return of
+
+    def unchanged(self, of: OpenFile, mtime_ns: int) -> bool:
+        """Is `of`'s file still what `acquire` checked: its size, and `mtime_ns`, the mtime
+        this hit's `acquire` vouched for (`of.entry.mtime_ns` right after it; another hit's
+        acquire may move the entry's on)? An fstat of the open fd: no disk IO. Asked before
+        a hit's last byte leaves (edge.hitpath rule 7); False also counts the object as
+        changed during a send, and the next `acquire` re-verifies it against the fill's
+        checksum."""
+        try:
+            st = os.fstat(of.fd)
+        except OSError:
+            ok = False
+        else:
+            ok = st.st_size == of.entry.length and st.st_mtime_ns == mtime_ns
+        if not ok:
+            self.changed_in_send += 1
+        return ok
 
     def release(self, of: OpenFile) -> None:
         of.refs -= 1
@@ -719,7 +737,7 @@ class DiskStore:
     def snapshot(self) -> dict[str, Any]:
         return {"objects": len(self.index), "used_bytes": self.policy.used, "capacity_bytes": self.capacity,
                 "pinned": self.pinned_count(), "filling": len(self._reservations), "evictions": self.evictions,
-                "corrupt": self.corrupt, "scrubbed": self.scrubbed,
+                "corrupt": self.corrupt, "changed_in_send": self.changed_in_send, "scrubbed": self.scrubbed,
                 "open_fds": len(self._open)}
 
 

@@ -5,7 +5,9 @@ on the control plane, fetch the master playlist and media playlists from the
 first candidate edge, then segments, paced by a simulated playback clock
 (`player.session.PlaybackSession`, gevent sleeps of ``wait_time / speed``), with
 the bitrate chosen by `player.abr` and failover down the candidate list (back to
-steering when it runs out) by the session's failover rules. Only the bytes move
+steering when it runs out) by the session's failover rules; a segment slower than its
+own duration moves the viewer to a faster candidate, and the viewer ranks that edge last
+for a while (`player.slow_edges`, as `ocsim play`; a running download is not abandoned). Only the bytes move
 through Locust's fast HTTP client; every decision is the core's.
 
 Everything a viewer asks an edge (playlists and segments) goes over its own
@@ -75,6 +77,7 @@ from common.events import PlayerSession
 from loadtests.qoe import QoeTable, SessionRecord
 from loadtests.session_events import SessionEvents, make_session_events
 from player.abr import FailoverPolicy, FailureReason, make_abr
+from player.slow_edges import SlowEdgeRule, SlowEdges, faster_candidate
 # Pure modules only: Locust's gevent process must never import aiohttp (player.driver).
 from player.errors import PlaylistError, SteeringError
 from player.play_answer import Candidate, parse_play_answer
@@ -109,6 +112,7 @@ MAX_SEGMENTS = int(os.environ["OCSIM_MAX_SEGMENTS"]) if os.environ.get("OCSIM_MA
 BUFFER_S = _env_float("OCSIM_BUFFER_S", 60.0)
 ZIPF_ALPHA = _env_float("OCSIM_ZIPF_ALPHA", 0.8)
 TIMEOUT_S = _env_float("OCSIM_TIMEOUT", 10.0)
+SLOW_RULE = SlowEdgeRule()  # when a segment is too slow: the same rule as player.driver (no abandonment here)
 SHAPE_NAME = os.environ.get("OCSIM_SHAPE", "").strip()
 EVENTS: SessionEvents | None = make_session_events(dict(os.environ), STATE)
 PROGRESS_EVERY = 5  # a player.session progress event every this many segments (as player.driver)
@@ -258,6 +262,7 @@ class Viewer(FastHttpUser):
         self.isp = os.environ.get("OCSIM_ISP") or (self.rng.choice(ISPS) if ISPS else None)
         self.sessions = 0
         self.edges = EdgeConnections(TIMEOUT_S, min(2.0, TIMEOUT_S))
+        self.slow_edges = SlowEdges()  # edges too slow to play from, ranked last (player.slow_edges)
         CATALOG.load(self)
         if not CATALOG.ids:
             raise StopUser()
@@ -449,7 +454,7 @@ class _Viewing:
             self.started = True
             self.publish("start")
         self.candidates = {c.edge: c for c in cands}
-        self.ranked = [c.edge for c in cands]
+        self.ranked = self.user.slow_edges.rank([c.edge for c in cands], time.monotonic())
         self.masters.clear()
         self.media.clear()
         self.inits.clear()
@@ -462,6 +467,19 @@ class _Viewing:
             self.steer()
             nxt = self.book.resteered(self.ranked)
         self.current = nxt
+
+    def after_segment(self, s: PlaybackSession, edge: str, index: int, download_s: float) -> None:
+        """player.driver's rule: a segment slower than its duration moves the viewer on."""
+        memory = self.user.slow_edges
+        if not SLOW_RULE.too_slow(download_s, s.segment_duration(index)):
+            memory.clear(edge)
+            return
+        now = time.monotonic()
+        memory.mark(edge, now)
+        nxt = faster_candidate(self.ranked, edge, memory.slow(now), s.failures)
+        if nxt is not None:
+            s.on_failover(edge, nxt, FailureReason.SLOW)
+            self.current = nxt
 
     def master(self, edge: str) -> MasterPlaylist | FailureReason:
         m = self.masters.get(edge)
@@ -573,6 +591,7 @@ class _Viewing:
             finished = self.now()
             s.advance(finished)
             s.on_segment_downloaded(i, r, got, started, finished, edge=edge)
+            self.after_segment(s, edge, i, finished - started)
             self.segments_done += 1
             if self.segments_done % PROGRESS_EVERY == 0:
                 self.publish("progress")

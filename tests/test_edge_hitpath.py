@@ -41,6 +41,7 @@ class Server:
         self.sender = HitSender(**sender_kw)
         self.hot = HotTier(1024 * 1024)
         self.fds: dict[str, int] = {}
+        self.asked = 0  # calls of the `intact` check
         self.port = 0
         self.errors: list[BaseException] = []
         self._ready = threading.Event()
@@ -61,8 +62,15 @@ class Server:
         resp = web.StreamResponse(status=200 if "count" not in request.query else 206)
         resp.content_length = count
         resp.headers["X-Cache"] = "HIT"
+        intact = None
+        if "intact" in request.query:  # the file's word before the last byte (rule 7)
+            word = request.query["intact"] == "1"
+
+            def intact() -> bool:
+                self.asked += 1
+                return word
         try:
-            await self.sender.send(request, resp, fd, offset, count)
+            await self.sender.send(request, resp, fd, offset, count, intact)
         except BaseException as exc:  # the test asserts none escape
             self.errors.append(exc)
             raise
@@ -330,6 +338,29 @@ def test_executor_fallback(files: dict[str, bytes], loop_name: str) -> None:
         s.sendall(get("/f/seg?offset=5&count=300000"))
         assert r.response()[2] == files["seg"][5:300005]
     assert eventually(lambda: srv.sender.stats["fallback"] == 4) and srv.sender.stats["sendfile"] == 0
+    assert not srv.errors
+
+
+@pytest.mark.parametrize("use_sendfile", [True, False])
+@pytest.mark.parametrize("loop_name", ["uvloop", "asyncio"])
+def test_the_last_byte_waits_for_the_files_word(files: dict[str, bytes], loop_name: str, use_sendfile: bool) -> None:
+    """Rule 7: asked before the last byte; a file that changed during the send is never
+    delivered whole (the client sees a body cut short), an intact one is."""
+    with Server(Path(files["_root"].decode()), loop_name, use_sendfile=use_sendfile) as srv:
+        for name in ("tiny", "small", "big"):
+            with srv.connect() as s:
+                s.sendall(get(f"/f/{name}?intact=1"))
+                assert Reader(s).response()[2] == files[name]
+            with srv.connect() as s:
+                s.sendall(get(f"/f/{name}?intact=0"))
+                with pytest.raises(EOFError):
+                    Reader(s).response()
+        with srv.connect() as s:  # a range is judged the same way
+            s.sendall(get("/f/seg?offset=5&count=300000&intact=0"))
+            with pytest.raises(EOFError):
+                Reader(s).response()
+        assert eventually(lambda: srv.sender.stats["changed"] == 4 and srv.asked == 7)
+        assert srv.sender.stats["aborted"] >= (4 if use_sendfile else 0)
     assert not srv.errors
 
 

@@ -226,3 +226,31 @@ async def test_open_errors_keep_the_object_a_missing_file_drops_it(tmp_path: Pat
     assert await store.acquire(entry) is None
     assert key not in store.index and key.text not in store.policy  # gone behind our back: dropped
     await store.close()
+
+
+async def test_a_file_changed_during_a_send_is_caught_before_its_last_byte(tmp_path: Path) -> None:
+    """The window the check at `acquire` leaves: the bytes flip after it, while the hit is
+    being sent. `unchanged` (asked before the last byte, edge.hitpath rule 7) says no, and
+    the next acquire finds the checksum wrong and purges the object."""
+    from edge.faults import _flip
+    from edge.store import DIGEST_FIELD, _digest_of
+
+    store = await new_store(tmp_path)
+    key = K("/content/a/235/0.seg")
+    data = bytes(range(256)) * 8
+    res = store.reserve(key, len(data), 0.0)
+    assert res is not None
+    await store.begin(res)
+    await store.write(res, data)
+    assert await store.commit(res, meta(key, len(data), extra={DIGEST_FIELD: _digest_of(data)})) is not None
+    entry = store.index[key]
+    of = await store.acquire(entry)
+    assert of is not None
+    vouched = entry.mtime_ns
+    assert store.unchanged(of, vouched) and store.changed_in_send == 0
+    _flip(str(entry.path), entry.length)  # as the corrupt fault does, behind the store's back
+    assert not store.unchanged(of, vouched) and store.changed_in_send == 1
+    store.release(of)
+    assert await store.acquire(entry) is None  # re-verified: corrupt, purged, never served
+    assert key not in store.index and store.corrupt == 1
+    await store.close()
