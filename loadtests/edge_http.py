@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-__all__ = ["EdgeAnswer", "EdgeConnection", "EdgeConnections", "EdgeProtocolError"]
+__all__ = ["EdgeAnswer", "EdgeBodyCut", "EdgeConnection", "EdgeConnections", "EdgeProtocolError"]
 
 SCRATCH = bytearray(1 << 20)      # rule 3: shared, never read back
 _SCRATCH_VIEW = memoryview(SCRATCH)
@@ -32,6 +32,10 @@ MAX_HEAD_BYTES = 16 * 1024
 
 class EdgeProtocolError(Exception):
     """The edge's answer is not an HTTP/1.1 response this viewer can read."""
+
+
+class EdgeBodyCut(EdgeProtocolError):
+    """The connection closed before the body's Content-Length (player.abr: TRUNCATED)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +148,7 @@ class EdgeConnection:
             want = min(length - pos, len(SCRATCH))
             n = sock.recv_into(_SCRATCH_VIEW[:want], want)
             if n == 0:
-                raise EdgeProtocolError(f"body cut at {pos} of {length} bytes")
+                raise EdgeBodyCut(f"body cut at {pos} of {length} bytes")
             take(_SCRATCH_VIEW[:n])
         if close:
             self.close()

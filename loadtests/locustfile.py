@@ -72,7 +72,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from common.ids import SegmentId
 from common.segbytes import HEADER_LEN, SegmentSpec
-from loadtests.edge_http import EdgeAnswer, EdgeConnections, EdgeProtocolError
+from loadtests.edge_http import EdgeAnswer, EdgeBodyCut, EdgeConnections, EdgeProtocolError
 from common.events import PlayerSession
 from loadtests.qoe import QoeTable, SessionRecord
 from loadtests.session_events import SessionEvents, make_session_events
@@ -284,6 +284,9 @@ class Viewer(FastHttpUser):
         except (socket.timeout, gevent.Timeout, TimeoutError) as exc:
             self._report(name, url, t0, 0, f"{FailureReason.TIMEOUT.value}: {exc!r}")
             return FailureReason.TIMEOUT
+        except EdgeBodyCut as exc:  # a lost connection, or an edge refusing to finish a changed file
+            self._report(name, url, t0, 0, f"{FailureReason.TRUNCATED.value}: {exc}")
+            return FailureReason.TRUNCATED
         except EdgeProtocolError as exc:
             self._report(name, url, t0, 0, f"{FailureReason.CORRUPT.value}: {exc}")
             return FailureReason.CORRUPT
