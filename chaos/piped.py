@@ -1,7 +1,7 @@
 """A cohort's sessions as its event pipeline saw them: `player.session` rows -> session records.
 
-The runner (chaos/runner.py), when each cohort's copy runs its own pipeline, polls the
-collector's read API (`POST /v1/query`) every 0.5 s and turns the rows into one
+The runner (chaos/runner.py) polls its pipeline's collector (chaos/observer.py; read API
+`POST /v1/query`, one cohort's `src` at a time) every 0.5 s and turns the rows into one
 record per session, shaped like the players' reports that chaos/metrics.py reads
 (`started_at_s`, `state`, `errors`, `startup_s`, `rebuffer_s`, `played_s`, ...).
 
@@ -29,8 +29,12 @@ COLUMNS = ("id", "session", "phase", "ts", "state", "startup_s", "rebuffer_s", "
 PIPED_METRICS = ("failed", "startup_s", "rebuffer_ratio", "rebuffer_s", "failovers", "avg_bitrate_kbps", "qoe_lin")
 
 
-def query_sql(since_epoch: float) -> str:
-    return f"SELECT {', '.join(COLUMNS)} FROM player_session WHERE ts >= {since_epoch:.3f}"
+def query_sql(since_epoch: float, src: str) -> str:
+    """One cohort's rows: its players publish under `src` (chaos/observer.py)."""
+    if not src.replace("-", "").isalnum():
+        raise ValueError(f"not a source name: {src!r}")
+    return (f"SELECT {', '.join(COLUMNS)} FROM player_session "
+            f"WHERE ts >= {since_epoch:.3f} AND src = '{src}'")
 
 
 def _order(r: dict[str, Any]) -> tuple[float, int, str]:

@@ -16,12 +16,13 @@
 3. Viewers are split into two equal cohorts (chaos/cohorts.py). Each viewer plays sessions
    back to back until `duration_s` against its cohort's control plane; each finished
    session's report (the player's own, `PlayReport.to_dict()`) feeds its cohort's values.
-   By default the metrics come from the players' own reports, read as each session ends.
-   With `pipeline=True` (`--pipeline`) each copy runs its own event pipeline, the players
-   publish player.session to it, and the runner reads the sessions from each collector
-   every POLL_S (chaos/piped.py) for the abort rules, the samples and the verdict; the
-   report's `metrics_source` says which. Off by default: 4 more processes on 2 cores cost
-   set-up time and sessions (README "Chaos").
+   By default the metrics come from the event pipeline: the runner starts its own
+   (chaos/observer.py: one nats-server -js and one collector beside the copies), the
+   players publish player.session to it under their cohort's `src`, and the runner reads
+   each cohort's sessions from the collector every POLL_S (chaos/piped.py) for the abort
+   rules, the samples and the verdict. With `pipeline=False` (`--metrics players`) they
+   come from the players' own reports, read as each session ends; the report's
+   `metrics_source` says which.
    `sps` (stream starts per second) is counted per 2 s window from the sessions' starts.
 4. After every finished session (with the pipeline: after every read of the collectors) the
    abort rules are checked; a breach stops the run at once.
@@ -49,6 +50,7 @@ import aiohttp
 
 from chaos.cohorts import Cohorts, split_cohorts
 from chaos.piped import PIPED_METRICS, TapSink, query_sql, records
+from chaos.observer import ObserverPipeline, cohort_src
 from chaos.metrics import METRICS, RATE_METRICS, SPS_WINDOW_S, sps_windows, stream_started
 from chaos.process import PROCESS_FAULTS
 from chaos.proxy import FaultProxy
@@ -71,7 +73,7 @@ SUPPORTED_LINKS = {"link:player-edge", "link:edge-control"}
 # player with a deep buffer allows an edge that has gone quiet before it fails over.
 PLAYER_TIMEOUTS = Timeouts(connect_s=1.0, read_s=1.5, segment_s=10.0, playlist_s=5.0, steering_s=3.0)
 COHORTS = ("control", "experiment")
-POLL_S = 0.5  # how often the runner reads the cohorts' collectors (with --pipeline)
+POLL_S = 0.5  # how often the runner reads the collector (metrics from the pipeline)
 
 
 class PortMapConnector(aiohttp.TCPConnector):
@@ -115,10 +117,11 @@ class Experiment:
     """The live part of a run: two stacks, proxies, cohorts, sessions, the fault timeline, abort."""
 
     def __init__(self, scenario: Scenario, stacks: dict[str, Stack], catalog_ids: list[str], *,
-                 speed: float, max_segments: int | None) -> None:
+                 speed: float, max_segments: int | None, observer: ObserverPipeline | None = None) -> None:
         self.scenario = scenario
-        # with a pipeline in each copy, the cohorts' metrics come from its collector
-        self.piped = all(s.pipeline_url for s in stacks.values())
+        # with the runner's pipeline, the cohorts' metrics come from its collector
+        self.observer = observer
+        self.piped = observer is not None
         self.sinks: dict[str, EventSink] = {}
         self.piped_rows: dict[str, list[list[Any]]] = {c: [] for c in COHORTS}
         self.polls: dict[str, int] = {c: 0 for c in COHORTS}
@@ -345,9 +348,9 @@ class Experiment:
 
     async def poll(self, cohort: str) -> int:
         """One read of the cohort's collector: its player.session rows since the run began."""
-        assert self._http is not None
-        url = self.stacks[cohort].pipeline_url + "/v1/query"
-        async with self._http.post(url, json={"sql": query_sql(self._epoch0 - 1.0)},
+        assert self._http is not None and self.observer is not None
+        url = self.observer.pipeline_url + "/v1/query"
+        async with self._http.post(url, json={"sql": query_sql(self._epoch0 - 1.0, cohort_src(cohort))},
                                    timeout=aiohttp.ClientTimeout(total=5)) as resp:
             data = await resp.json(content_type=None)
             if resp.status != 200:
@@ -444,9 +447,9 @@ class Experiment:
     async def run(self) -> None:
         self._t0 = asyncio.get_running_loop().time()
         self._epoch0 = time.time()
-        if self.piped:
+        if self.observer is not None:
             for cohort in COHORTS:
-                self.sinks[cohort] = make_sink(self.stacks[cohort].events_url, f"chaos-{cohort}")
+                self.sinks[cohort] = make_sink(self.observer.events_url, cohort_src(cohort))
                 await self.sinks[cohort].start()
         maps = {cohort: {_port(e["url"]): proxies[e["id"]].port for e in self.stacks[cohort].state["edges"]}
                 for cohort, proxies in self.proxies.items()}
@@ -508,7 +511,7 @@ def _finite(x: float | None) -> float | str | None:
 
 
 async def run_experiment(scenario: Scenario, *, speed: float = 20.0, max_segments: int | None = 8,
-                         titles: int = 8, pipeline: bool = False) -> dict[str, Any]:
+                         titles: int = 8, pipeline: bool = True) -> dict[str, Any]:
     from ocsim.demo import demo_catalog, discard_dir
     from ocsim.topology import DEFAULT_TOPOLOGY
 
@@ -523,22 +526,26 @@ async def run_experiment(scenario: Scenario, *, speed: float = 20.0, max_segment
     catalog_file = root / "catalog.json"
     catalog_file.write_text(json.dumps(catalog.to_json()))
     topo = chaos_topology(topo.with_ephemeral_ports().with_catalog(catalog_file).with_extra_args("--no-access-log"))
-    stacks = {c: Stack(c, topo, root / c, scenario.seed, events=pipeline) for c in COHORTS}
+    stacks = {c: Stack(c, topo, root / c, scenario.seed) for c in COHORTS}
+    observer = ObserverPipeline(root / "observer") if pipeline else None
     exp: Experiment | None = None
     try:
-        started = await asyncio.gather(*(s.start() for s in stacks.values()), return_exceptions=True)
+        started = await asyncio.gather(*(s.start() for s in stacks.values()),
+                                       *([asyncio.to_thread(observer.start)] if observer else []),
+                                       return_exceptions=True)
         failed = [r for r in started if isinstance(r, BaseException)]
         if failed:
             raise RuntimeError(f"a copy of the topology did not come up: {failed[0]}")
         setup_s = round(time.monotonic() - wall0, 2)
         exp = Experiment(scenario, stacks, [t.id for t in catalog.by_popularity()],
-                         speed=speed, max_segments=max_segments)
+                         speed=speed, max_segments=max_segments, observer=observer)
         await exp.start_proxies()
         await exp.run()
     finally:
         if exp is not None:
             await exp.close()
-        await asyncio.gather(*(s.stop() for s in stacks.values()), return_exceptions=True)
+        await asyncio.gather(*(s.stop() for s in stacks.values()),
+                             *([asyncio.to_thread(observer.stop)] if observer else []), return_exceptions=True)
         discard_dir(root)
     verdicts = exp.verdicts()
     return {
@@ -550,11 +557,12 @@ async def run_experiment(scenario: Scenario, *, speed: float = 20.0, max_segment
                     "left_out": list(exp.cohorts.left_out)},
         "metrics_source": "pipeline" if exp.piped else "players",
         "metrics_source_detail": (
-            "each cohort's own event pipeline: player.session events read from its collector "
-            "(POST /v1/query) every 0.5 s for the abort rules and the samples, and once more "
-            "after the players stopped for the verdict; off_isp still from the players' reports"
+            "the runner's event pipeline (one nats-server -js and collector beside the copies): each "
+            "cohort's player.session events read from the collector (POST /v1/query, by src) every 0.5 s "
+            "for the abort rules and the samples, and once more after the players stopped for the "
+            "verdict; off_isp still from the players' reports"
             if exp.piped else
-            "the players' own session reports, read as each session ends (no event pipeline in the copies)"),
+            "the players' own session reports, read as each session ends (--metrics players: no event pipeline)"),
         "pipeline": ({"polls": exp.polls, "poll_errors": exp.poll_errors[:20],
                       "sessions_published_by_runner": exp.unpublished,
                       "ended_sessions": {c: len(exp.session_records(c)) for c in COHORTS},
@@ -597,9 +605,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--report-dir", type=Path, help="write report.json and report.html there")
     run.add_argument("--speed", type=float, default=20.0, help="players' clock speed-up")
     run.add_argument("--max-segments", type=int, default=8, help="segments per session")
-    run.add_argument("--pipeline", action="store_true",
-                     help="give each cohort's copy its own event pipeline (nats-server + collector) and read "
-                          "the cohorts' metrics from it; without, from the players' own reports")
+    run.add_argument("--metrics", choices=("pipeline", "players"), default="pipeline",
+                     help="where the cohorts' metrics come from: the event pipeline the runner starts (the "
+                          "players publish player.session to it; default), or the players' own reports")
     check = sub.add_parser("check", help="parse and check scenario files, start nothing")
     check.add_argument("files", type=Path, nargs="+")
     return p
@@ -615,7 +623,7 @@ def main(argv: Sequence[str]) -> int:
             return 0
         scenario = parse_scenario(args.file.read_text())
         report = asyncio.run(run_experiment(scenario, speed=args.speed, max_segments=args.max_segments,
-                                                pipeline=args.pipeline))
+                                                pipeline=args.metrics == "pipeline"))
     except BadRequest as exc:
         print(f"ocsim chaos: {exc.reason}", file=sys.stderr)
         return 2

@@ -1,6 +1,8 @@
 """chaos/piped.py: player.session rows -> one record per session, read like a player's report."""
 from __future__ import annotations
 
+import pytest
+
 from chaos.metrics import METRICS, sps_windows, stream_started
 from chaos.piped import COLUMNS, records
 
@@ -46,3 +48,14 @@ def test_sessions_that_reuse_a_cached_play_id_stay_apart() -> None:
     assert [(r["play_id"], r["state"]) for r in got if r["play_id"].startswith("a")] == [
         ("a", "ended"), ("a#2", "failed"), ("a#3", "ended")]
     assert [r["started_at_s"] for r in got if r["play_id"].startswith("a")] == [1.0, 4.0, 5.0]
+
+
+def test_each_cohort_reads_only_its_own_source() -> None:
+    from chaos.observer import cohort_src
+    from chaos.piped import query_sql
+
+    sql = query_sql(100.0, cohort_src("experiment"))
+    assert "src = 'chaos-experiment'" in sql and "ts >= 100.000" in sql
+    for bad in ("x' OR '1'='1", "a;b", ""):
+        with pytest.raises(ValueError):
+            query_sql(0.0, bad)

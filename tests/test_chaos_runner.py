@@ -50,7 +50,9 @@ def _scenario(failover: bool) -> str:
 @pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_with_failover_switched_off_an_edge_kill_fails_and_aborts_early() -> None:
-    report = asyncio.run(run_experiment(parse_scenario(_scenario(False))))
+    # metrics from the players' own reports here (--metrics players); the pipeline's below
+    report = asyncio.run(run_experiment(parse_scenario(_scenario(False)), pipeline=False))
+    assert report["metrics_source"] == "players" and report["pipeline"] is None
     assert report["outcome"] == "fail" and report["experiment_failover"] is False
     assert report["aborted"] and "failed" in report["aborted"]
     abort = next(e for e in report["timeline"] if e["move"] == "abort")
@@ -68,6 +70,7 @@ def test_with_failover_switched_off_an_edge_kill_fails_and_aborts_early() -> Non
 @pytest.mark.timeout(150)
 def test_the_same_experiment_with_failover_on_passes() -> None:
     report = asyncio.run(run_experiment(parse_scenario(_scenario(True))))
+    assert report["metrics_source"] == "pipeline"  # the default
     assert report["aborted"] is None
     assert report["outcome"] == "pass", report["verdicts"]
     assert [e["move"] for e in report["timeline"] if e["move"] in ("begin", "end")] == ["begin", "end"]
@@ -106,8 +109,8 @@ def test_cli_names_the_bad_field_and_starts_nothing(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_with_the_pipeline_the_windows_come_from_the_collectors_and_the_run_still_aborts_early() -> None:
-    report = asyncio.run(run_experiment(parse_scenario(_scenario(False)), pipeline=True))
+def test_with_the_pipeline_the_windows_come_from_the_collector_and_the_run_still_aborts_early() -> None:
+    report = asyncio.run(run_experiment(parse_scenario(_scenario(False))))
     assert report["metrics_source"] == "pipeline"
     pipe = report["pipeline"]
     assert pipe["polls"]["control"] >= 2 and pipe["polls"]["experiment"] >= 2  # read while it ran
