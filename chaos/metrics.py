@@ -43,6 +43,10 @@ def _rebuffer_ratio(r: Report) -> float:
     return stalled / (played + stalled) if played + stalled > 0 else 0.0
 
 
+def _rebuffered(r: Report) -> float:
+    return 1.0 if float(r.get("rebuffer_s") or 0.0) > 0 else 0.0
+
+
 def _field(name: str) -> Callable[[Report], float]:
     return lambda r: float(r.get(name) or 0.0)
 
@@ -52,6 +56,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("startup_s", "higher", _startup, "seconds to first frame (inf when it never started)"),
     Metric("rebuffer_ratio", "higher", _rebuffer_ratio, "stalled time / (played + stalled)"),
     Metric("rebuffer_s", "higher", _field("rebuffer_s"), "seconds stalled"),
+    Metric("rebuffered", "higher", _rebuffered, "1 when the session stalled at least once (the share of "
+                                                 "sessions that rebuffer: a median of ratios hides it)", binary=True),
     Metric("failovers", "higher", _field("failovers"), "switches to another edge after a failure"),
     Metric("avg_bitrate_kbps", "lower", _field("avg_bitrate_kbps"), "mean bitrate played"),
     Metric("qoe_lin", "lower", _field("qoe_lin"), "linear QoE score"),

@@ -26,7 +26,8 @@ from common.events import Payload
 COLUMNS = ("id", "session", "phase", "ts", "state", "startup_s", "rebuffer_s", "played_s", "failovers",
            "avg_bitrate_kbps", "qoe_lin")
 # the metrics these records carry; others (off_isp) still come from the players' reports
-PIPED_METRICS = ("failed", "startup_s", "rebuffer_ratio", "rebuffer_s", "failovers", "avg_bitrate_kbps", "qoe_lin")
+PIPED_METRICS = ("failed", "startup_s", "rebuffer_ratio", "rebuffer_s", "rebuffered", "failovers",
+                 "avg_bitrate_kbps", "qoe_lin")
 
 
 def query_sql(since_epoch: float, src: str) -> str:

@@ -14,7 +14,9 @@
        edges (both cohorts reach their edges through such proxies, so both pay the hop),
        toxics on link:edge-control on its edges' control proxies.
 3. Viewers are split into two equal cohorts (chaos/cohorts.py). Each viewer plays sessions
-   back to back until `duration_s` against its cohort's control plane; each finished
+   back to back until `duration_s` against its cohort's control plane, each to its last
+   frame (`play_out`: a session lasts its media time at `speed`, so stream starts per
+   second count starts, not how fast the bytes came when nobody noticed); each finished
    session's report (the player's own, `PlayReport.to_dict()`) feeds its cohort's values.
    By default the metrics come from the event pipeline: the runner starts its own
    (chaos/observer.py: one nats-server -js and one collector beside the copies), the
@@ -428,7 +430,7 @@ class Experiment:
                 rep = await play_session(state["control"], title, client_ip=client_ip(isps[isp][0], rng),
                                          speed=self.speed, session=http, max_segments=self.max_segments,
                                          failover_policy=policy, verify=True, timeouts=PLAYER_TIMEOUTS,
-                                         answers=answers, events=tap, slow_edges=slow)
+                                         answers=answers, events=tap, slow_edges=slow, play_out=True)
                 report = rep.to_dict()
                 served = [e for e in report.get("edges") or [] if e in edge_isp]
                 report["off_isp"] = (sum(1 for e in served if edge_isp[e] != isp) / len(served)) if served else 0.0

@@ -44,6 +44,10 @@ Rules:
    (a failover for reason `slow`; the segment itself counts), one still running at twice its duration is abandoned (SLOW) when
    a candidate not known to be slow is left, and the viewer's `SlowEdges` ranks the edge
    last in its next play answers.
+8. A session ends at its last download (the QoE is known then) unless `play_out`: then
+   when its buffer has played out, as a viewer who watches to the end before starting
+   another title (the Locust viewers always do). Closed-loop load (viewers back to back,
+   the chaos runner) needs it: otherwise sessions per second measure download time.
 
 Everything here that is not IO lives in pure modules shared with the Locust
 user (loadtests/locustfile.py), which must never import aiohttp: the errors
@@ -144,8 +148,10 @@ class _Player:
                  timeouts: Timeouts, policy: FailoverPolicy, buffer_cap_s: float,
                  max_segments: int | None, on_event: EventHook | None,
                  events: EventSink | None = None, answers: PlayAnswerCache | None = None,
-                 slow_rule: SlowEdgeRule | None = None, slow_edges: SlowEdges | None = None) -> None:
+                 slow_rule: SlowEdgeRule | None = None, slow_edges: SlowEdges | None = None,
+                 play_out: bool = False) -> None:
         self.http = http
+        self.play_out = play_out
         self.slow_rule = slow_rule if policy.enabled else None  # failover off: never leaves an edge
         self.slow_edges = slow_edges if slow_edges is not None else SlowEdges()
         self.answers = answers
@@ -484,6 +490,12 @@ class _Player:
                 self._session_event("progress")
             await self._emit(PlayerEvent("segment", edge=edge, index=req.index,
                                          bitrate_kbps=req.bitrate_kbps, nbytes=len(body)))
+        if s.all_downloaded and not s.finished and self.play_out:
+            # A viewer watches to the last frame before the next title: the session lasts its
+            # media time (at `speed`), not its download time (rule 8).
+            while not s.finished:
+                await asyncio.sleep(s.wait_time(self.now()) / self.speed + 1e-4)
+                s.advance(self.now())
         if s.all_downloaded and not s.finished:
             # Nothing after the last download can change the QoE: play the buffer out at once.
             clock = s.clock if s.clock is not None else self.now()
@@ -604,6 +616,7 @@ async def play_session(
     answers: PlayAnswerCache | None = None,
     slow_rule: SlowEdgeRule | None = SlowEdgeRule(),
     slow_edges: SlowEdges | None = None,
+    play_out: bool = False,
 ) -> PlayReport:
     """Play `title` once, start to end, and report; never raises for network or peer trouble.
 
@@ -615,7 +628,9 @@ async def play_session(
     used when the control plane cannot be reached (player.play_answer.PlayAnswerCache).
     `slow_rule`: when an edge is too slow to play from (player.slow_edges; None: never
     leave an edge that answers); `slow_edges`: one viewer's memory of slow edges across
-    its sessions (None: this session's own).
+    its sessions (None: this session's own). `play_out`: return only once the last frame
+    was shown (the buffer played out at `speed`), as a viewer who starts the next title
+    after this one; else as soon as nothing can change the QoE (the last download).
     """
     if isp is not None and client_ip is not None:
         raise ValueError("give isp or client_ip, not both")
@@ -632,7 +647,8 @@ async def play_session(
         player = _Player(http, control_url, title, isp=isp, client_ip=client_ip, speed=speed,
                          verify=verify, abr=abr, timeouts=timeouts, policy=policy,
                          buffer_cap_s=buffer_cap_s, max_segments=max_segments, on_event=on_event,
-                         events=events, answers=answers, slow_rule=slow_rule, slow_edges=slow_edges)
+                         events=events, answers=answers, slow_rule=slow_rule, slow_edges=slow_edges,
+                         play_out=play_out)
         return await player.run()
     finally:
         if own:

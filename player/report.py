@@ -72,7 +72,7 @@ class PlayReport:
             d = {"state": "failed", "startup_s": None, "rebuffer_count": 0, "rebuffer_s": 0.0,
                  "avg_bitrate_kbps": 0.0, "switches": 0, "failovers": 0, "retries": 0, "resteers": 0,
                  "errors": 0, "error_reasons": {}, "bytes": 0, "bytes_per_edge": {}, "segments": 0,
-                 "n_segments": 0, "played_s": 0.0, "qoe_lin": 0.0, "abr": None}
+                 "n_segments": 0, "played_s": 0.0, "qoe_lin": 0.0, "abr": None, "slow_moves": 0}
             d.update(self.startup_failures or {})
         # The session counts every failed request; the report's `errors` are the unrecovered ones.
         d["failed_requests"] = d.pop("errors")

@@ -146,6 +146,7 @@ class QoEReport:
     played_s: float
     qoe_lin: float
     abr: str
+    slow_moves: int = 0              # moves to a faster edge (player.slow_edges): not failures
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -208,6 +209,7 @@ class PlaybackSession:
         self._bytes = 0
         self._bytes_per_edge: dict[str, int] = {}
         self._failovers = 0
+        self._slow_moves = 0
         self._retries = 0
         self._resteers = 0
         self._errors = 0
@@ -379,9 +381,15 @@ class PlaybackSession:
 
         `to_edge` None means back to steering; equal to `from_edge` means a retry.
         Counts one error; invalidates the outstanding request (the ABR decides again).
+        SLOW (an edge too slow to play from, player.slow_edges) is remembered for the next
+        choice like a failure but counted apart, as a `slow_moves`, not an error.
         """
         why = FailureReason(reason)
         self._failures[from_edge] = self._failures.get(from_edge, ()) + (why,)
+        if why is FailureReason.SLOW:
+            self._slow_moves += 1
+            self._outstanding = None
+            return
         self._count_error(why.value)
         if to_edge == from_edge:
             self._retries += 1
@@ -449,6 +457,7 @@ class PlaybackSession:
             played_s=self._played_s,
             qoe_lin=qoe_lin(self._bitrates, self._rebuffer_s),
             abr=self.abr.name,
+            slow_moves=self._slow_moves,
         )
 
 

@@ -437,10 +437,11 @@ async def test_a_slow_edge_is_left_for_the_next_candidate(cleanup: list[Any]) ->
                                 verify=True, max_segments=4)
     d = report.to_dict()
     assert d["state"] == "ended" and d["errors"] == 0 and d["verified"] is True, d
-    # the first segment on e1 was given up at twice its duration (0.4 s real), e2 served it
-    assert d["failure_reasons"] == {"slow": 1} and d["failovers"] == 1, d
+    # the first segment on e1 was given up at 2.5x its duration (0.5 s real), e2 served it;
+    # a move for slowness is not a failure
+    assert d["slow_moves"] == 1 and d["failovers"] == 0 and d["failure_reasons"] == {}, d
     assert set(d["bytes_per_edge"]) == {"e2"} and d["edges"] == ["e2"]
-    assert d["startup_s"] < 16.0  # 8 s of media time lost to e1 at most, plus the fast fetch
+    assert d["startup_s"] < 16.0  # 10 s of media time lost to e1 at most, plus the fast fetch
 
 
 @pytest.mark.timeout(30)
@@ -464,11 +465,11 @@ async def test_the_viewer_remembers_a_slow_edge_for_its_next_session(cleanup: li
     memory = SlowEdges()
     first = (await play_session(control.url, TITLE.id, isp="isp-a", speed=20.0, timeouts=SLOW_TIMEOUTS,
                                 max_segments=2, slow_edges=memory)).to_dict()
-    assert first["failure_reasons"] == {"slow": 1}
+    assert first["slow_moves"] == 1
     seen_by_e1 = len(edges[0].requests)
     second = (await play_session(control.url, TITLE.id, isp="isp-a", speed=20.0, timeouts=SLOW_TIMEOUTS,
                                  max_segments=2, slow_edges=memory)).to_dict()
-    assert second["state"] == "ended" and second["failovers"] == 0 and second["edges"] == ["e2"], second
+    assert second["state"] == "ended" and second["slow_moves"] == 0 and second["edges"] == ["e2"], second
     assert len(edges[0].requests) == seen_by_e1  # e1 was not even asked for a playlist
     assert second["startup_s"] < first["startup_s"]
 
@@ -481,7 +482,17 @@ async def test_when_every_edge_is_slow_the_session_still_ends(cleanup: list[Any]
     d = report.to_dict()
     assert d["state"] == "ended" and d["errors"] == 0 and d["verified"] is True, d
     assert d["resteers"] == 0  # slow edges are moved away from, never "every edge failed"
-    assert set(d["failure_reasons"]) <= {"slow"}
+    assert d["failure_reasons"] == {} and d["slow_moves"] <= 1  # e1 -> e2 once, then it stays
+
+
+async def test_play_out_returns_after_the_last_frame(cleanup: list[Any]) -> None:
+    # 3 segments (12 s of media) at 20x: every download is fast, so without play_out the
+    # session returns at its last download; with it, once 12 s / 20 = 0.6 s have played
+    quick, _, _ = await run(("ok",), cleanup, speed=20.0, max_segments=3)
+    out, _, _ = await run(("ok",), cleanup, speed=20.0, max_segments=3, play_out=True)
+    for d in (quick, out):
+        assert d["state"] == "ended" and d["played_s"] == pytest.approx(12.0) and d["rebuffer_s"] == 0
+    assert out["wall_s"] >= 0.6 > quick["wall_s"]
 
 
 async def test_bad_arguments_raise() -> None:

@@ -10,7 +10,7 @@ from player.slow_edges import SlowEdgeRule, SlowEdges, faster_candidate
 
 
 def test_a_segment_slower_than_its_duration_is_too_slow() -> None:
-    rule = SlowEdgeRule()
+    rule = SlowEdgeRule(factor=1.0, abandon_factor=2.0)
     assert not rule.too_slow(3.9, 4.0)
     assert not rule.too_slow(4.0, 4.0)  # exactly in time still plays
     assert rule.too_slow(4.1, 4.0)
@@ -18,6 +18,9 @@ def test_a_segment_slower_than_its_duration_is_too_slow() -> None:
     assert not rule.too_slow(10.0, 0.0)  # nothing to judge
     assert SlowEdgeRule(factor=2.0).too_slow(7.0, 4.0) is False
     assert rule.abandon_after(4.0) == 8.0
+    default = SlowEdgeRule()  # a margin for a busy machine: under 2/3 of the bit rate
+    assert not default.too_slow(5.9, 4.0) and default.too_slow(6.1, 4.0)
+    assert default.abandon_after(4.0) == 10.0
 
 
 @pytest.mark.parametrize("factor, abandon", [(0.0, 1.0), (-1.0, 1.0), (2.0, 1.0)])
@@ -77,3 +80,13 @@ def test_slow_is_retryable_and_forgotten_on_resteer_truncated_too() -> None:
     assert next_candidate(["e1"], {"e1": (FailureReason.TRUNCATED,)}) == "e1"
     assert next_candidate(["e1"], {"e1": (FailureReason.CORRUPT,)}) is None
     assert next_candidate(["e1"], {"e1": (FailureReason.TRUNCATED,) * 2}, FailoverPolicy()) is None
+
+
+def test_a_move_for_slowness_is_not_a_failure() -> None:
+    from player.session import PlaybackSession
+
+    s = PlaybackSession([235, 750], segment_s=4.0, n_segments=2)
+    s.on_failover("e1", "e2", FailureReason.SLOW)
+    q = s.report()
+    assert q.slow_moves == 1 and q.failovers == 0 and q.errors == 0 and q.error_reasons == {}
+    assert s.failures == {"e1": (FailureReason.SLOW,)}  # still weighs on the next choice
