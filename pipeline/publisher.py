@@ -46,7 +46,8 @@ class NatsTransport:
             log.debug("nats: %s", exc)
 
         async def on_disconnect() -> None:
-            log_event(log, "events transport disconnected", level=logging.WARNING)
+            if not self._closed:  # our own close() disconnects too: not worth a warning
+                log_event(log, "events transport disconnected", level=logging.WARNING)
 
         async def on_reconnect() -> None:
             log_event(log, "events transport reconnected")
