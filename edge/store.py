@@ -794,7 +794,8 @@ def _read_meta(path: Path) -> ObjectMeta | None:
 
 def _open_ro(path: Path) -> tuple[int, int, int, bool]:
     """fd, size, mtime, and whether the data was written after its sidecar (the sidecar is
-    written last, so that is a change behind our back)."""
+    written last and the data stamped 1 ns older, `_stamp_older`: data as new as its
+    sidecar or newer is a change behind our back)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
@@ -802,7 +803,7 @@ def _open_ro(path: Path) -> tuple[int, int, int, bool]:
         os.close(fd)
         raise
     try:
-        changed = st.st_mtime_ns > path.with_name(path.name + META_SUFFIX).stat().st_mtime_ns
+        changed = st.st_mtime_ns >= path.with_name(path.name + META_SUFFIX).stat().st_mtime_ns
     except OSError:
         changed = True
     return fd, st.st_size, st.st_mtime_ns, changed
@@ -812,7 +813,7 @@ def _trusted(data: Path, sidecar: Path, meta: ObjectMeta) -> bool:
     """At start: data written after its sidecar (the sidecar is written last, so that is
     a change behind our back) is re-verified against its checksum before it is indexed."""
     try:
-        if data.stat().st_mtime_ns <= sidecar.stat().st_mtime_ns or meta.digest is None:
+        if data.stat().st_mtime_ns < sidecar.stat().st_mtime_ns or meta.digest is None:
             return True
     except OSError:
         return False
@@ -887,6 +888,16 @@ def _install(fd: int, tmp: Path, dest: Path, meta: ObjectMeta) -> None:
     _unlink(old_meta)  # an old sidecar must never describe the new data
     os.replace(tmp, dest)
     _write_meta(dest, meta)
+    _stamp_older(dest)
+
+
+def _stamp_older(data: Path) -> None:
+    """Set the data's mtime 1 ns before its sidecar's. The kernel stamps writes with a coarse
+    clock (one tick, ~4 ms), so a write behind our back in the tick the sidecar was written
+    in would otherwise leave the data exactly as new as its sidecar, and look untouched; any
+    write now stamps it at or after the sidecar's tick, which `_open_ro` sees."""
+    side = data.with_name(data.name + META_SUFFIX).stat().st_mtime_ns
+    os.utime(data, ns=(side - 1, side - 1))
 
 
 def now() -> float:

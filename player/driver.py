@@ -61,6 +61,7 @@ import asyncio
 import inspect
 import json
 import math
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -218,6 +219,12 @@ class _Player:
         if isinstance(pid, str) and 0 < len(pid) <= 64 and pid.isascii() and pid.isalnum():
             self.play_id = pid
             self._headers = {SESSION_HEADER: pid}
+        elif self.play_id is None and self.events is not None:
+            # An answer without a play id (built from a cached fallback while control is
+            # down): the session still reports itself, under an id of its own ("l...", never
+            # one the control plane hands out, which are hex).
+            self.play_id = "l" + os.urandom(8).hex()
+            self._headers = {SESSION_HEADER: self.play_id}
         self.answered_isp = isp
         self.edges = {c.edge: _EdgeView(c) for c in candidates}
         self.ranked = [c.edge for c in candidates]

@@ -254,3 +254,30 @@ async def test_a_file_changed_during_a_send_is_caught_before_its_last_byte(tmp_p
     assert await store.acquire(entry) is None  # re-verified: corrupt, purged, never served
     assert key not in store.index and store.corrupt == 1
     await store.close()
+
+
+async def test_a_change_in_the_tick_of_the_fill_is_still_seen(tmp_path: Path) -> None:
+    """The kernel stamps a write with a coarse clock: bytes changed in the tick the sidecar
+    was written in leave the data exactly as new as its sidecar. Commit stamps the data 1 ns
+    older than its sidecar, so such a write is a change; before, 'newer than the sidecar'
+    was the test, and this object was served corrupt (corrupted-object, 1 to 4 sessions a run)."""
+    from edge.store import DIGEST_FIELD, _digest_of
+
+    store = await new_store(tmp_path)
+    key = K("/content/a/235/0.seg")
+    data = bytes(range(256)) * 8
+    res = store.reserve(key, len(data), 0.0)
+    assert res is not None
+    await store.begin(res)
+    await store.write(res, data)
+    assert await store.commit(res, meta(key, len(data), extra={DIGEST_FIELD: _digest_of(data)})) is not None
+    entry = store.index[key]
+    side = entry.path.with_name(entry.path.name + META_SUFFIX).stat().st_mtime_ns
+    assert entry.path.stat().st_mtime_ns == side - 1
+    with open(entry.path, "r+b") as f:  # flip a byte, then stamp it as the kernel could: the sidecar's tick
+        f.seek(100)
+        f.write(bytes([data[100] ^ 0xFF]))
+    os.utime(entry.path, ns=(side, side))
+    assert await store.acquire(entry) is None  # fresh open: changed, re-verified, purged
+    assert store.corrupt == 1 and key not in store.index
+    await store.close()

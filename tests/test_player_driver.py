@@ -495,6 +495,21 @@ async def test_play_out_returns_after_the_last_frame(cleanup: list[Any]) -> None
     assert out["wall_s"] >= 0.6 > quick["wall_s"]
 
 
+async def test_an_answer_without_a_play_id_still_reports_its_session(cleanup: list[Any]) -> None:
+    """A play answer built from a cached fallback (control down) carries no play id; the
+    session's player.session events go out under an id of its own."""
+    from common.eventsink import MemorySink
+    from common.events import PlayerSession
+
+    sink = MemorySink("t")
+    d, _, _ = await run(("ok",), cleanup, max_segments=2, events=sink)  # the fake control sends no play_id
+    sessions = [e.payload for e in sink.events if isinstance(e.payload, PlayerSession)]
+    assert [p.phase for p in sessions] == ["start", "end"] and d["state"] == "ended"
+    sid = sessions[0].session
+    assert sid.startswith("l") and len(sid) == 17 and all(p.session == sid for p in sessions)
+    assert sessions[-1].state == "ended"
+
+
 async def test_bad_arguments_raise() -> None:
     with pytest.raises(ValueError):
         await play_session("http://x", "t", isp="a", client_ip="10.0.0.1")
