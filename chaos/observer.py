@@ -53,7 +53,12 @@ class ObserverPipeline:
         self.events_url = nats.url
         self.collector = ServiceProcess("observer-pipeline", [
             "pipeline", "--host", "127.0.0.1", "--port", "0", "--events", self.events_url,
-            "--db", str(self.state_dir / "events.duckdb"), "--roll-interval", "3600", "--no-access-log"],
+            "--db", str(self.state_dir / "events.duckdb"), "--roll-interval", "3600", "--no-access-log",
+            # not the collector's default 19: the runner decides aborts from what it reads, and
+            # at nice 19 on a busy machine (load 11) it fell seconds behind: 5 reads in a 12 s
+            # run instead of 21, half the sessions' ends missing after the 10 s drain. It
+            # ingests only the players' player.session events, a few a second
+            "--nice", "0"],
             log_dir=self.state_dir / "logs").start(timeout_s)
         self.pipeline_url = self.collector.url
         deadline = time.monotonic() + timeout_s

@@ -22,7 +22,7 @@ HEAD = """
 seed = 4
 duration_s = 12
 [cohorts]
-viewers = 8
+viewers = 24
 isp = "isp-a"
 [[steady_state]]
 metric = "failed"
