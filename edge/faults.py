@@ -186,6 +186,11 @@ class EdgeFaults:
         loop = asyncio.get_running_loop()
         done = []
         for entry in entries:
+            if store.index.get(entry.key) is not entry:
+                # purged (and maybe being filled again at the same path) since the list was
+                # taken: not a cached object any more. Flipping it would be a write racing
+                # the store's own commit, not corruption of what the store holds.
+                continue
             try:
                 await loop.run_in_executor(None, _flip, str(entry.path), entry.length)
             except OSError as exc:
