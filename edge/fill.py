@@ -50,7 +50,7 @@ from common.metrics import Counter
 from common.tokens import NO_ISP, Keyring
 from edge import rfc9111
 from edge.httpcache import VaryMemory, lower_headers, relayed_headers, stored_headers
-from edge.store import DIGEST_FIELD, DiskStore, Entry, ObjectMeta, Reservation, new_digest
+from edge.store import DIGEST_FIELD, FILL_DIGEST_HEADER, DiskStore, Entry, ObjectMeta, Reservation, new_digest
 from edge.upstream import Upstream, UpstreamResponse
 
 log = logging.getLogger("ocsim.edge.fill")
@@ -121,6 +121,7 @@ class Fill:
         self.state = FillState.PENDING
         self.meta: ObjectMeta | None = None
         self.stored = False  # the store holds bytes for it: it will be cached if it completes
+        self.bad_body = False  # the bytes failed the checksum their sender kept: never finish them
         self.source = ""
         self.error: OcsimError | None = None
         self.passthrough: Passthrough | None = None
@@ -441,6 +442,10 @@ class FillCoalescer:
         fill._notify()
         created = False
         digest = new_digest()  # the checksum, fed as the bytes pass (no second read)
+        # a peer edge sends the checksum it kept since its own fill: what it read from its
+        # disk must be what was filled, else this copy is refused (never stored, never
+        # finished for the readers), so a corrupt copy does not spread from edge to edge
+        sent = resp.headers.get(FILL_DIGEST_HEADER)
         pending: list[bytes] = []
         pending_bytes = 0
         try:
@@ -448,8 +453,9 @@ class FillCoalescer:
                 if fill.received + len(data) > length:
                     raise UpstreamError("upstream sent more than its Content-Length")
                 self._arrived(fill, data)
-                if res is not None:
+                if res is not None or sent is not None:
                     digest.update(data)
+                if res is not None:
                     pending.append(data)
                     pending_bytes += len(data)
                     if pending_bytes >= WRITE_BATCH:
@@ -463,6 +469,9 @@ class FillCoalescer:
                         pending_bytes = 0
             if fill.received != length:
                 raise UpstreamError(f"upstream body was cut short ({fill.received} of {length} bytes)")
+            if sent is not None and digest.hexdigest() != sent:
+                fill.bad_body = True
+                raise UpstreamError("upstream body fails the checksum its sender kept since its fill")
             if res is not None and not created:
                 res = await self._created(fill, res)
             if res is not None and pending:

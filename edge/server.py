@@ -63,7 +63,7 @@ from edge.hitpath import (
 from edge.metrics import CACHE, FILL, EdgeMetrics, Gauges
 from edge.upstream import AiohttpUpstream
 from edge.policy import make_policy
-from edge.store import DiskStore, Entry, ObjectMeta
+from edge.store import FILL_DIGEST_HEADER, DiskStore, Entry, ObjectMeta
 
 if TYPE_CHECKING:
     from edge.agent import EdgeAgent, EdgeStats
@@ -349,6 +349,8 @@ class EdgeNode:
         h = self._object_headers(meta)
         h["X-Cache"] = "HIT"
         h["Cache-Status"] = self._hit_status
+        if meta.digest is not None:
+            h[FILL_DIGEST_HEADER] = meta.digest  # of the whole object; a peer's fill checks it
         h.update(_CORS)  # in the view, so the fast lane's ready-made head carries it too
         head = fast_head(h, meta.length) if meta.length <= HOT_MAX_OBJECT else None
         view = entry.view = HitView(meta, h, head, self._freshness(meta))
@@ -799,9 +801,13 @@ class EdgeNode:
                 n = min(len(view), end - pos)
                 if pos + n == meta.length:
                     # Hold the last byte until the fill is committed: a client that has the whole
-                    # body and asks again then gets a hit (the commit is a rename, ~1 ms).
+                    # body and asks again then gets a hit (the commit is a rename, ~1 ms). A body
+                    # that failed its sender's fill checksum never gets its last byte.
                     with contextlib.suppress(OcsimError):
                         await fill.finished()
+                    if fill.bad_body:
+                        abort_response(request, resp)
+                        return resp
                 await resp.write(view[:n])
                 pos += n
         except OcsimError:

@@ -69,6 +69,9 @@ META_VERSION = 1
 MAX_META_BYTES = 64 * 1024
 GHOSTS = 65536  # how many evicted keys we remember, to class a later miss as "evicted"
 DIGEST_FIELD = "b2"  # ObjectMeta.extra: blake2b-128 of the body, computed while filling
+# A hit carries that checksum, so a peer filling from this edge checks the bytes it got
+# against the one kept since the first fill (edge.fill), not only against what it received.
+FILL_DIGEST_HEADER = "X-Ocsim-Fill-Digest"
 
 
 class IoFaultHook(Protocol):

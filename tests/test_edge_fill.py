@@ -439,3 +439,28 @@ async def test_a_restart_reverifies_data_changed_after_its_sidecar(store: DiskSt
     await reopened.open()
     assert KEY not in reopened.index and not data.exists()
     await reopened.close()
+
+
+async def test_a_peer_copy_that_fails_its_senders_checksum_is_refused(store: DiskStore) -> None:
+    """A peer sends the checksum it kept since its own fill (X-Ocsim-Fill-Digest): bytes its
+    disk changed under it do not match, and the copy is neither stored nor finished, so a
+    corrupt object does not spread from edge to edge."""
+    from edge.store import FILL_DIGEST_HEADER, _digest_of
+
+    good = FakeResponse(headers={"ETag": '"e1"', "Content-Type": "video/mp2t", FILL_DIGEST_HEADER: _digest_of(BODY)})
+    c = coalescer(store, FakeUpstream({ORIGIN + KEY_PATH: good}))
+    fill, _ = c.join(KEY)
+    assert await read_all(fill) == BODY and not fill.bad_body
+    await fill.finished()
+    assert KEY in store.index
+    await store.remove(KEY)
+
+    flipped = BODY[:100] + bytes([BODY[100] ^ 0xFF]) + BODY[101:]
+    bad = FakeResponse(body=[flipped[:4096], flipped[4096:]],
+                       headers={"ETag": '"e1"', "Content-Type": "video/mp2t", FILL_DIGEST_HEADER: _digest_of(BODY)})
+    c = coalescer(store, FakeUpstream({ORIGIN + KEY_PATH: bad}))
+    fill, _ = c.join(KEY)
+    with pytest.raises(OcsimError) as info:
+        await fill.finished()
+    assert "checksum" in info.value.reason and fill.bad_body and fill.state is FillState.FAILED
+    assert KEY not in store.index and tmp_files(store) == []
