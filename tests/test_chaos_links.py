@@ -21,7 +21,7 @@ from chaos.proxy import FaultProxy
 from chaos.stack import LinkProxies, Stack
 from chaos.toxics import Latency, Truncate
 from common.tokens import token_url
-from ocsim.topology import parse_topology
+from ocsim.topology import DEFAULT_TOPOLOGY, parse_topology
 from tests.topologies import ONE_ISP_TWO_EDGES, SHORT_CATALOG
 
 E1, E2 = "isp-a-1", "isp-a-2"
@@ -133,3 +133,71 @@ def test_link_proxies_select_by_link_and_by_an_edge_at_either_end() -> None:
     assert links.of("edge-peer", "b", "a") is made["edge-peer", "b", "a"]
     with pytest.raises(ValueError, match="unknown link"):
         links.add("edge-cdn", ("a",), FaultProxy("127.0.0.1", 1))
+
+
+async def test_the_runner_puts_a_toxic_on_one_edges_proxies_and_a_partition_on_one_isps() -> None:
+    from types import SimpleNamespace
+
+    from chaos.runner import Experiment
+    from chaos.scenario import parse_scenario, timeline
+
+    edges = [{"id": "isp-a-1", "isp": "isp-a"}, {"id": "isp-a-2", "isp": "isp-a"}, {"id": "isp-b-1", "isp": "isp-b"}]
+    stacks = {}
+    for cohort in ("control", "experiment"):
+        links = LinkProxies()
+        for e in edges:
+            for link in ("player-edge", "edge-control", "edge-origin"):
+                links.add(link, (e["id"],), FaultProxy("127.0.0.1", 1))
+        links.add("edge-peer", ("isp-a-1", "isp-a-2"), FaultProxy("127.0.0.1", 1))
+        links.add("edge-peer", ("isp-a-2", "isp-a-1"), FaultProxy("127.0.0.1", 1))
+        st = Stack(cohort, DEFAULT_TOPOLOGY, Path("/nonexistent"), 1)  # never started
+        st.sup = SimpleNamespace(links=links, pipeline_url="")  # type: ignore[assignment]
+        st.state = {"edges": edges}
+        stacks[cohort] = st
+    scenario = parse_scenario("""
+name = "t"
+duration_s = 30
+[cohorts]
+viewers = 4
+[[steady_state]]
+metric = "failed"
+[[fault]]
+kind = "latency"
+target = "link:edge-origin"
+edge = "isp-a-2"
+at_s = 1
+duration_s = 5
+latency_s = 0.1
+[[fault]]
+kind = "partition"
+target = "isp:isp-a"
+at_s = 1
+duration_s = 5
+[[fault]]
+kind = "reset"
+target = "link:edge-peer"
+at_s = 1
+duration_s = 5
+""")
+    exp = Experiment(scenario, stacks, ["x"], speed=20.0, max_segments=1)
+    exp._http = object()  # type: ignore[assignment]  # no fault here sends a request
+    plan = sorted(timeline(scenario), key=lambda tf: tf.fault.index)
+    made = [await exp.make(tf, True) for tf in plan]
+    assert made[0] == "latency on link:edge-origin at isp-a-2 (1 proxy)" and made[2].endswith("(2 proxies)")
+    x = stacks["experiment"].links
+
+    def toxic_names(link: str, *ends: str) -> list[str]:
+        p = x.of(link, *ends)
+        return [t.name for t in p.toxics("downstream") + p.toxics("upstream")]
+
+    assert toxic_names("edge-origin", "isp-a-2") == ["fault-0-latency"]
+    assert toxic_names("edge-origin", "isp-a-1") == toxic_names("edge-origin", "isp-b-1") == []
+    assert toxic_names("edge-control", "isp-a-1") == toxic_names("edge-control", "isp-a-2") == ["fault-1-partition"]
+    assert toxic_names("edge-control", "isp-b-1") == []
+    assert toxic_names("edge-peer", "isp-a-1", "isp-a-2") == ["fault-2-reset"]
+    assert all(p.toxics("downstream") == p.toxics("upstream") == [] for p in stacks["control"].links.all())
+    await exp.make(plan[1], False)
+    assert toxic_names("edge-control", "isp-a-1") == []
+    exp._http = None
+    await exp.undo_all()
+    assert all(p.toxics("downstream") == p.toxics("upstream") == [] for p in x.all())
