@@ -56,9 +56,9 @@ from chaos.piped import PIPED_METRICS, TapSink, query_sql, records
 from chaos.metrics import METRICS, RATE_METRICS, SPS_WINDOW_S, sps_windows, stream_started
 from chaos.process import PROCESS_FAULTS
 from chaos.proxy import FaultProxy
-from chaos.scenario import Scenario, TimedFault, parse_scenario, timeline
+from chaos.scenario import LINKS, Scenario, TimedFault, parse_scenario, timeline
 from chaos.service_faults import SERVICE_FAULTS, edge_fault_patch, origin_link_patch
-from chaos.stack import LINK_NAMES, Stack, chaos_topology
+from chaos.stack import Stack, chaos_topology
 from chaos.toxics import Blackhole, Toxic
 from chaos.verdict import MetricVerdict, Outcome, abort_breach, judge
 from common.errors import BadRequest
@@ -68,7 +68,7 @@ from player.abr import FailoverPolicy
 from player.driver import Timeouts
 from player.play_answer import PlayAnswerCache
 
-SUPPORTED_LINKS = {f"link:{name}" for name in LINK_NAMES}
+SUPPORTED_LINKS = {f"link:{name}" for name in LINKS}  # all four (chaos/stack.py)
 # The players run 20x faster than real time, but their timeouts are real seconds: the default
 # 5 s without a byte would be 100 s of content. 1.5 s (30 s of content) is what a real
 # player with a deep buffer allows an edge that has gone quiet before it fails over.

@@ -41,6 +41,7 @@ import aiohttp
 
 from chaos.process import ProcessFaultDriver
 from chaos.proxy import FaultProxy
+from chaos.scenario import LINKS
 from ocsim.topology import EdgeSpec, Topology
 from ocsim.up import Supervisor
 
@@ -52,9 +53,6 @@ def chaos_topology(topo: Topology) -> Topology:
     isps = {name: replace(isp, edges=tuple(replace(e, args=(*e.args, "--fault-api")) for e in isp.edges))
             for name, isp in topo.isps.items()}
     return replace(topo, isps=isps)
-
-
-LINK_NAMES = ("player-edge", "edge-control", "edge-origin", "edge-peer")
 
 
 @dataclass(frozen=True)
@@ -72,7 +70,7 @@ class LinkProxies:
         self.entries: list[LinkProxy] = []
 
     def add(self, link: str, ends: tuple[str, ...], proxy: FaultProxy) -> FaultProxy:
-        if link not in LINK_NAMES:
+        if link not in LINKS:
             raise ValueError(f"unknown link {link!r}")
         self.entries.append(LinkProxy(link, ends, proxy))
         return proxy
