@@ -23,7 +23,7 @@ One run, on 127.0.0.1 only, with a local `nats-server -js` and one collector (`o
       collector starts and the bench waits until it has stored every event the on-edge
       published (its catch-up time is printed: nothing is dropped or lost);
    b. **one machine for everything** (for information): the collector ingests while wrk
-      runs, at its default nice 19. On 2 cores it cannot be free: the collector's CPU per
+      runs, at `--collector-nice` (default 0, as services run it). On 2 cores it cannot be free: the collector's CPU per
       event is about the edge's CPU per hit, and any work on the second core slows the edge
       on the first (this machine is a VM; measured: an events-off edge pinned to core 0 lost
       up to 30 % while the collector ran on core 1 behind wrk).
@@ -151,7 +151,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--shared-rounds", type=int, default=2,
                     help="off/on pairs with the collector ingesting at the same time (for information; 0: skip)")
     ap.add_argument("--skip-edge", action="store_true")
-    ap.add_argument("--collector-nice", type=int, default=19, help="the collector's --nice (its default: 19)")
+    ap.add_argument("--collector-nice", type=int, default=0, help="the collector's --nice in the latency and shared rounds (its default: 0)")
     args = ap.parse_args(argv)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="ocsim-pipeline-bench-") as tmpname:
@@ -182,7 +182,7 @@ def main(argv: list[str]) -> int:
                   f"/healthz; {got0} already stored by then) = {ingest:,.0f} events/s   "
                   f"[publish side: {args.events / pub_s:,.0f} events/s]", flush=True)
 
-            # 2. latency under a crowd, and 3. edge hits: the collector as services run it (--nice default 10)
+            # 2. latency under a crowd, and 3. edge hits: the collector at --collector-nice
             col.stop()
             col = service("pipeline-2", *col_args, "--nice", str(args.collector_nice))
             since = time.time()

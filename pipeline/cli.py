@@ -29,11 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parquet-dir", default=None, help="hourly Parquet files (default: beside --db)")
     p.add_argument("--replicas", type=int, default=1, help="stream replicas when creating it (3 on a cluster)")
     p.add_argument("--roll-interval", type=float, default=30.0, help="seconds between Parquet roll checks")
-    p.add_argument("--nice", type=int, default=19,
-                   help="lower this process's CPU priority by N (0..19) at start: on a shared machine the "
-                        "collector yields the CPU to the services it watches, whose hot path must not slow "
-                        "down; while they hold every core it falls behind (the stream keeps the events) and "
-                        "it catches up when they do not. 0: compete as an equal")
+    p.add_argument("--nice", type=int, default=0,
+                   help="lower this process's CPU priority by N (0..19) at start (its session's too, when it "
+                        "leads one): on a shared machine the collector then yields the CPU to the services it "
+                        "watches; while they hold every core it falls behind (the stream keeps the events), its "
+                        "views lag and its read API answers slowly, and it catches up when they do not. "
+                        "Default 0: compete as an equal, so the views stay near real time")
     p.add_argument("--no-access-log", dest="access_log", action="store_false")
     p.add_argument("--log-level", default="INFO")
     return p
