@@ -55,7 +55,7 @@ hit's CPU). It is the connection's protocol and wraps aiohttp's `RequestHandler`
   order: the fast lane's are already in the transport's buffer, in request order);
 * keep-alive, backpressure and shutdown stay aiohttp's: the wrapped handler sees
   `connection_made`/`connection_lost`/`pause_writing`/`resume_writing`, its idle timer is
-  pushed forward on every fast answer, and the fast lane stops reading while the
+  pushed forward after every read the lane answered, and the fast lane stops reading while the
   transport is paused; its graceful shutdown closes the transport as usual.
 """
 from __future__ import annotations
