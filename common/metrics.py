@@ -115,6 +115,15 @@ class Histogram(_Metric):
         self.buckets = tuple(sorted(buckets))
         self.series: dict[LabelValues, tuple[list[int], list[float]]] = {}
 
+    def series_of(self, labels: LabelValues = ()) -> tuple[list[int], list[float]]:
+        """The (bucket counts, [sum, count]) lists of one series, created if new: a hot path
+        may hold them and observe as `observe` does (`counts[bisect_left(buckets, v)] += 1`,
+        `sums[0] += v`, `sums[1] += 1`)."""
+        s = self.series.get(labels)
+        if s is None:
+            s = self.series[labels] = ([0] * (len(self.buckets) + 1), [0.0, 0.0])
+        return s
+
     def observe(self, value: float, labels: LabelValues = ()) -> None:
         s = self.series.get(labels)
         if s is None:

@@ -63,7 +63,7 @@ hit's CPU). It is the connection's protocol and wraps aiohttp's `RequestHandler`
   order: the fast lane's are already in the transport's buffer, in request order);
 * keep-alive, backpressure and shutdown stay aiohttp's: the wrapped handler sees
   `connection_made`/`connection_lost`/`pause_writing`/`resume_writing`, its idle timer is
-  pushed forward on every fast answer, and the fast lane stops reading while the
+  pushed forward after every read the lane answered, and the fast lane stops reading while the
   transport is paused; its graceful shutdown closes the transport as usual.
 """
 from __future__ import annotations
@@ -473,7 +473,9 @@ _MAX_HEAD = 8190  # a header block longer than aiohttp's line limit is aiohttp's
 
 
 _SEEN_HEADS: dict[bytes, tuple[str, str | None] | None] = {}  # simple_get's answers, by the exact head
-_SEEN_HEADS_MAX = 4096
+_SEEN_REQUESTS: dict[bytes, tuple[str, str | None] | None] = {}  # the same, by the head and its CRLF CRLF
+_SEEN_MAX = 4096
+_UNSEEN: Any = object()
 
 
 def simple_get(head: bytes) -> tuple[str, str | None] | None:
@@ -489,9 +491,24 @@ def simple_get(head: bytes) -> tuple[str, str | None] | None:
         pass
     got = _simple_get(head)
     if len(head) <= 1024:
-        if len(_SEEN_HEADS) >= _SEEN_HEADS_MAX:
+        if len(_SEEN_HEADS) >= _SEEN_MAX:
             _SEEN_HEADS.clear()
         _SEEN_HEADS[head] = got
+    return got
+
+
+def _simple_request(request: bytes) -> tuple[str, str | None] | None:
+    """`simple_get` of a whole request head, its final CRLF CRLF included (`request` is
+    often the very bytes object a read delivered: no slice is made to ask)."""
+    try:
+        return _SEEN_REQUESTS[request]
+    except KeyError:
+        pass
+    got = _simple_get(request[:-4])
+    if len(request) <= 1028:
+        if len(_SEEN_REQUESTS) >= _SEEN_MAX:
+            _SEEN_REQUESTS.clear()
+        _SEEN_REQUESTS[request] = got
     return got
 
 
@@ -572,16 +589,8 @@ class FastLane(asyncio.Protocol):
             self._transport.resume_reading()
             buf, self._buf = self._buf, b""
             if buf:
-                self._run(buf)
+                self.data_received(buf)
 
-    def data_received(self, data: bytes) -> None:
-        if self._slow:
-            self._inner.data_received(data)
-            return
-        if self._buf:
-            data = self._buf + data
-            self._buf = b""
-        self._run(data)
 
     def eof_received(self) -> bool | None:
         if not self._slow:
@@ -590,11 +599,19 @@ class FastLane(asyncio.Protocol):
 
     # -- the lane ------------------------------------------------------------------------
 
-    def _run(self, data: bytes) -> None:
+    def data_received(self, data: bytes) -> None:
+        if self._slow:
+            self._inner.data_received(data)
+            return
+        if self._buf:
+            data = self._buf + data
+            self._buf = b""
         transport = self._transport
         assert transport is not None
+        serve = self._serve
         pos = 0
         n = len(data)
+        answered = False
         while True:
             end = data.find(b"\r\n\r\n", pos)
             if end < 0:
@@ -605,32 +622,37 @@ class FastLane(asyncio.Protocol):
                     self._to_slow(rest)
                 else:
                     self._buf = rest
-                return
-            got = simple_get(data[pos:end])
-            answer = None if got is None or transport.is_closing() else self._answer(*got)
+                break
+            pos_next = end + 4
+            # one read = one whole request is the common case: its bytes are the memo's key
+            request = data if pos == 0 and pos_next == n else data[pos:pos_next]
+            got = _SEEN_REQUESTS.get(request, _UNSEEN)
+            if got is _UNSEEN:
+                got = _simple_request(request)
+            answer = None
+            if got is not None and not transport.is_closing():
+                try:
+                    answer = serve(*got)
+                except Exception:  # a bug in the callback must not cost the request: aiohttp answers it
+                    log.exception("fast lane failed for %s", got[0])
             if answer is None:
                 self._to_slow(data[pos:] if pos else data)
-                return
+                break
             transport.writelines(answer)
-            if self._keepalive:
-                self._inner._next_keepalive_close_time = self._loop.time() + self._keepalive
+            answered = True
             if self._log is not None:
-                self._access(got[0], answer)  # type: ignore[index]  # not None: answered
-            pos = end + 4
+                self._access(got[0], answer)  # not None: answered
+            pos = pos_next
             if pos >= n:
-                return
+                break
             if self._paused:  # the client is not reading: stop reading its requests too
                 self._buf = data[pos:]
                 self._reading_paused = True
                 transport.pause_reading()
-                return
-
-    def _answer(self, target: str, session: str | None) -> FastAnswer | None:
-        try:
-            return self._serve(target, session)
-        except Exception:  # a bug in the callback must not cost the request: aiohttp answers it
-            log.exception("fast lane failed for %s", target)
-            return None
+                break
+        if answered and self._keepalive:
+            # aiohttp's idle timer closes the connection keepalive_timeout after this
+            self._inner._next_keepalive_close_time = self._loop.time() + self._keepalive
 
     def _to_slow(self, data: bytes) -> None:
         """aiohttp owns the connection from here on, starting with `data`."""

@@ -132,11 +132,12 @@ class VaryMemory:
     so a lookup can build the variant key before it finds the object (RFC 9111 4.1).
     Bounded: the oldest paths are forgotten first (then a lookup misses once)."""
 
-    __slots__ = ("_names", "_limit")
+    __slots__ = ("_names", "_limit", "paths")
 
     def __init__(self, limit: int = 100_000) -> None:
         self._names: dict[str, tuple[str, ...]] = {}
         self._limit = limit
+        self.paths: Mapping[str, tuple[str, ...]] = self._names  # read-only view for a hot path's `in`
 
     def get(self, path: str) -> tuple[str, ...]:
         return self._names.get(path, ())

@@ -1218,6 +1218,18 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
         if freq < 3:
             self._freq[key] = freq + 1
 
+    def lookup(self, key: str, now: float = 0.0) -> bool:
+        """`EvictionPolicy.lookup` with `_record` and `_on_hit` written in: the edge calls
+        this once per hit, and two fewer Python calls are a measurable share of a RAM hit."""
+        self.sketch.increment(key)
+        if key in self._sizes:
+            if key not in self._pinned:
+                freq = self._freq[key]
+                if freq < 3:
+                    self._freq[key] = freq + 1
+            return True
+        return False
+
     def _next_main_victim(self) -> str | None:
         """Run main's CLOCK until its oldest object has a zero counter; return that key."""
         main, freq = self._main, self._freq

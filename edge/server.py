@@ -36,6 +36,7 @@ import contextlib
 import json
 import logging
 import time
+from bisect import bisect_left as _bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,8 @@ if TYPE_CHECKING:
     from edge.agent import EdgeAgent, EdgeStats
 
 log = logging.getLogger("ocsim.edge")
+_perf_counter = time.perf_counter
+_time = time.time
 
 ADMIN_BODY_BYTES = 16 * 1024  # an admin body is one path or title
 PURGE_FIELDS = frozenset({"path", "title"})
@@ -92,12 +95,23 @@ _PASS_SKIP = HOP_BY_HOP | frozenset({"host", "content-length", "expect"})
 
 @dataclass(slots=True)
 class HitView:
-    """A hit's answer for one metadata version of an entry, built once (`EdgeNode._hit_view`)."""
+    """A hit's answer for one metadata version of an entry, built once (`EdgeNode._hit_view`).
+
+    The fast lane reads plain fields (no property, no method call): the length, when it
+    stops being fresh, what its Age is made of, and the last whole response head it built
+    (`lane_head`, for the Age and the Date second it was built for)."""
 
     meta: ObjectMeta
     headers: dict[str, str]  # the hit's headers without Age
     head: bytes | None  # the fast lane's response head up to Age, or None if it cannot have one
     fresh: Freshness
+    length: int = 0
+    fresh_until: float = 0.0
+    initial_age: float = 0.0
+    response_time: float = 0.0
+    lane_age: int = -1
+    lane_sec: int = -1
+    lane_head: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +197,17 @@ class EdgeNode:
         self._http_requests, self._http_bytes, self._http_latency = app[REQUESTS], app[BYTES], app[LATENCY]
         self._fast_labels: tuple[str, str, str] = ("", "GET", "200")
         self._fast_route: tuple[str] = ("",)
+        # what the fast lane touches, bound once (none of these objects is ever replaced)
+        self._hot_get = self.hot.get if self.hot is not None else (lambda _key: None)
+        self._by_text = self.store.by_text
+        self._vary_paths = self.vary.paths
+        self._policy_lookup = self.store.policy.lookup
+        self._hits_values = self.metrics.hits.values
+        self._served_values = self.metrics.served.values
+        self._reqs_values = self._http_requests.values
+        self._bytes_values = self._http_bytes.values
+        self._latency_buckets = self._http_latency.buckets
+        self._latency_series: tuple[list[int], list[float]] = ([], [0.0, 0.0])  # start() names the route
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -204,6 +229,11 @@ class EdgeNode:
         # what common.service's middleware would count for a content hit
         self._fast_route = (route.resource.canonical if route.resource is not None else "unmatched",)
         self._fast_labels = (self._fast_route[0], "GET", "200")
+        self._latency_series = self._http_latency.series_of(self._fast_route)
+        # The lane's label tuple is the key those counters hold (a dict lookup with the very
+        # key object skips comparing the tuple's items): put in first, at 0, so it is ours.
+        for values in (self._reqs_values, self._bytes_values):
+            values.setdefault(self._fast_labels, 0.0)
         if self.fast_lane and self.hot is not None:
             install_fast_lane(app, self._fast_get)
         app.on_shutdown.append(self._on_shutdown)
@@ -353,66 +383,78 @@ class EdgeNode:
             h[FILL_DIGEST_HEADER] = meta.digest  # of the whole object; a peer's fill checks it
         h.update(_CORS)  # in the view, so the fast lane's ready-made head carries it too
         head = fast_head(h, meta.length) if meta.length <= HOT_MAX_OBJECT else None
-        view = entry.view = HitView(meta, h, head, self._freshness(meta))
+        fresh = self._freshness(meta)
+        view = entry.view = HitView(meta, h, head, fresh, meta.length, fresh.fresh_until, fresh.initial_age,
+                                    fresh.stored.response_time)
         return view
 
     def _fast_get(self, target: str, session: str | None = None) -> FastAnswer | None:
         """The fast lane's question (edge.hitpath.FastLane): the whole answer to a plain GET
         of `target` when it is a valid, authorized RAM hit, else None and the request goes
         the normal way (which handles every other case and every error). Counted exactly
-        like the normal path counts a hit, HTTP metrics included."""
-        t0 = time.perf_counter()
-        now = time.time()
+        like the normal path counts a hit, HTTP metrics included.
+
+        This runs once per small hit, so it is written for the interpreter: the objects it
+        touches are bound once (`_bind_lane`), it reads plain fields, and the finished head
+        is reused while its Age and Date stay the same (`HitView.lane_head`)."""
+        t0 = _perf_counter()
         token, path = split_token_path(target) if target.startswith("/t/") else (None, target)
         # The RAM tier first: its keys are cache keys' texts (a plain key's text is its path;
         # a Vary variant's never equals a request path), so a key found there is a valid
         # path, and a request the lane cannot answer costs one dict lookup here. Both
         # lookups take the path string as it is: no CacheKey is built on this path.
-        hot = self.hot
-        data = hot.get(path) if hot is not None else None
+        data = self._hot_get(path)
         if data is None:
             return None
+        now = _time()
         if token is not None or path.startswith("/content/"):  # the content rules (_cache_key)
             ring = self.keyring
             if token is not None and not path.startswith("/content/"):
                 return None
             if ring is not None and self._verdicts.check(ring, token, path, now) is not TokenVerdict.OK:
                 return None
-        entry = self.store.by_text.get(path)
+        entry = self._by_text.get(path)
         if entry is None:
             return None
-        vary = self.vary
-        if vary and vary.get(path):
+        if self._vary_paths and path in self._vary_paths:
             return None  # the path has variants now (RFC 9111 4.1): the full path selects one
-        key = entry.key
-        view = self._hit_view(entry)
-        head, meta, fresh = view.head, view.meta, view.fresh
+        view = entry.view
+        if view is None or view.meta is not entry.meta:
+            view = self._hit_view(entry)
+        head = view.head
         # RFC 9111 4.2: fresh without asking anyone (the lane takes no request with
         # directives of its own); a stale or no-cache object goes the normal way
-        if head is None or len(data) != meta.length or now >= fresh.fresh_until:
-            return None
-        self.store.policy.lookup(key.text, now)  # what store.lookup records for every request
         n = len(data)
-        # the four counters a hit moves (hits, served cache bytes, HTTP requests and bytes),
-        # as Counter.inc does them, without four calls on the hottest path there is
-        metrics = self.metrics
-        hits = metrics.hits.values
+        if head is None or n != view.length or now >= view.fresh_until:
+            return None
+        self._policy_lookup(path, now)  # what store.lookup records for every request (path == key.text)
+        age = int(view.initial_age + now - view.response_time)  # RFC 9111 4.2.3, as Freshness.age
+        sec = int(now)
+        if age != view.lane_age or sec != view.lane_sec:
+            view.lane_head = self._fast_head.finish(head, age if age > 0 else 0, now)
+            view.lane_age, view.lane_sec = age, sec
+        # the four counters a hit moves (hits, served cache bytes, HTTP requests and bytes)
+        # and the latency histogram, as Counter.inc and Histogram.observe do them, without
+        # five calls on the hottest path there is
+        hits = self._hits_values
         hits[()] = hits.get((), 0.0) + 1.0
-        served = metrics.served.values
+        served = self._served_values
         served[CACHE] = served.get(CACHE, 0.0) + n
         labels = self._fast_labels
-        reqs = self._http_requests.values
+        reqs = self._reqs_values
         reqs[labels] = reqs.get(labels, 0.0) + 1.0
-        sent = self._http_bytes.values
+        sent = self._bytes_values
         sent[labels] = sent.get(labels, 0.0) + n
-        head = self._fast_head.finish(head, max(0, int(fresh.initial_age + now - fresh.stored.response_time)), now)
-        took = time.perf_counter() - t0
-        self._http_latency.observe(took, self._fast_route)
+        took = _perf_counter() - t0
+        counts, sums = self._latency_series
+        counts[_bisect_left(self._latency_buckets, took)] += 1
+        sums[0] += took
+        sums[1] += 1
         record = self._record
         if record is not None:
             ref = self._event_refs.get(path) or self._event_ref(path)
             record((now, ref, 200, n, n, "hit", took, took, session))
-        return head, data
+        return view.lane_head, data
 
     def _event_ref(self, key: str) -> tuple[str, str | None, int | None, int | None]:
         """edge.request's fields of a path (path, title, rendition, segment), parsed once and

@@ -10,6 +10,7 @@ the RFC section it checks.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -464,6 +465,63 @@ async def test_the_fast_lane_serves_only_fresh_objects(rig: Rig) -> None:
     await rig.get("/g")
     assert rig.node.hot is not None and "/g" in rig.node.hot  # in RAM, and stale
     assert rig.node._fast_get("/g") is None
+
+
+async def test_the_fast_lanes_reused_head_follows_the_clock(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 9111 5.1 / RFC 9110 6.6.1: the fast lane reuses a finished head only while its
+    Age and Date stay the same; a later second gets a new Date and a grown Age, each the
+    Age the normal path would send (`Freshness.age`)."""
+    import edge.server as edge_server
+
+    rig.origin.on("/clock", Answer(headers={"Cache-Control": "max-age=600", "Age": "5"}))
+    await rig.get("/clock")
+    t = [time.time() + 0.25]
+    monkeypatch.setattr(edge_server, "_time", lambda: t[0])
+    fresh = rig.node._hit_view(rig.node.store.by_text["/clock"]).fresh
+
+    def head() -> dict[str, str]:
+        got = rig.node._fast_get("/clock")
+        assert got is not None
+        lines = got[0].decode().split("\r\n")
+        return dict(line.split(": ", 1) for line in lines[1:] if line)
+
+    first = head()
+    assert head() == first  # same second: the same head
+    assert int(first["Age"]) == fresh.age(t[0]) >= 5 and first["Date"] == formatdate(int(t[0]), usegmt=True)
+    t[0] += 1.5
+    later = head()
+    assert int(later["Age"]) == fresh.age(t[0]) > int(first["Age"])
+    assert later["Date"] == formatdate(int(t[0]), usegmt=True) != first["Date"]
+    t[0] += 100
+    assert int(head()["Age"]) == fresh.age(t[0]) >= int(first["Age"]) + 100
+
+
+async def test_fast_lane_hits_move_the_counters_and_the_latency_histogram(rig: Rig) -> None:
+    """The fast lane counts what the normal path counts for a hit: hits, cache bytes, HTTP
+    requests and bytes of the content route, and one latency observation each."""
+    from common.metrics import parse_text
+
+    rig.origin.on("/counted", Answer(headers={"Cache-Control": "max-age=600"}, body=b"x" * 1000))
+    await rig.get("/counted")
+
+    async def scrape() -> dict[str, float]:
+        async with rig.s.get(rig.edge + "/metrics") as r:
+            return parse_text(await r.text())
+
+    before = await scrape()
+    for _ in range(7):
+        assert rig.node._fast_get("/counted") is not None
+    after = await scrape()
+
+    def moved(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    route = 'route="/{tail}"'
+    assert moved("ocsim_edge_hits_total") == 7
+    assert moved('ocsim_edge_served_bytes_total{source="cache"}') == 7000
+    assert moved(f'ocsim_http_requests_total{{{route},method="GET",status="200"}}') == 7
+    assert moved(f'ocsim_http_response_bytes_total{{{route},method="GET",status="200"}}') == 7000
+    assert moved(f"ocsim_http_request_seconds_count{{{route}}}") == 7
 
 
 async def test_purge_takes_any_origin_path_and_every_variant(rig: Rig) -> None:
