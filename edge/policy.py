@@ -21,6 +21,7 @@ only says what happens on a hit, on an insert, on a removal and who the next vic
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -724,7 +725,7 @@ class FrequencySketch:
     compatibility and unused.
     """
 
-    __slots__ = ("_cells", "_additions", "sample_size", "max_count", "_saturated")
+    __slots__ = ("_cells", "_additions", "sample_size", "max_count", "_saturated", "_next")
 
     def __init__(self, entries: int, width_factor: int = 4, sample_factor: int = 10,
                  max_count: int = 15) -> None:
@@ -736,6 +737,11 @@ class FrequencySketch:
         self.sample_size = entries * sample_factor
         self.max_count = max_count
         self._saturated = 2 * max_count + 1  # counter at max_count, doorkeeper set
+        # a cell after one increment, by its value before (one tuple index in the replay
+        # loops instead of two tests): the doorkeeper bit first, then +1 up to max_count
+        self._next: tuple[int, ...] = tuple(
+            (cell + 2 if cell < self._saturated else cell) if cell & 1 else cell | 1
+            for cell in range(self._saturated + 1))
 
     def increment(self, key: str) -> None:
         cells = self._cells
@@ -924,88 +930,163 @@ class WTinyLFUPolicy(EvictionPolicy):
         return None
 
     def replay(self, keys: Sequence[str], sizes: Sequence[int]) -> tuple[int, int]:
-        # request() per item with the sketch's increment, the climber's counts and the hit
-        # written out; a miss goes through _admit (which may replace the sketch).
+        # request() per item, with everything it calls written out over local names: the
+        # sketch's increment and estimate, the climber's counts, _on_hit and _demote, _admit,
+        # _admit_to_main and the jitter. What is left as calls is rare: the sketch's reset
+        # and regrowth and the climber's step (the state they read is stored back first).
         resident, pinned = self._sizes, self._pinned
+        resident_get = resident.get
         window, probation, protected = self._window, self._probation, self._protected
         window_move, protected_move = window.move_to_end, protected.move_to_end
+        window_pop, protected_pop, probation_take = window.popitem, protected.popitem, probation.pop
         capacity = self.capacity
         room = capacity - self._pinned_bytes
-        window_pop, admit_to_main, adaptive = window.popitem, self._admit_to_main, self.adaptive
-        scratch: list[str] = []
+        used, window_bytes, protected_bytes = self.used, self._window_bytes, self._protected_bytes
+        # the targets are floats; int bounds compare alike and faster (x > t iff x > floor(t))
+        window_target, protected_target = math.floor(self._window_target), math.floor(self._protected_target)
+        adaptive, sketch_entries = self.adaptive, self._sketch_entries
+        sample_requests, sample_hit_bytes = self._sample_requests, self._sample_hit_bytes
+        sample_miss_bytes = self._sample_miss_bytes
+        jitter = self._jitter
+        state = jitter._state
         sketch = self.sketch
         cells, additions = sketch._cells, sketch._additions
-        sample, saturated = sketch.sample_size, sketch._saturated
+        cell_of = cells.get
+        sample, after = sketch.sample_size, sketch._next
         hits = hit_bytes = 0
         for key, size in zip(keys, sizes):
-            cell = cells.get(key, 0)  # FrequencySketch.increment, written out
-            if cell & 1:
-                if cell < saturated:
-                    cells[key] = cell + 2
-            else:
-                cells[key] = cell | 1
+            cells[key] = after[cell_of(key, 0)]  # FrequencySketch.increment
             additions += 1
             if additions >= sample:
                 sketch._additions = additions
                 sketch._reset()
                 cells, additions = sketch._cells, sketch._additions
+                cell_of = cells.get
+            held = resident_get(key)
             if adaptive:
-                self._sample_requests += 1
-                held = resident.get(key)
+                sample_requests += 1
                 if held is not None:
-                    self._sample_hit_bytes += held
-            if key in window:
-                window_move(key)
-            elif key in protected:
-                protected_move(key)
-            elif key in probation:
-                moved = probation.pop(key)
-                protected[key] = moved
-                self._protected_bytes += moved
-                if self._protected_bytes > self._protected_target:
-                    self._demote()
-            elif key in pinned:
-                pass
-            else:
-                if not 0 <= size <= room:
-                    continue
-                # _admit, written out (without the list of evicted keys)
-                sketch._additions = additions
-                if adaptive:
-                    self._sample_miss_bytes += size
-                    if self._sample_requests >= sample:
-                        self._climb()
-                if len(resident) >= self._sketch_entries:
-                    self._sketch_entries = 2 * len(resident)
-                    sketch = self.sketch = self._new_sketch()
-                    cells, additions = sketch._cells, sketch._additions
-                    sample, saturated = sketch.sample_size, sketch._saturated
-                window[key] = size
-                window_bytes = self._window_bytes + size
-                resident[key] = size
-                used = self.used + size
-                self.used = used
-                window_target = self._window_target
-                while window_bytes > window_target and window:
-                    candidate, candidate_size = window_pop(False)
-                    window_bytes -= candidate_size
-                    if used <= capacity or admit_to_main(candidate, scratch):
-                        probation[candidate] = candidate_size
-                    else:
-                        used -= resident.pop(candidate)
-                        self.used = used
-                    used = self.used
-                    scratch.clear()
-                while used > capacity and window:  # pins crowd out main: shrink the window
-                    candidate, candidate_size = window_pop(False)
-                    window_bytes -= candidate_size
-                    used -= resident.pop(candidate)
-                self._window_bytes = window_bytes
-                self.used = used
+                    sample_hit_bytes += held
+            if held is not None:  # a hit: _on_hit
+                hits += 1
+                hit_bytes += size
+                if key in protected:
+                    protected_move(key)
+                elif key in window:
+                    window_move(key)
+                elif key in probation:
+                    moved = probation_take(key)
+                    protected[key] = moved
+                    protected_bytes += moved
+                    while protected_bytes > protected_target and len(protected) > 1:  # _demote
+                        demoted, demoted_size = protected_pop(False)
+                        protected_bytes -= demoted_size
+                        probation[demoted] = demoted_size
+                continue  # (else pinned)
+            if not 0 <= size <= room:
                 continue
-            hits += 1
-            hit_bytes += size
+            # _admit
+            if adaptive:
+                sample_miss_bytes += size
+                if sample_requests >= sample:
+                    self._window_bytes, self._protected_bytes = window_bytes, protected_bytes
+                    self._sample_requests, self._sample_hit_bytes = sample_requests, sample_hit_bytes
+                    self._sample_miss_bytes = sample_miss_bytes
+                    self._climb()
+                    window_bytes, protected_bytes = self._window_bytes, self._protected_bytes
+                    window_target = math.floor(self._window_target)
+                    protected_target = math.floor(self._protected_target)
+                    sample_requests = sample_hit_bytes = sample_miss_bytes = 0
+            if len(resident) >= sketch_entries:  # Caffeine's ensureCapacity
+                sketch_entries = self._sketch_entries = 2 * len(resident)
+                sketch = self.sketch = self._new_sketch()
+                cells, additions = sketch._cells, sketch._additions
+                cell_of = cells.get
+                sample, after = sketch.sample_size, sketch._next
+            window[key] = size
+            window_bytes += size
+            resident[key] = size
+            used += size
+            while window_bytes > window_target and window:
+                candidate, candidate_size = window_pop(False)
+                window_bytes -= candidate_size
+                if used <= capacity:
+                    probation[candidate] = candidate_size
+                    continue
+                # _admit_to_main: room in main if the candidate beats every victim it needs
+                need = used - capacity
+                cell = cell_of(candidate, 0)
+                candidate_freq = (cell >> 1) + (cell & 1)
+                if probation:
+                    victim = next(iter(probation))
+                    victim_size = probation[victim]
+                else:
+                    victim_size = 0
+                if victim_size >= need:  # the usual case: probation's LRU object is enough
+                    cell = cell_of(victim, 0)
+                    if candidate_freq > (cell >> 1) + (cell & 1):
+                        admitted = True
+                    elif candidate_freq < _JITTER_MIN_FREQUENCY:
+                        admitted = False
+                    else:  # _Jitter.admit
+                        state ^= (state << 13) & _MASK64
+                        state ^= state >> 7
+                        state ^= (state << 17) & _MASK64
+                        admitted = (state >> 32) & 127 == 0
+                    if admitted:
+                        del probation[victim]
+                        del resident[victim]
+                        used -= victim_size
+                else:  # several victims, from probation then protected
+                    victims: list[tuple[OrderedDict[str, int], str]] = []
+                    freed = 0
+                    forced = False
+                    admitted = True
+                    for segment in (probation, protected):
+                        for victim in segment:
+                            if not forced:
+                                cell = cell_of(victim, 0)
+                                if candidate_freq <= (cell >> 1) + (cell & 1):
+                                    if candidate_freq < _JITTER_MIN_FREQUENCY:
+                                        admitted = False
+                                        break
+                                    state ^= (state << 13) & _MASK64
+                                    state ^= state >> 7
+                                    state ^= (state << 17) & _MASK64
+                                    if (state >> 32) & 127:
+                                        admitted = False
+                                        break
+                                    forced = True
+                            victims.append((segment, victim))
+                            freed += segment[victim]
+                            if freed >= need:
+                                break
+                        if freed >= need or not admitted:
+                            break
+                    if admitted and freed >= need:
+                        for segment, victim in victims:
+                            victim_size = segment.pop(victim)
+                            if segment is protected:
+                                protected_bytes -= victim_size
+                            del resident[victim]
+                            used -= victim_size
+                    else:
+                        admitted = False
+                if admitted:
+                    probation[candidate] = candidate_size
+                else:
+                    del resident[candidate]
+                    used -= candidate_size
+            while used > capacity and window:  # pins crowd out main: shrink the window
+                candidate, candidate_size = window_pop(False)
+                window_bytes -= candidate_size
+                del resident[candidate]
+                used -= candidate_size
         sketch._additions = additions
+        jitter._state = state
+        self.used, self._window_bytes, self._protected_bytes = used, window_bytes, protected_bytes
+        self._sample_requests, self._sample_hit_bytes = sample_requests, sample_hit_bytes
+        self._sample_miss_bytes = sample_miss_bytes
         return hits, hit_bytes
 
     # -- adaptive window (hill climbing) ----------------------------------------------
@@ -1316,84 +1397,138 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
         return False
 
     def replay(self, keys: Sequence[str], sizes: Sequence[int]) -> tuple[int, int]:
-        # request() per item, with the sketch's increment, _admit, _make_room, _evict_one
-        # and _insert written out; only the TinyLFU comparison is a call.
+        # request() per item, with everything it calls written out over local names: the
+        # sketch's increment and estimate, _admit, _make_room, _evict_one, _insert, the
+        # TinyLFU comparison (_beats_main_victim, _next_main_victim) and the jitter. The
+        # only calls left are the dict operations and the rare sketch reset or regrowth.
         freq, resident = self._freq, self._sizes
         small, main, ghost = self._small, self._main, self._ghost
-        small_pop, ghost_pop, ghost_take = small.popitem, ghost.popitem, ghost.pop
+        small_pop, main_pop, ghost_pop, ghost_take = small.popitem, main.popitem, ghost.popitem, ghost.pop
+        main_move = main.move_to_end
         capacity = self.capacity
         room = capacity - self._pinned_bytes
-        small_target, main_target, ghost_target = self._small_target, self._main_target, self._ghost_target
+        # the targets are floats; int bounds compare alike and faster (x >= t iff x >= ceil(t))
+        small_target, main_target = math.ceil(self._small_target), math.floor(self._main_target)
+        ghost_target = math.floor(self._ghost_target)
+        pinned = self._pinned
         small_bytes, main_bytes, ghost_bytes = self._small_bytes, self._main_bytes, self._ghost_bytes
-        used = self.used
-        beats, next_main_victim = self._beats_main_victim, self._next_main_victim
+        used, sketch_entries = self.used, self._sketch_entries
+        jitter = self._jitter
+        state = jitter._state
         sketch = self.sketch
         cells, additions = sketch._cells, sketch._additions
-        sample, saturated = sketch.sample_size, sketch._saturated
+        cell_of = cells.get
+        sample, after = sketch.sample_size, sketch._next
         hits = hit_bytes = 0
         for key, size in zip(keys, sizes):
-            cell = cells.get(key, 0)  # FrequencySketch.increment, written out
-            if cell & 1:
-                if cell < saturated:
-                    cells[key] = cell + 2
-            else:
-                cells[key] = cell | 1
+            cells[key] = after[cell_of(key, 0)]  # FrequencySketch.increment
             additions += 1
             if additions >= sample:
                 sketch._additions = additions
                 sketch._reset()
                 cells, additions = sketch._cells, sketch._additions
+                cell_of = cells.get
             count = freq.get(key)
-            if count is not None:
+            if count is not None:  # a hit on an unpinned object
                 if count < 3:
                     freq[key] = count + 1
                 hits += 1
                 hit_bytes += size
                 continue
-            if key in resident:  # pinned
+            if pinned and key in pinned:  # resident = unpinned (freq) + pinned
                 hits += 1
                 hit_bytes += size
                 continue
             if not 0 <= size <= room:
                 continue
-            if len(resident) >= self._sketch_entries:  # Caffeine's ensureCapacity
-                self._sketch_entries = 2 * len(resident)
-                sketch = self.sketch = FrequencySketch(self._sketch_entries, sample_factor=self._sample_factor)
+            if len(resident) >= sketch_entries:  # Caffeine's ensureCapacity
+                sketch_entries = self._sketch_entries = 2 * len(resident)
+                sketch = self.sketch = FrequencySketch(sketch_entries, sample_factor=self._sample_factor)
                 cells, additions = sketch._cells, sketch._additions
-                sample, saturated = sketch.sample_size, sketch._saturated
-            while used + size > capacity:
-                victim = None
-                while small:
-                    if small_bytes < small_target and main:
-                        break
+                cell_of = cells.get
+                sample, after = sketch.sample_size, sketch._next
+            used += size
+            while used > capacity:  # _make_room: one _evict_one per pass
+                while small and (small_bytes >= small_target or not main):
                     candidate, candidate_size = small_pop(False)
                     small_bytes -= candidate_size
-                    if freq[candidate] and (main_bytes + candidate_size <= main_target or not main
-                                            or beats(candidate)):
-                        freq[candidate] = 0
-                        main[candidate] = candidate_size
-                        main_bytes += candidate_size
-                        continue
-                    del freq[candidate]
+                    if freq[candidate]:  # hit in small: it enters main if TinyLFU lets it
+                        if main_bytes + candidate_size <= main_target or not main:
+                            enters = True
+                        else:  # _beats_main_victim: main's CLOCK, then the comparison
+                            while True:
+                                victim = next(iter(main))
+                                victim_count = freq[victim]
+                                if not victim_count:
+                                    break
+                                freq[victim] = victim_count - 1
+                                main_move(victim)
+                            cell = cell_of(candidate, 0)
+                            candidate_freq = (cell >> 1) + (cell & 1)
+                            cell = cell_of(victim, 0)
+                            if candidate_freq > (cell >> 1) + (cell & 1):
+                                enters = True
+                            elif candidate_freq < _JITTER_MIN_FREQUENCY:
+                                enters = False
+                            else:  # _Jitter.admit
+                                state ^= (state << 13) & _MASK64
+                                state ^= state >> 7
+                                state ^= (state << 17) & _MASK64
+                                enters = (state >> 32) & 127 == 0
+                        if enters:
+                            freq[candidate] = 0
+                            main[candidate] = candidate_size
+                            main_bytes += candidate_size
+                            continue
+                    del freq[candidate]  # to the ghost
                     ghost[candidate] = candidate_size
                     ghost_bytes += candidate_size
                     while ghost_bytes > ghost_target:
                         ghost_bytes -= ghost_pop(False)[1]
-                    victim = candidate
+                    del resident[candidate]
+                    used -= candidate_size
                     break
-                if victim is None:
+                else:
                     if not main:
-                        break
-                    victim = next_main_victim()
-                    assert victim is not None
-                    main_bytes -= main.pop(victim)
+                        break  # only pinned bytes left: callers checked it fits
+                    while True:  # main's CLOCK: the first object with a zero counter goes
+                        victim, victim_size = main_pop(False)
+                        victim_count = freq[victim]
+                        if not victim_count:
+                            break
+                        freq[victim] = victim_count - 1
+                        main[victim] = victim_size
+                    main_bytes -= victim_size
                     del freq[victim]
-                used -= resident.pop(victim)
-            freq[key] = 0
+                    del resident[victim]
+                    used -= victim_size
+            freq[key] = 0  # _insert
             ghost_size = ghost_take(key, None)
             if ghost_size is not None:
                 ghost_bytes -= ghost_size
-                if main_bytes + size <= main_target or not main or beats(key):
+                if main_bytes + size <= main_target or not main:
+                    enters = True
+                else:  # _beats_main_victim, as above
+                    while True:
+                        victim = next(iter(main))
+                        victim_count = freq[victim]
+                        if not victim_count:
+                            break
+                        freq[victim] = victim_count - 1
+                        main_move(victim)
+                    cell = cell_of(key, 0)
+                    candidate_freq = (cell >> 1) + (cell & 1)
+                    cell = cell_of(victim, 0)
+                    if candidate_freq > (cell >> 1) + (cell & 1):
+                        enters = True
+                    elif candidate_freq < _JITTER_MIN_FREQUENCY:
+                        enters = False
+                    else:
+                        state ^= (state << 13) & _MASK64
+                        state ^= state >> 7
+                        state ^= (state << 17) & _MASK64
+                        enters = (state >> 32) & 127 == 0
+                if enters:
                     main[key] = size
                     main_bytes += size
                 else:
@@ -1403,8 +1538,8 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
                 small[key] = size
                 small_bytes += size
             resident[key] = size
-            used += size
         sketch._additions = additions
+        jitter._state = state
         self._small_bytes, self._main_bytes, self._ghost_bytes = small_bytes, main_bytes, ghost_bytes
         self.used = used
         return hits, hit_bytes
