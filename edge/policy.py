@@ -24,8 +24,9 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import length_hint
 from typing import ClassVar
 
 __all__ = [
@@ -264,6 +265,39 @@ class EvictionPolicy(ABC):
         self._sizes[key] = size
         self.used += size
         return Admission(True, evicted) if evicted else _ADMITTED
+
+
+def _replay_in_runs(policy: WTinyLFUPolicy | S3TinyLFUPolicy,
+                    run: Callable[[Sequence[str], Sequence[int]], tuple[int, int]],
+                    keys: Sequence[str], sizes: Sequence[int]) -> tuple[int, int]:
+    """``replay`` for a policy with a frequency sketch: runs of requests that cannot reach
+    the sketch's reset go to ``run`` (a loop with no per-request counter: the run's length
+    is the count), and the one request that resets goes through ``request``.
+
+    ``run`` must increment the sketch's additions by the run's length, or, if it replaces
+    the sketch (regrowth), set the new one's to the number of requests after that point.
+    """
+    total = min(len(keys), len(sizes))
+    hits = hit_bytes = 0
+    at = 0
+    while at < total:
+        sketch = policy.sketch
+        stop = min(total, at + sketch.sample_size - 1 - sketch._additions)
+        if stop > at:
+            run_keys, run_sizes = keys[at:stop], sizes[at:stop]
+            if not isinstance(run_keys, (list, tuple)):  # the loop reads a length hint
+                run_keys = list(run_keys)
+            run_hits, run_bytes = run(run_keys, run_sizes)
+            hits += run_hits
+            hit_bytes += run_bytes
+            at = stop
+        sketch = policy.sketch
+        if at < total and sketch._additions >= sketch.sample_size - 1:  # this one resets
+            if policy.request(keys[at], sizes[at]):
+                hits += 1
+                hit_bytes += sizes[at]
+            at += 1
+    return hits, hit_bytes
 
 
 class LRUPolicy(EvictionPolicy):
@@ -930,7 +964,11 @@ class WTinyLFUPolicy(EvictionPolicy):
         return None
 
     def replay(self, keys: Sequence[str], sizes: Sequence[int]) -> tuple[int, int]:
-        # request() per item, with everything it calls written out over local names: the
+        return _replay_in_runs(self, self._replay_run, keys, sizes)
+
+    def _replay_run(self, keys: Sequence[str], sizes: Sequence[int]) -> tuple[int, int]:
+        # A run of _replay_in_runs (no sketch reset inside it): request() per item, with
+        # everything it calls written out over local names: the
         # sketch's increment and estimate, the climber's counts, _on_hit and _demote, _admit,
         # _admit_to_main and the jitter. What is left as calls is rare: the sketch's reset
         # and regrowth and the climber's step (the state they read is stored back first).
@@ -954,14 +992,9 @@ class WTinyLFUPolicy(EvictionPolicy):
         cell_of = cells.get
         sample, after = sketch.sample_size, sketch._next
         hits = hit_bytes = 0
-        for key, size in zip(keys, sizes):
-            cells[key] = after[cell_of(key, 0)]  # FrequencySketch.increment
-            additions += 1
-            if additions >= sample:
-                sketch._additions = additions
-                sketch._reset()
-                cells, additions = sketch._cells, sketch._additions
-                cell_of = cells.get
+        pending = iter(keys)  # its length hint says where the loop is (for a new sketch)
+        for key, size in zip(pending, sizes):
+            cells[key] = after[cell_of(key, 0)]  # FrequencySketch.increment (no reset here)
             held = resident_get(key)
             if adaptive:
                 sample_requests += 1
@@ -1000,9 +1033,8 @@ class WTinyLFUPolicy(EvictionPolicy):
             if len(resident) >= sketch_entries:  # Caffeine's ensureCapacity
                 sketch_entries = self._sketch_entries = 2 * len(resident)
                 sketch = self.sketch = self._new_sketch()
-                cells, additions = sketch._cells, sketch._additions
-                cell_of = cells.get
-                sample, after = sketch.sample_size, sketch._next
+                cells, cell_of, sample, after = sketch._cells, sketch._cells.get, sketch.sample_size, sketch._next
+                additions = length_hint(pending) - len(keys)  # the run's rest counts here
             window[key] = size
             window_bytes += size
             resident[key] = size
@@ -1082,7 +1114,7 @@ class WTinyLFUPolicy(EvictionPolicy):
                 window_bytes -= candidate_size
                 del resident[candidate]
                 used -= candidate_size
-        sketch._additions = additions
+        sketch._additions = additions + len(keys)
         jitter._state = state
         self.used, self._window_bytes, self._protected_bytes = used, window_bytes, protected_bytes
         self._sample_requests, self._sample_hit_bytes = sample_requests, sample_hit_bytes
@@ -1397,7 +1429,11 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
         return False
 
     def replay(self, keys: Sequence[str], sizes: Sequence[int]) -> tuple[int, int]:
-        # request() per item, with everything it calls written out over local names: the
+        return _replay_in_runs(self, self._replay_run, keys, sizes)
+
+    def _replay_run(self, keys: Sequence[str], sizes: Sequence[int]) -> tuple[int, int]:
+        # A run of _replay_in_runs (no sketch reset inside it): request() per item, with
+        # everything it calls written out over local names: the
         # sketch's increment and estimate, _admit, _make_room, _evict_one, _insert, the
         # TinyLFU comparison (_beats_main_victim, _next_main_victim) and the jitter. The
         # only calls left are the dict operations and the rare sketch reset or regrowth.
@@ -1420,14 +1456,9 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
         cell_of = cells.get
         sample, after = sketch.sample_size, sketch._next
         hits = hit_bytes = 0
-        for key, size in zip(keys, sizes):
-            cells[key] = after[cell_of(key, 0)]  # FrequencySketch.increment
-            additions += 1
-            if additions >= sample:
-                sketch._additions = additions
-                sketch._reset()
-                cells, additions = sketch._cells, sketch._additions
-                cell_of = cells.get
+        pending = iter(keys)  # its length hint says where the loop is (for a new sketch)
+        for key, size in zip(pending, sizes):
+            cells[key] = after[cell_of(key, 0)]  # FrequencySketch.increment (no reset here)
             count = freq.get(key)
             if count is not None:  # a hit on an unpinned object
                 if count < 3:
@@ -1444,9 +1475,8 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
             if len(resident) >= sketch_entries:  # Caffeine's ensureCapacity
                 sketch_entries = self._sketch_entries = 2 * len(resident)
                 sketch = self.sketch = FrequencySketch(sketch_entries, sample_factor=self._sample_factor)
-                cells, additions = sketch._cells, sketch._additions
-                cell_of = cells.get
-                sample, after = sketch.sample_size, sketch._next
+                cells, cell_of, sample, after = sketch._cells, sketch._cells.get, sketch.sample_size, sketch._next
+                additions = length_hint(pending) - len(keys)  # the run's rest counts here
             used += size
             while used > capacity:  # _make_room: one _evict_one per pass
                 while small and (small_bytes >= small_target or not main):
@@ -1538,7 +1568,7 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
                 small[key] = size
                 small_bytes += size
             resident[key] = size
-        sketch._additions = additions
+        sketch._additions = additions + len(keys)
         jitter._state = state
         self._small_bytes, self._main_bytes, self._ghost_bytes = small_bytes, main_bytes, ghost_bytes
         self.used = used
