@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import length_hint
@@ -1296,6 +1296,7 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
     __slots__ = (
         "_small", "_main", "_ghost", "_freq", "_small_bytes", "_main_bytes", "_ghost_bytes",
         "_small_target", "_main_target", "_ghost_target", "sketch", "_sketch_entries",
+        "_ghost_order", "_ghost_stale",
         "_sample_factor", "_jitter",
     )
     name = "s3tinylfu"
@@ -1304,7 +1305,13 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
         super().__init__(capacity)
         self._small: OrderedDict[str, int] = OrderedDict()
         self._main: OrderedDict[str, int] = OrderedDict()
-        self._ghost: OrderedDict[str, int] = OrderedDict()
+        # The ghost FIFO as a dict (key -> size, in FIFO order) plus a deque of its keys in
+        # insertion order: a key that leaves the ghost on a ghost hit stays in the deque, and
+        # _ghost_stale counts such stale copies per key (always older than a live copy of the
+        # same key), which the trim skips. Cheaper per miss than an OrderedDict.
+        self._ghost: dict[str, int] = {}
+        self._ghost_order: deque[str] = deque()
+        self._ghost_stale: dict[str, int] = {}
         self._freq: dict[str, int] = {}
         self._small_bytes = self._main_bytes = self._ghost_bytes = 0
         self._small_target = small_ratio * self.capacity
@@ -1363,6 +1370,7 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
         ghost_size = self._ghost.pop(key, None)
         if ghost_size is not None:
             self._ghost_bytes -= ghost_size
+            self._ghost_stale[key] = self._ghost_stale.get(key, 0) + 1
             if self._may_enter_main(key, size):
                 self._main[key] = size
                 self._main_bytes += size
@@ -1370,6 +1378,19 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
         self._small[key] = size
         self._small_bytes += size
 
+
+    def _ghost_drop_oldest(self) -> int:
+        """Drop the ghost's oldest live key (skipping stale copies); return its size."""
+        order, stale = self._ghost_order, self._ghost_stale
+        while True:
+            key = order.popleft()
+            copies = stale.get(key)
+            if copies is None:
+                return self._ghost.pop(key)
+            if copies == 1:
+                del stale[key]
+            else:
+                stale[key] = copies - 1
 
     def _forget(self, key: str) -> None:
         del self._freq[key]
@@ -1392,11 +1413,11 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
                 self._main_bytes += size
                 continue
             del freq[key]
-            ghost = self._ghost
-            ghost[key] = size
+            self._ghost[key] = size
+            self._ghost_order.append(key)
             self._ghost_bytes += size
             while self._ghost_bytes > self._ghost_target:
-                self._ghost_bytes -= ghost.popitem(last=False)[1]
+                self._ghost_bytes -= self._ghost_drop_oldest()
             return key
         if not main:
             return None
@@ -1439,7 +1460,10 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
         # only calls left are the dict operations and the rare sketch reset or regrowth.
         freq, resident = self._freq, self._sizes
         small, main, ghost = self._small, self._main, self._ghost
-        small_pop, main_pop, ghost_pop, ghost_take = small.popitem, main.popitem, ghost.popitem, ghost.pop
+        small_pop, main_pop, ghost_take = small.popitem, main.popitem, ghost.pop
+        ghost_append, ghost_oldest = self._ghost_order.append, self._ghost_order.popleft
+        stale = self._ghost_stale
+        stale_get = stale.get
         main_move = main.move_to_end
         capacity = self.capacity
         room = capacity - self._pinned_bytes
@@ -1512,9 +1536,19 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
                             continue
                     del freq[candidate]  # to the ghost
                     ghost[candidate] = candidate_size
+                    ghost_append(candidate)
                     ghost_bytes += candidate_size
-                    while ghost_bytes > ghost_target:
-                        ghost_bytes -= ghost_pop(False)[1]
+                    while ghost_bytes > ghost_target:  # _ghost_drop_oldest
+                        oldest = ghost_oldest()
+                        if stale:
+                            copies = stale_get(oldest)
+                            if copies is not None:
+                                if copies == 1:
+                                    del stale[oldest]
+                                else:
+                                    stale[oldest] = copies - 1
+                                continue
+                        ghost_bytes -= ghost_take(oldest)
                     del resident[candidate]
                     used -= candidate_size
                     break
@@ -1536,6 +1570,7 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
             ghost_size = ghost_take(key, None)
             if ghost_size is not None:
                 ghost_bytes -= ghost_size
+                stale[key] = stale_get(key, 0) + 1
                 if main_bytes + size <= main_target or not main:
                     enters = True
                 else:  # _beats_main_victim, as above
