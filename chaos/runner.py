@@ -2,17 +2,21 @@
 
 1. The scenario is parsed and checked against the topology before anything starts.
 2. Two identical copies of the built-in topology come up on ephemeral ports, one per cohort
-   (chaos/stack.py: ocsim.up's supervisor in-process, each ISP's edges reaching control
-   through a fault proxy, edges with their fault API on), as Netflix's ChAP gives the
-   control and the experiment group a cluster each. Faults are made in the experiment's
-   copy only, so only the experiment cohort is in the blast radius, whatever the fault:
+   (chaos/stack.py: ocsim.up's supervisor in-process, a fault proxy per edge on each of the
+   links player -> edge, edge -> control, edge -> origin and edge -> peer, edges with their
+   fault API on), as Netflix's ChAP gives the control and the experiment group a cluster
+   each. Faults are made in the experiment's copy only, so only the experiment cohort is in
+   the blast radius, whatever the fault:
      - process faults (kill, pause, restart) are real signals to its services;
      - origin_down / origin_503 / origin_slow go through its origin's link emulation;
      - disk_full / read_errors / corrupt / clock_skew through its edges' fault API;
-     - partition blackholes one ISP's edge -> control proxy (heartbeats never arrive);
-     - toxics on link:player-edge go on the experiment cohort's proxies in front of its
-       edges (both cohorts reach their edges through such proxies, so both pay the hop),
-       toxics on link:edge-control on its edges' control proxies.
+     - partition blackholes the edge -> control proxies of one ISP's edges (heartbeats
+       never arrive);
+     - a toxic on `link:NAME` goes on every proxy of that link in the experiment's copy, or
+       with `edge = ID` only on those with that edge at one end (player-edge: the players'
+       connections to it; edge-control / edge-origin: its own; edge-peer: its asks to its
+       peers and theirs to it). Both copies have the same proxies, so both cohorts pay
+       the same hops.
 3. Viewers are split into two equal cohorts (chaos/cohorts.py). Each viewer plays sessions
    back to back until `duration_s` against its cohort's control plane; each finished
    session's report (the player's own, `PlayReport.to_dict()`) feeds its cohort's values.
@@ -52,7 +56,7 @@ from chaos.piped import PIPED_METRICS, TapSink, query_sql, records
 from chaos.metrics import METRICS, RATE_METRICS, SPS_WINDOW_S, sps_windows, stream_started
 from chaos.process import PROCESS_FAULTS
 from chaos.proxy import FaultProxy
-from chaos.scenario import Scenario, TimedFault, parse_scenario, timeline
+from chaos.scenario import LINKS, Scenario, TimedFault, parse_scenario, timeline
 from chaos.service_faults import SERVICE_FAULTS, edge_fault_patch, origin_link_patch
 from chaos.stack import Stack, chaos_topology
 from chaos.toxics import Blackhole, Toxic
@@ -64,7 +68,7 @@ from player.abr import FailoverPolicy
 from player.driver import Timeouts
 from player.play_answer import PlayAnswerCache
 
-SUPPORTED_LINKS = {"link:player-edge", "link:edge-control"}
+SUPPORTED_LINKS = {f"link:{name}" for name in LINKS}  # all four (chaos/stack.py)
 # The players run 20x faster than real time, but their timeouts are real seconds: the default
 # 5 s without a byte would be 100 s of content. 1.5 s (30 s of content) is what a real
 # player with a deep buffer allows an edge that has gone quiet before it fails over.
@@ -99,6 +103,8 @@ def check_runnable(scenario: Scenario, edge_ids: set[str], isps: set[str] | None
             if f.target not in SUPPORTED_LINKS:
                 raise BadRequest(f"{where}.target: {f.target} is not made by the cohort runner yet "
                                  f"(supported: {', '.join(sorted(SUPPORTED_LINKS))})")
+            if f.edge is not None and f.edge not in edge_ids:
+                raise BadRequest(f"{where}.edge: no edge {f.edge!r} (known: {', '.join(sorted(edge_ids))})")
             continue
         if f.target.startswith("edge:") and f.target[5:] not in edge_ids:
             raise BadRequest(f"{where}.target: no edge {f.target[5:]!r} (known: {', '.join(sorted(edge_ids))})")
@@ -130,7 +136,6 @@ class Experiment:
         self.max_segments = max_segments
         viewers = [f"viewer-{i:03d}" for i in range(scenario.viewers)]
         self.cohorts: Cohorts = split_cohorts(viewers, scenario.seed)
-        self.proxies: dict[str, dict[str, FaultProxy]] = {c: {} for c in COHORTS}
         self.sessions: dict[str, list[dict[str, Any]]] = {c: [] for c in COHORTS}
         self.events: list[dict[str, Any]] = []
         self.samples: list[dict[str, Any]] = []
@@ -147,29 +152,15 @@ class Experiment:
     def now(self) -> float:
         return round(asyncio.get_running_loop().time() - self._t0, 3)
 
-    async def start_proxies(self) -> None:
-        for cohort, proxies in self.proxies.items():
-            for i, edge in enumerate(self.stacks[cohort].state["edges"]):
-                proxy = FaultProxy("127.0.0.1", _port(edge["url"]), seed=self.scenario.seed * 1000 + i)
-                proxies[edge["id"]] = await proxy.start()
-
-    async def close(self) -> None:
-        for proxies in self.proxies.values():
-            for proxy in proxies.values():
-                proxy.clear()
-                await proxy.close()
-
     # -- faults ----------------------------------------------------------------------------
 
     @property
     def exp(self) -> Stack:
         return self.stacks["experiment"]
 
-    def link_proxies(self, target: str) -> list[FaultProxy]:
-        if target == "link:player-edge":
-            return list(self.proxies["experiment"].values())
-        assert self.exp.sup is not None
-        return list(self.exp.sup.control_proxies.values())
+    def link_proxies(self, target: str, edge: str | None = None) -> list[FaultProxy]:
+        """The experiment copy's proxies a toxic on `target` (link:NAME) goes on."""
+        return self.exp.links.select(target.removeprefix("link:"), None if edge is None else {edge})
 
     async def _corrupt_loop(self, edge_id: str, every_s: float) -> None:
         assert self._http is not None
@@ -186,12 +177,14 @@ class Experiment:
         http = self._http
         assert http is not None
         if f.toxic is not None:
-            for proxy in self.link_proxies(f.target):
+            proxies = self.link_proxies(f.target, f.edge)
+            for proxy in proxies:
                 if begin:
                     proxy.add_toxic(f.toxic)
                 else:
                     proxy.remove_toxic(f.toxic.name)
-            return f"{f.toxic.kind} on {f.target}"
+            at = f" at {f.edge}" if f.edge is not None else ""
+            return f"{f.toxic.kind} on {f.target}{at} ({len(proxies)} prox{'y' if len(proxies) == 1 else 'ies'})"
         if f.kind in PROCESS_FAULTS:
             name = {"origin": "origin", "control": "control"}.get(f.target, f.target[5:])
             driver = self.exp.driver
@@ -199,13 +192,12 @@ class Experiment:
             await asyncio.to_thread(driver.begin if begin else driver.end, f.kind, name)
             return f"{f.kind} {name}" if begin else f"undo {f.kind} {name}"
         if f.kind == "partition":
-            assert self.exp.sup is not None
-            proxy = self.exp.sup.control_proxies[f.target[4:]]
             name = f"fault-{f.index}-partition"
-            if begin:
-                proxy.add_toxic(Blackhole(name, direction="upstream"))
-            else:
-                proxy.remove_toxic(name)
+            for proxy in self.exp.links.select("edge-control", set(self.exp.edges_of(f.target[4:]))):
+                if begin:
+                    proxy.add_toxic(Blackhole(name, direction="upstream"))
+                else:
+                    proxy.remove_toxic(name)
             return f"blackhole {f.target[4:]} -> control"
         if f.kind.startswith("origin_"):
             if begin:
@@ -235,7 +227,7 @@ class Experiment:
             task.cancel()
         await asyncio.gather(*self._corrupters.values(), return_exceptions=True)
         self._corrupters.clear()
-        for proxy in self.link_proxies("link:player-edge") + self.link_proxies("link:edge-control"):
+        for proxy in self.exp.links.all():
             proxy.clear()
         http = self._http
         if http is None:
@@ -446,8 +438,8 @@ class Experiment:
             for cohort in COHORTS:
                 self.sinks[cohort] = make_sink(self.stacks[cohort].events_url, f"chaos-{cohort}")
                 await self.sinks[cohort].start()
-        maps = {cohort: {_port(e["url"]): proxies[e["id"]].port for e in self.stacks[cohort].state["edges"]}
-                for cohort, proxies in self.proxies.items()}
+        maps = {cohort: {_port(e["url"]): self.stacks[cohort].links.of("player-edge", e["id"]).port
+                         for e in self.stacks[cohort].state["edges"]} for cohort in COHORTS}
         async with aiohttp.ClientSession() as self._http, \
                 aiohttp.ClientSession(connector=PortMapConnector(maps["control"], limit=0)) as direct, \
                 aiohttp.ClientSession(connector=PortMapConnector(maps["experiment"], limit=0)) as faulted:
@@ -531,11 +523,8 @@ async def run_experiment(scenario: Scenario, *, speed: float = 20.0, max_segment
         setup_s = round(time.monotonic() - wall0, 2)
         exp = Experiment(scenario, stacks, [t.id for t in catalog.by_popularity()],
                          speed=speed, max_segments=max_segments)
-        await exp.start_proxies()
         await exp.run()
     finally:
-        if exp is not None:
-            await exp.close()
         await asyncio.gather(*(s.stop() for s in stacks.values()), return_exceptions=True)
         discard_dir(root)
     verdicts = exp.verdicts()

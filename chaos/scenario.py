@@ -31,10 +31,16 @@ The format (every key is listed in `_TOP`, `_COHORTS`, `_STEADY`, `_ABORT` and `
     [[fault]]
     kind = "kill"                   # a process fault (chaos/process.py), a service fault
                                     # (chaos/service_faults.py) or a toxic (chaos/toxics.py)
-    target = "edge:isp1-e1"         # edge:ID | origin | control | isp:NAME | link:player-edge ...
+    target = "edge:isp1-e1"         # edge:ID | origin | control | isp:NAME | link:LINK
     at_s = 5                        # or [lo, hi]: drawn from the seed
     duration_s = 20                 # required except for restart
     # toxic or service-fault parameters inline, e.g. latency_s = 0.2
+    edge = "isp1-e1"                # toxics only: just the proxies of the link with this edge
+                                    # at one end (default: every proxy of the link)
+
+The links (LINKS) are the four ocsim owns: player-edge (players -> an edge), edge-control
+(an edge's heartbeats and fill plans), edge-origin (an edge's origin fills) and edge-peer (an
+edge's asks to the other edges of its ISP, and theirs to it).
 """
 from __future__ import annotations
 
@@ -52,6 +58,7 @@ from common.errors import BadRequest
 
 LINKS = ("player-edge", "edge-origin", "edge-control", "edge-peer")
 _SERVICE_TARGET = re.compile(r"^(origin|control|edge:[A-Za-z0-9._-]+)$")
+_EDGE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
 _LINK_TARGET = re.compile(r"^link:(" + "|".join(LINKS) + ")$")
 
 _TOP = {"name", "description", "seed", "duration_s", "cohorts", "steady_state", "abort", "fault"}
@@ -85,6 +92,7 @@ class Fault:
     duration_s: float                  # 0 for an instantaneous fault (restart)
     toxic: Toxic | None = None         # network faults only
     params: dict[str, float] = field(default_factory=dict, hash=False)  # service faults only
+    edge: str | None = None            # toxics only: the one edge whose proxies of the link get it
 
     @property
     def latest_end_s(self) -> float:
@@ -213,13 +221,19 @@ def _fault(i: int, t: dict[str, Any], duration: float) -> Fault:
         raise BadRequest(f"{where}at_s: impossible timeline: the fault may end at {hi + length:g} s, "
                          f"after the experiment's duration_s = {duration:g}")
     toxic = None
+    edge = None
     params: dict[str, float] = {}
     rest = {k: v for k, v in t.items() if k not in _FAULT}
     if is_service:
         params = parse_params(kind, rest, where)
     elif not is_process:
+        if "edge" in rest:
+            edge = _str(where, rest, "edge")
+            if not _EDGE_ID.match(edge):
+                raise BadRequest(f"{where}edge: {edge!r} is not an edge id ([A-Za-z0-9._-]+)")
+            del rest["edge"]
         toxic = make_toxic(kind, f"fault-{i}-{kind}", rest, where=f"fault[{i}]")
-    return Fault(i, kind, target, (lo, hi), length, toxic, params)
+    return Fault(i, kind, target, (lo, hi), length, toxic, params, edge)
 
 
 def _check_overlaps(faults: list[Fault]) -> None:
@@ -282,6 +296,10 @@ def parse_scenario(text: str, *, known_services: set[str] | None = None) -> Scen
             if f.toxic is None and f.kind in PROCESS_FAULTS and f.target not in known_services:
                 raise BadRequest(f"fault[{f.index}].target: no service {f.target!r} in this topology "
                                  f"(known: {', '.join(sorted(known_services))})")
+            if f.edge is not None and f"edge:{f.edge}" not in known_services:
+                edges = sorted(s[5:] for s in known_services if s.startswith("edge:"))
+                raise BadRequest(f"fault[{f.index}].edge: no edge {f.edge!r} in this topology "
+                                 f"(known: {', '.join(edges)})")
     _check_overlaps(faults)
     if crowd is not None and crowd >= duration:
         raise BadRequest(f"cohorts.flash_crowd_at_s: impossible timeline: {crowd:g} is not before "

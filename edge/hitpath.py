@@ -115,9 +115,13 @@ class HitSender:
             # Before prepare(): a failing disk read can still become a clean 5xx.
             await asyncio.get_running_loop().run_in_executor(self._executor, _warm, fd, offset, count)
             self.stats["warmed"] += 1
-        writer = await resp.prepare(request)
-        assert writer is not None
         transport = request.transport
+        try:
+            writer = await resp.prepare(request)
+        except _DISCONNECTS:  # the client left before the headers went out: its choice, not an error
+            self._abort(resp, transport)
+            return
+        assert writer is not None
         if transport is None or transport.is_closing():
             self._abort(resp, transport)
             return

@@ -359,15 +359,26 @@ class Supervisor:
         control = self._start(Child("control", "control", control_argv, self.log_dir))
         ports = {e.id: e.port or free_port(self.host) for e in self.topo.edges}
         for edge in self.topo.edges:
-            peers = [f"http://{self.host}:{ports[p.id]}" for p in self.topo.isps[edge.isp].edges if p.id != edge.id]
-            args = edge_args(edge, origin.url, self.edge_control_url(edge, control.url), self.secrets,
-                             self.state_dir, ports[edge.id], peers, self.host)
+            peers = [self.edge_peer_url(edge, p, f"http://{self.host}:{ports[p.id]}")
+                     for p in self.topo.isps[edge.isp].edges if p.id != edge.id]
+            args = edge_args(edge, self.edge_upstream_url(edge, origin.url), self.edge_control_url(edge, control.url),
+                             self.secrets, self.state_dir, ports[edge.id], peers, self.host)
             self._start(Child(edge.id, "edge", self._with_events(args), self.log_dir, edge=edge))
 
+    # The URLs an edge is given for the other services: hooks where chaos/stack.py puts a fault
+    # proxy on each of the edge's links (edge -> control, edge -> origin, edge -> peer).
+
     def edge_control_url(self, edge: EdgeSpec, control_url: str) -> str:
-        """The control plane's URL as `edge` is to reach it (chaos/stack.py puts a fault proxy
-        on that link, per ISP)."""
+        """The control plane's URL as `edge` is to reach it."""
         return control_url
+
+    def edge_upstream_url(self, edge: EdgeSpec, origin_url: str) -> str:
+        """The origin's URL as `edge` is to fill from it (its `--upstream`)."""
+        return origin_url
+
+    def edge_peer_url(self, edge: EdgeSpec, peer: EdgeSpec, peer_url: str) -> str:
+        """`peer`'s URL as `edge` is to ask it before the origin (one `--peer`)."""
+        return peer_url
 
     def wait_healthy(self, timeout: float) -> None:
         """Every child answers /healthz 200 and every edge is `up` in the control plane's fleet."""

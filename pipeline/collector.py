@@ -189,7 +189,12 @@ class Collector:
     async def stop(self) -> None:
         """Finish the batch in hand (commit, ack), roll Parquet, close the store."""
         self._stop.set()
-        if self._task is not None:
+        if self._task is not None and not self.ready.is_set():
+            # never bound: no batch can be in hand, and nats.connect may be retrying an
+            # address that never answers; nothing to wait for
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        elif self._task is not None:
             try:
                 await asyncio.wait_for(self._task, 15.0)
             except (asyncio.TimeoutError, asyncio.CancelledError):

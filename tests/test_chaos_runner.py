@@ -81,12 +81,16 @@ def test_the_runner_refuses_what_it_cannot_make_before_starting() -> None:
         ("kind = 'kill'\ntarget = 'edge:zz'\nat_s = 1\nduration_s = 1", r"fault\[0\]\.target: no edge 'zz'"),
         ("kind = 'disk_full'\ntarget = 'edge:zz'\nat_s = 1\nduration_s = 1", r"fault\[0\]\.target: no edge 'zz'"),
         ("kind = 'partition'\ntarget = 'isp:zz'\nat_s = 1\nduration_s = 1", r"fault\[0\]\.target: no ISP 'zz'"),
-        ("kind = 'latency'\ntarget = 'link:edge-origin'\nat_s = 1\nduration_s = 1",
-         r"fault\[0\]\.target: link:edge-origin is not made"),
+        ("kind = 'latency'\ntarget = 'link:edge-origin'\nedge = 'zz'\nat_s = 1\nduration_s = 1\nlatency_s = 1",
+         r"fault\[0\]\.edge: no edge 'zz' \(known: isp-a-1, isp-a-2\)"),
     ]:
         s = parse_scenario('name = "x"\n' + HEAD + "[[fault]]\n" + fault + "\n")
         with pytest.raises(BadRequest, match=message):
             check_runnable(s, edges, {"isp-a", "isp-b"})
+    for link in ("player-edge", "edge-control", "edge-origin", "edge-peer"):  # all four are made
+        s = parse_scenario('name = "x"\n' + HEAD + f"[[fault]]\nkind = 'reset'\ntarget = 'link:{link}'\n"
+                           "edge = 'isp-a-2'\nat_s = 1\nduration_s = 1\n")
+        check_runnable(s, edges, {"isp-a", "isp-b"})
 
 
 def test_cli_names_the_bad_field_and_starts_nothing(tmp_path: Path) -> None:

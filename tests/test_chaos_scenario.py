@@ -92,6 +92,16 @@ at_s = 20
     ("[[fault]]\nkind = 'partition'\ntarget = 'isp:a'\nat_s = 1\nduration_s = 1\nlatency_s = 1\n", r"fault\[0\]\.latency_s: unknown field for partition"),
     ("[[steady_state]]\nmetric = 'failed'\nalpha = 0.9\n", r"steady_state\[1\]\.alpha: must be < 0.5"),
     ("[[abort]]\nmetric = 'failed'\n", r"abort\[0\]\.max_excess: required"),
+    ("[[fault]]\nkind = 'latency'\ntarget = 'link:edge-cdn'\nat_s = 1\nduration_s = 1\n",
+     r"fault\[0\]\.target: 'latency' needs a link \(link:player-edge \| link:edge-origin"),
+    ("[[fault]]\nkind = 'latency'\ntarget = 'link:player-edge'\nat_s = 1\nduration_s = 1\nedge = 3\n",
+     r"fault\[0\]\.edge: must be a non-empty string"),
+    ("[[fault]]\nkind = 'latency'\ntarget = 'link:player-edge'\nat_s = 1\nduration_s = 1\nedge = 'a/b'\n",
+     r"fault\[0\]\.edge: 'a/b' is not an edge id"),
+    ("[[fault]]\nkind = 'kill'\ntarget = 'edge:x'\nat_s = 1\nduration_s = 1\nedge = 'x'\n",
+     r"fault\[0\]\.edge: unknown field"),
+    ("[[fault]]\nkind = 'disk_full'\ntarget = 'edge:x'\nat_s = 1\nduration_s = 1\nedge = 'x'\n",
+     r"fault\[0\]\.edge: unknown field for disk_full"),
 ])
 def test_bad_input_names_the_field(extra: str, message: str) -> None:
     with pytest.raises(BadRequest, match=message):
@@ -114,4 +124,32 @@ def test_bad_documents_are_refused(text: str, message: str) -> None:
 def test_known_services_refuse_a_missing_edge() -> None:
     text = BASE + "[[fault]]\nkind = 'kill'\ntarget = 'edge:nope'\nat_s = 1\nduration_s = 1\n"
     with pytest.raises(BadRequest, match=r"fault\[0\]\.target: no service 'edge:nope'"):
+        parse_scenario(text, known_services={"edge:isp1-e1", "origin", "control"})
+
+
+@pytest.mark.parametrize("link", ["player-edge", "edge-control", "edge-origin", "edge-peer"])
+def test_a_toxic_goes_on_any_of_the_four_links_and_on_one_edge_of_it(link: str) -> None:
+    s = parse_scenario(BASE + f"""
+[[fault]]
+kind = "truncate"
+target = "link:{link}"
+at_s = 1
+duration_s = 5
+after_bytes = 1000
+[[fault]]
+kind = "latency"
+target = "link:{link}"
+edge = "isp-a-1"
+at_s = 1
+duration_s = 5
+latency_s = 0.1
+""")
+    assert [f.target for f in s.faults] == [f"link:{link}"] * 2
+    assert s.faults[0].edge is None and s.faults[1].edge == "isp-a-1"
+    assert s.faults[1].toxic == Latency("fault-1-latency", latency_s=0.1)  # `edge` is not the toxic's
+
+
+def test_known_services_refuse_a_missing_edge_of_a_link_toxic() -> None:
+    text = BASE + "[[fault]]\nkind = 'reset'\ntarget = 'link:edge-peer'\nedge = 'nope'\nat_s = 1\nduration_s = 1\n"
+    with pytest.raises(BadRequest, match=r"fault\[0\]\.edge: no edge 'nope' in this topology \(known: isp1-e1\)"):
         parse_scenario(text, known_services={"edge:isp1-e1", "origin", "control"})

@@ -357,3 +357,37 @@ def test_hot_tier_budget_and_lru() -> None:
     t.discard("missing")
     assert t.used == 40 and len(t) == 1
     assert HotTier.response(b"0123456789", offset=2, count=3).body == b"234"
+
+
+def test_client_gone_before_the_headers_is_an_abort_not_an_error() -> None:
+    """wrk closing its connections at the end of a run: the headers' write finds the transport
+    closing (aiohttp raises ClientConnectionResetError); that is the client's choice, counted
+    as an abort, never an exception for aiohttp to log as a 500."""
+    from aiohttp import ClientConnectionResetError
+
+    class Transport:
+        aborted = False
+
+        def is_closing(self) -> bool:
+            return True
+
+        def abort(self) -> None:
+            self.aborted = True
+
+    class Request:
+        method = "GET"
+        transport = Transport()
+
+    class Response:
+        status = 200
+        closed = False
+
+        async def prepare(self, request: Any) -> None:
+            raise ClientConnectionResetError("Cannot write to closing transport")
+
+        def force_close(self) -> None:
+            self.closed = True
+
+    sender, resp = HitSender(probe_page_cache=False), Response()
+    asyncio.run(sender.send(Request(), resp, -1, 0, 10))  # type: ignore[arg-type]
+    assert sender.stats["aborted"] == 1 and resp.closed
