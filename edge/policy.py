@@ -21,10 +21,12 @@ only says what happens on a hit, on an insert, on a removal and who the next vic
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import length_hint
 from typing import ClassVar
 
 __all__ = [
@@ -263,6 +265,39 @@ class EvictionPolicy(ABC):
         self._sizes[key] = size
         self.used += size
         return Admission(True, evicted) if evicted else _ADMITTED
+
+
+def _replay_in_runs(policy: WTinyLFUPolicy | S3TinyLFUPolicy,
+                    run: Callable[[Sequence[str], Sequence[int]], tuple[int, int]],
+                    keys: Sequence[str], sizes: Sequence[int]) -> tuple[int, int]:
+    """``replay`` for a policy with a frequency sketch: runs of requests that cannot reach
+    the sketch's reset go to ``run`` (a loop with no per-request counter: the run's length
+    is the count), and the one request that resets goes through ``request``.
+
+    ``run`` must increment the sketch's additions by the run's length, or, if it replaces
+    the sketch (regrowth), set the new one's to the number of requests after that point.
+    """
+    total = min(len(keys), len(sizes))
+    hits = hit_bytes = 0
+    at = 0
+    while at < total:
+        sketch = policy.sketch
+        stop = min(total, at + sketch.sample_size - 1 - sketch._additions)
+        if stop > at:
+            run_keys, run_sizes = keys[at:stop], sizes[at:stop]
+            if not isinstance(run_keys, (list, tuple)):  # the loop reads a length hint
+                run_keys = list(run_keys)
+            run_hits, run_bytes = run(run_keys, run_sizes)
+            hits += run_hits
+            hit_bytes += run_bytes
+            at = stop
+        sketch = policy.sketch
+        if at < total and sketch._additions >= sketch.sample_size - 1:  # this one resets
+            if policy.request(keys[at], sizes[at]):
+                hits += 1
+                hit_bytes += sizes[at]
+            at += 1
+    return hits, hit_bytes
 
 
 class LRUPolicy(EvictionPolicy):
@@ -724,7 +759,7 @@ class FrequencySketch:
     compatibility and unused.
     """
 
-    __slots__ = ("_cells", "_additions", "sample_size", "max_count", "_saturated")
+    __slots__ = ("_cells", "_additions", "sample_size", "max_count", "_saturated", "_next")
 
     def __init__(self, entries: int, width_factor: int = 4, sample_factor: int = 10,
                  max_count: int = 15) -> None:
@@ -736,6 +771,11 @@ class FrequencySketch:
         self.sample_size = entries * sample_factor
         self.max_count = max_count
         self._saturated = 2 * max_count + 1  # counter at max_count, doorkeeper set
+        # a cell after one increment, by its value before (one tuple index in the replay
+        # loops instead of two tests): the doorkeeper bit first, then +1 up to max_count
+        self._next: tuple[int, ...] = tuple(
+            (cell + 2 if cell < self._saturated else cell) if cell & 1 else cell | 1
+            for cell in range(self._saturated + 1))
 
     def increment(self, key: str) -> None:
         cells = self._cells
@@ -924,88 +964,161 @@ class WTinyLFUPolicy(EvictionPolicy):
         return None
 
     def replay(self, keys: Sequence[str], sizes: Sequence[int]) -> tuple[int, int]:
-        # request() per item with the sketch's increment, the climber's counts and the hit
-        # written out; a miss goes through _admit (which may replace the sketch).
+        return _replay_in_runs(self, self._replay_run, keys, sizes)
+
+    def _replay_run(self, keys: Sequence[str], sizes: Sequence[int]) -> tuple[int, int]:
+        # A run of _replay_in_runs (no sketch reset inside it): request() per item, with
+        # everything it calls written out over local names: the
+        # sketch's increment and estimate, the climber's counts, _on_hit and _demote, _admit,
+        # _admit_to_main and the jitter. What is left as calls is rare: the sketch's reset
+        # and regrowth and the climber's step (the state they read is stored back first).
         resident, pinned = self._sizes, self._pinned
+        resident_get = resident.get
         window, probation, protected = self._window, self._probation, self._protected
         window_move, protected_move = window.move_to_end, protected.move_to_end
+        window_pop, protected_pop, probation_take = window.popitem, protected.popitem, probation.pop
         capacity = self.capacity
         room = capacity - self._pinned_bytes
-        window_pop, admit_to_main, adaptive = window.popitem, self._admit_to_main, self.adaptive
-        scratch: list[str] = []
+        used, window_bytes, protected_bytes = self.used, self._window_bytes, self._protected_bytes
+        # the targets are floats; int bounds compare alike and faster (x > t iff x > floor(t))
+        window_target, protected_target = math.floor(self._window_target), math.floor(self._protected_target)
+        adaptive, sketch_entries = self.adaptive, self._sketch_entries
+        sample_requests, sample_hit_bytes = self._sample_requests, self._sample_hit_bytes
+        sample_miss_bytes = self._sample_miss_bytes
+        jitter = self._jitter
+        state = jitter._state
         sketch = self.sketch
         cells, additions = sketch._cells, sketch._additions
-        sample, saturated = sketch.sample_size, sketch._saturated
+        cell_of = cells.get
+        sample, after = sketch.sample_size, sketch._next
         hits = hit_bytes = 0
-        for key, size in zip(keys, sizes):
-            cell = cells.get(key, 0)  # FrequencySketch.increment, written out
-            if cell & 1:
-                if cell < saturated:
-                    cells[key] = cell + 2
-            else:
-                cells[key] = cell | 1
-            additions += 1
-            if additions >= sample:
-                sketch._additions = additions
-                sketch._reset()
-                cells, additions = sketch._cells, sketch._additions
+        pending = iter(keys)  # its length hint says where the loop is (for a new sketch)
+        for key, size in zip(pending, sizes):
+            cells[key] = after[cell_of(key, 0)]  # FrequencySketch.increment (no reset here)
+            held = resident_get(key)
             if adaptive:
-                self._sample_requests += 1
-                held = resident.get(key)
+                sample_requests += 1
                 if held is not None:
-                    self._sample_hit_bytes += held
-            if key in window:
-                window_move(key)
-            elif key in protected:
-                protected_move(key)
-            elif key in probation:
-                moved = probation.pop(key)
-                protected[key] = moved
-                self._protected_bytes += moved
-                if self._protected_bytes > self._protected_target:
-                    self._demote()
-            elif key in pinned:
-                pass
-            else:
-                if not 0 <= size <= room:
-                    continue
-                # _admit, written out (without the list of evicted keys)
-                sketch._additions = additions
-                if adaptive:
-                    self._sample_miss_bytes += size
-                    if self._sample_requests >= sample:
-                        self._climb()
-                if len(resident) >= self._sketch_entries:
-                    self._sketch_entries = 2 * len(resident)
-                    sketch = self.sketch = self._new_sketch()
-                    cells, additions = sketch._cells, sketch._additions
-                    sample, saturated = sketch.sample_size, sketch._saturated
-                window[key] = size
-                window_bytes = self._window_bytes + size
-                resident[key] = size
-                used = self.used + size
-                self.used = used
-                window_target = self._window_target
-                while window_bytes > window_target and window:
-                    candidate, candidate_size = window_pop(False)
-                    window_bytes -= candidate_size
-                    if used <= capacity or admit_to_main(candidate, scratch):
-                        probation[candidate] = candidate_size
-                    else:
-                        used -= resident.pop(candidate)
-                        self.used = used
-                    used = self.used
-                    scratch.clear()
-                while used > capacity and window:  # pins crowd out main: shrink the window
-                    candidate, candidate_size = window_pop(False)
-                    window_bytes -= candidate_size
-                    used -= resident.pop(candidate)
-                self._window_bytes = window_bytes
-                self.used = used
+                    sample_hit_bytes += held
+            if held is not None:  # a hit: _on_hit
+                hits += 1
+                hit_bytes += size
+                if key in protected:
+                    protected_move(key)
+                elif key in window:
+                    window_move(key)
+                elif key in probation:
+                    moved = probation_take(key)
+                    protected[key] = moved
+                    protected_bytes += moved
+                    while protected_bytes > protected_target and len(protected) > 1:  # _demote
+                        demoted, demoted_size = protected_pop(False)
+                        protected_bytes -= demoted_size
+                        probation[demoted] = demoted_size
+                continue  # (else pinned)
+            if not 0 <= size <= room:
                 continue
-            hits += 1
-            hit_bytes += size
-        sketch._additions = additions
+            # _admit
+            if adaptive:
+                sample_miss_bytes += size
+                if sample_requests >= sample:
+                    self._window_bytes, self._protected_bytes = window_bytes, protected_bytes
+                    self._sample_requests, self._sample_hit_bytes = sample_requests, sample_hit_bytes
+                    self._sample_miss_bytes = sample_miss_bytes
+                    self._climb()
+                    window_bytes, protected_bytes = self._window_bytes, self._protected_bytes
+                    window_target = math.floor(self._window_target)
+                    protected_target = math.floor(self._protected_target)
+                    sample_requests = sample_hit_bytes = sample_miss_bytes = 0
+            if len(resident) >= sketch_entries:  # Caffeine's ensureCapacity
+                sketch_entries = self._sketch_entries = 2 * len(resident)
+                sketch = self.sketch = self._new_sketch()
+                cells, cell_of, sample, after = sketch._cells, sketch._cells.get, sketch.sample_size, sketch._next
+                additions = length_hint(pending) - len(keys)  # the run's rest counts here
+            window[key] = size
+            window_bytes += size
+            resident[key] = size
+            used += size
+            while window_bytes > window_target and window:
+                candidate, candidate_size = window_pop(False)
+                window_bytes -= candidate_size
+                if used <= capacity:
+                    probation[candidate] = candidate_size
+                    continue
+                # _admit_to_main: room in main if the candidate beats every victim it needs
+                need = used - capacity
+                cell = cell_of(candidate, 0)
+                candidate_freq = (cell >> 1) + (cell & 1)
+                if probation:
+                    victim = next(iter(probation))
+                    victim_size = probation[victim]
+                else:
+                    victim_size = 0
+                if victim_size >= need:  # the usual case: probation's LRU object is enough
+                    cell = cell_of(victim, 0)
+                    if candidate_freq > (cell >> 1) + (cell & 1):
+                        admitted = True
+                    elif candidate_freq < _JITTER_MIN_FREQUENCY:
+                        admitted = False
+                    else:  # _Jitter.admit
+                        state ^= (state << 13) & _MASK64
+                        state ^= state >> 7
+                        state ^= (state << 17) & _MASK64
+                        admitted = (state >> 32) & 127 == 0
+                    if admitted:
+                        del probation[victim]
+                        del resident[victim]
+                        used -= victim_size
+                else:  # several victims, from probation then protected
+                    victims: list[tuple[OrderedDict[str, int], str]] = []
+                    freed = 0
+                    forced = False
+                    admitted = True
+                    for segment in (probation, protected):
+                        for victim in segment:
+                            if not forced:
+                                cell = cell_of(victim, 0)
+                                if candidate_freq <= (cell >> 1) + (cell & 1):
+                                    if candidate_freq < _JITTER_MIN_FREQUENCY:
+                                        admitted = False
+                                        break
+                                    state ^= (state << 13) & _MASK64
+                                    state ^= state >> 7
+                                    state ^= (state << 17) & _MASK64
+                                    if (state >> 32) & 127:
+                                        admitted = False
+                                        break
+                                    forced = True
+                            victims.append((segment, victim))
+                            freed += segment[victim]
+                            if freed >= need:
+                                break
+                        if freed >= need or not admitted:
+                            break
+                    if admitted and freed >= need:
+                        for segment, victim in victims:
+                            victim_size = segment.pop(victim)
+                            if segment is protected:
+                                protected_bytes -= victim_size
+                            del resident[victim]
+                            used -= victim_size
+                    else:
+                        admitted = False
+                if admitted:
+                    probation[candidate] = candidate_size
+                else:
+                    del resident[candidate]
+                    used -= candidate_size
+            while used > capacity and window:  # pins crowd out main: shrink the window
+                candidate, candidate_size = window_pop(False)
+                window_bytes -= candidate_size
+                del resident[candidate]
+                used -= candidate_size
+        sketch._additions = additions + len(keys)
+        jitter._state = state
+        self.used, self._window_bytes, self._protected_bytes = used, window_bytes, protected_bytes
+        self._sample_requests, self._sample_hit_bytes = sample_requests, sample_hit_bytes
+        self._sample_miss_bytes = sample_miss_bytes
         return hits, hit_bytes
 
     # -- adaptive window (hill climbing) ----------------------------------------------
@@ -1183,6 +1296,7 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
     __slots__ = (
         "_small", "_main", "_ghost", "_freq", "_small_bytes", "_main_bytes", "_ghost_bytes",
         "_small_target", "_main_target", "_ghost_target", "sketch", "_sketch_entries",
+        "_ghost_order", "_ghost_stale",
         "_sample_factor", "_jitter",
     )
     name = "s3tinylfu"
@@ -1191,7 +1305,13 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
         super().__init__(capacity)
         self._small: OrderedDict[str, int] = OrderedDict()
         self._main: OrderedDict[str, int] = OrderedDict()
-        self._ghost: OrderedDict[str, int] = OrderedDict()
+        # The ghost FIFO as a dict (key -> size, in FIFO order) plus a deque of its keys in
+        # insertion order: a key that leaves the ghost on a ghost hit stays in the deque, and
+        # _ghost_stale counts such stale copies per key (always older than a live copy of the
+        # same key), which the trim skips. Cheaper per miss than an OrderedDict.
+        self._ghost: dict[str, int] = {}
+        self._ghost_order: deque[str] = deque()
+        self._ghost_stale: dict[str, int] = {}
         self._freq: dict[str, int] = {}
         self._small_bytes = self._main_bytes = self._ghost_bytes = 0
         self._small_target = small_ratio * self.capacity
@@ -1262,6 +1382,7 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
         ghost_size = self._ghost.pop(key, None)
         if ghost_size is not None:
             self._ghost_bytes -= ghost_size
+            self._ghost_stale[key] = self._ghost_stale.get(key, 0) + 1
             if self._may_enter_main(key, size):
                 self._main[key] = size
                 self._main_bytes += size
@@ -1269,6 +1390,19 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
         self._small[key] = size
         self._small_bytes += size
 
+
+    def _ghost_drop_oldest(self) -> int:
+        """Drop the ghost's oldest live key (skipping stale copies); return its size."""
+        order, stale = self._ghost_order, self._ghost_stale
+        while True:
+            key = order.popleft()
+            copies = stale.get(key)
+            if copies is None:
+                return self._ghost.pop(key)
+            if copies == 1:
+                del stale[key]
+            else:
+                stale[key] = copies - 1
 
     def _forget(self, key: str) -> None:
         del self._freq[key]
@@ -1291,11 +1425,11 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
                 self._main_bytes += size
                 continue
             del freq[key]
-            ghost = self._ghost
-            ghost[key] = size
+            self._ghost[key] = size
+            self._ghost_order.append(key)
             self._ghost_bytes += size
             while self._ghost_bytes > self._ghost_target:
-                self._ghost_bytes -= ghost.popitem(last=False)[1]
+                self._ghost_bytes -= self._ghost_drop_oldest()
             return key
         if not main:
             return None
@@ -1328,84 +1462,150 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
         return False
 
     def replay(self, keys: Sequence[str], sizes: Sequence[int]) -> tuple[int, int]:
-        # request() per item, with the sketch's increment, _admit, _make_room, _evict_one
-        # and _insert written out; only the TinyLFU comparison is a call.
+        return _replay_in_runs(self, self._replay_run, keys, sizes)
+
+    def _replay_run(self, keys: Sequence[str], sizes: Sequence[int]) -> tuple[int, int]:
+        # A run of _replay_in_runs (no sketch reset inside it): request() per item, with
+        # everything it calls written out over local names: the
+        # sketch's increment and estimate, _admit, _make_room, _evict_one, _insert, the
+        # TinyLFU comparison (_beats_main_victim, _next_main_victim) and the jitter. The
+        # only calls left are the dict operations and the rare sketch reset or regrowth.
         freq, resident = self._freq, self._sizes
         small, main, ghost = self._small, self._main, self._ghost
-        small_pop, ghost_pop, ghost_take = small.popitem, ghost.popitem, ghost.pop
+        small_pop, main_pop, ghost_take = small.popitem, main.popitem, ghost.pop
+        ghost_append, ghost_oldest = self._ghost_order.append, self._ghost_order.popleft
+        stale = self._ghost_stale
+        stale_get = stale.get
+        main_move = main.move_to_end
         capacity = self.capacity
         room = capacity - self._pinned_bytes
-        small_target, main_target, ghost_target = self._small_target, self._main_target, self._ghost_target
+        # the targets are floats; int bounds compare alike and faster (x >= t iff x >= ceil(t))
+        small_target, main_target = math.ceil(self._small_target), math.floor(self._main_target)
+        ghost_target = math.floor(self._ghost_target)
+        pinned = self._pinned
         small_bytes, main_bytes, ghost_bytes = self._small_bytes, self._main_bytes, self._ghost_bytes
-        used = self.used
-        beats, next_main_victim = self._beats_main_victim, self._next_main_victim
+        used, sketch_entries = self.used, self._sketch_entries
+        jitter = self._jitter
+        state = jitter._state
         sketch = self.sketch
         cells, additions = sketch._cells, sketch._additions
-        sample, saturated = sketch.sample_size, sketch._saturated
+        cell_of = cells.get
+        sample, after = sketch.sample_size, sketch._next
         hits = hit_bytes = 0
-        for key, size in zip(keys, sizes):
-            cell = cells.get(key, 0)  # FrequencySketch.increment, written out
-            if cell & 1:
-                if cell < saturated:
-                    cells[key] = cell + 2
-            else:
-                cells[key] = cell | 1
-            additions += 1
-            if additions >= sample:
-                sketch._additions = additions
-                sketch._reset()
-                cells, additions = sketch._cells, sketch._additions
+        pending = iter(keys)  # its length hint says where the loop is (for a new sketch)
+        for key, size in zip(pending, sizes):
+            cells[key] = after[cell_of(key, 0)]  # FrequencySketch.increment (no reset here)
             count = freq.get(key)
-            if count is not None:
+            if count is not None:  # a hit on an unpinned object
                 if count < 3:
                     freq[key] = count + 1
                 hits += 1
                 hit_bytes += size
                 continue
-            if key in resident:  # pinned
+            if pinned and key in pinned:  # resident = unpinned (freq) + pinned
                 hits += 1
                 hit_bytes += size
                 continue
             if not 0 <= size <= room:
                 continue
-            if len(resident) >= self._sketch_entries:  # Caffeine's ensureCapacity
-                self._sketch_entries = 2 * len(resident)
-                sketch = self.sketch = FrequencySketch(self._sketch_entries, sample_factor=self._sample_factor)
-                cells, additions = sketch._cells, sketch._additions
-                sample, saturated = sketch.sample_size, sketch._saturated
-            while used + size > capacity:
-                victim = None
-                while small:
-                    if small_bytes < small_target and main:
-                        break
+            if len(resident) >= sketch_entries:  # Caffeine's ensureCapacity
+                sketch_entries = self._sketch_entries = 2 * len(resident)
+                sketch = self.sketch = FrequencySketch(sketch_entries, sample_factor=self._sample_factor)
+                cells, cell_of, sample, after = sketch._cells, sketch._cells.get, sketch.sample_size, sketch._next
+                additions = length_hint(pending) - len(keys)  # the run's rest counts here
+            used += size
+            while used > capacity:  # _make_room: one _evict_one per pass
+                while small and (small_bytes >= small_target or not main):
                     candidate, candidate_size = small_pop(False)
                     small_bytes -= candidate_size
-                    if freq[candidate] and (main_bytes + candidate_size <= main_target or not main
-                                            or beats(candidate)):
-                        freq[candidate] = 0
-                        main[candidate] = candidate_size
-                        main_bytes += candidate_size
-                        continue
-                    del freq[candidate]
+                    if freq[candidate]:  # hit in small: it enters main if TinyLFU lets it
+                        if main_bytes + candidate_size <= main_target or not main:
+                            enters = True
+                        else:  # _beats_main_victim: main's CLOCK, then the comparison
+                            while True:
+                                victim = next(iter(main))
+                                victim_count = freq[victim]
+                                if not victim_count:
+                                    break
+                                freq[victim] = victim_count - 1
+                                main_move(victim)
+                            cell = cell_of(candidate, 0)
+                            candidate_freq = (cell >> 1) + (cell & 1)
+                            cell = cell_of(victim, 0)
+                            if candidate_freq > (cell >> 1) + (cell & 1):
+                                enters = True
+                            elif candidate_freq < _JITTER_MIN_FREQUENCY:
+                                enters = False
+                            else:  # _Jitter.admit
+                                state ^= (state << 13) & _MASK64
+                                state ^= state >> 7
+                                state ^= (state << 17) & _MASK64
+                                enters = (state >> 32) & 127 == 0
+                        if enters:
+                            freq[candidate] = 0
+                            main[candidate] = candidate_size
+                            main_bytes += candidate_size
+                            continue
+                    del freq[candidate]  # to the ghost
                     ghost[candidate] = candidate_size
+                    ghost_append(candidate)
                     ghost_bytes += candidate_size
-                    while ghost_bytes > ghost_target:
-                        ghost_bytes -= ghost_pop(False)[1]
-                    victim = candidate
+                    while ghost_bytes > ghost_target:  # _ghost_drop_oldest
+                        oldest = ghost_oldest()
+                        if stale:
+                            copies = stale_get(oldest)
+                            if copies is not None:
+                                if copies == 1:
+                                    del stale[oldest]
+                                else:
+                                    stale[oldest] = copies - 1
+                                continue
+                        ghost_bytes -= ghost_take(oldest)
+                    del resident[candidate]
+                    used -= candidate_size
                     break
-                if victim is None:
+                else:
                     if not main:
-                        break
-                    victim = next_main_victim()
-                    assert victim is not None
-                    main_bytes -= main.pop(victim)
+                        break  # only pinned bytes left: callers checked it fits
+                    while True:  # main's CLOCK: the first object with a zero counter goes
+                        victim, victim_size = main_pop(False)
+                        victim_count = freq[victim]
+                        if not victim_count:
+                            break
+                        freq[victim] = victim_count - 1
+                        main[victim] = victim_size
+                    main_bytes -= victim_size
                     del freq[victim]
-                used -= resident.pop(victim)
-            freq[key] = 0
+                    del resident[victim]
+                    used -= victim_size
+            freq[key] = 0  # _insert
             ghost_size = ghost_take(key, None)
             if ghost_size is not None:
                 ghost_bytes -= ghost_size
-                if main_bytes + size <= main_target or not main or beats(key):
+                stale[key] = stale_get(key, 0) + 1
+                if main_bytes + size <= main_target or not main:
+                    enters = True
+                else:  # _beats_main_victim, as above
+                    while True:
+                        victim = next(iter(main))
+                        victim_count = freq[victim]
+                        if not victim_count:
+                            break
+                        freq[victim] = victim_count - 1
+                        main_move(victim)
+                    cell = cell_of(key, 0)
+                    candidate_freq = (cell >> 1) + (cell & 1)
+                    cell = cell_of(victim, 0)
+                    if candidate_freq > (cell >> 1) + (cell & 1):
+                        enters = True
+                    elif candidate_freq < _JITTER_MIN_FREQUENCY:
+                        enters = False
+                    else:
+                        state ^= (state << 13) & _MASK64
+                        state ^= state >> 7
+                        state ^= (state << 17) & _MASK64
+                        enters = (state >> 32) & 127 == 0
+                if enters:
                     main[key] = size
                     main_bytes += size
                 else:
@@ -1415,8 +1615,8 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
                 small[key] = size
                 small_bytes += size
             resident[key] = size
-            used += size
-        sketch._additions = additions
+        sketch._additions = additions + len(keys)
+        jitter._state = state
         self._small_bytes, self._main_bytes, self._ghost_bytes = small_bytes, main_bytes, ghost_bytes
         self.used = used
         return hits, hit_bytes
