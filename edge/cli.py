@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hot-bytes", default="64MiB", help="RAM tier for small objects (SIZE, 0 = off)")
     p.add_argument("--scrub-rate", default="8MiB",
                    help="bytes per second the background scrubber re-verifies on disk (SIZE, 0 = off)")
+    p.add_argument("--scrub-interval", type=float, default=600.0,
+                   help="seconds from the start of one scrub pass over the cache to the next (0 = back to back): "
+                        "a pass re-reads every object once; between passes the scrubber reads nothing")
     p.add_argument("--public-url", default="", help="URL the control plane should hand out (default: the bound URL)")
     p.add_argument("--heartbeat-interval", type=float, default=1.0, help="seconds between heartbeats")
     p.add_argument("--shutdown-timeout", type=float, default=10.0,
@@ -76,6 +79,8 @@ def main(argv: Sequence[str]) -> int:
         capacity = parse_size(args.capacity)
         hot_bytes = parse_size(args.hot_bytes)
         scrub_rate = parse_size(args.scrub_rate)
+        if not 0 <= args.scrub_interval <= 30 * 86400:
+            raise ValueError("--scrub-interval must be 0..2592000 seconds")
         keyring = Keyring.parse(args.token_key) if args.token_key else None
         edge_key = bytes.fromhex(args.edge_key) if args.edge_key else b""
     except ValueError as exc:
@@ -91,7 +96,7 @@ def main(argv: Sequence[str]) -> int:
         operator_token=token, policy=args.policy, peers=_peers(args.peer), fill_timeout=args.fill_timeout,
         hot_bytes=hot_bytes, control=args.control, edge_key=edge_key, public_url=args.public_url,
         heartbeat_interval=args.heartbeat_interval, fast_lane=args.fast_lane, events=args.events,
-        scrub_bytes_per_s=scrub_rate)
+        scrub_bytes_per_s=scrub_rate, scrub_interval_s=args.scrub_interval)
     if not args.operator_token:
         print(f"edge {args.id}: operator token in {state_dir}/operator_token", file=sys.stderr)
     fault_token = ""

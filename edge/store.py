@@ -514,6 +514,11 @@ class DiskStore:
             await self._corrupt(entry)
         return False
 
+    @property
+    def scrub_in_pass(self) -> bool:
+        """True while a scrub pass has objects left to verify."""
+        return bool(self._scrub_order)
+
     async def scrub(self, max_bytes: int) -> int:
         """Verify the next objects in index order, about `max_bytes` of them (at least one),
         resuming where the last call stopped, at most one pass over the index per call: the

@@ -464,3 +464,17 @@ async def test_a_peer_copy_that_fails_its_senders_checksum_is_refused(store: Dis
         await fill.finished()
     assert "checksum" in info.value.reason and fill.bad_body and fill.state is FillState.FAILED
     assert KEY not in store.index and tmp_files(store) == []
+
+
+def test_the_scrub_pacer_reads_one_pass_per_interval() -> None:
+    """A pass runs to its end at the rate; the next starts only `interval` after the last began."""
+    from edge.server import ScrubPacer
+    p = ScrubPacer(600.0)
+    assert p.may_read(False, 1000.0)  # the first pass starts at once
+    assert p.may_read(True, 1001.0)  # and runs to its end
+    assert not p.may_read(False, 1030.0)  # done after 30 s: nothing read until 600 s after its start
+    assert not p.may_read(False, 1599.0)
+    assert p.may_read(False, 1600.0)  # the next pass
+    assert not p.may_read(False, 1601.0)  # it was over at once (a small cache): wait again
+    back_to_back = ScrubPacer(0.0)
+    assert back_to_back.may_read(False, 5.0) and back_to_back.may_read(False, 5.0)

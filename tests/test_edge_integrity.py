@@ -35,7 +35,8 @@ async def test_a_flipped_byte_on_disk_is_never_served_after_the_scrub_and_is_ref
     cache = tmp_path / "cache"
     edge = start_service("edge", "edge", "--host", "127.0.0.1", "--port", "0", "--id", "e1", "--isp", "isp-a",
                          "--upstream", origin.url, "--cache-dir", str(cache), "--capacity", "50MB",
-                         "--operator-token", OP, "--no-access-log", "--hot-bytes", "0", "--scrub-rate", "64MiB")
+                         "--operator-token", OP, "--no-access-log", "--hot-bytes", "0", "--scrub-rate", "64MiB",
+                         "--scrub-interval", "0")
     async with aiohttp.ClientSession() as s:
         async with s.get(edge.url + path) as r:
             assert r.status == 200 and spec.verify(0, await r.read())
