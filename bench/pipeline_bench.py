@@ -118,15 +118,27 @@ async def _crowd(url: str, rate: float, seconds: float) -> int:
 
 
 def _wait_edge_rows(col: ServiceProcess, edge: str, n: int, timeout: float) -> float:
-    """Until the store holds `n` edge.request rows from `edge` (whichever collector stored them)."""
+    """Until the store holds `n` events from `edge`, of every type it publishes (edge.request,
+    and edge.fill for the warm-up's misses, edge.evict, events.dropped), whichever collector
+    stored them."""
+    count = " + ".join(f"(SELECT count(*) FROM {t} WHERE src = '{edge}')"
+                       for t in ("edge_request", "edge_fill", "edge_evict", "events_dropped"))
     deadline = time.monotonic() + timeout
     got = 0
     while time.monotonic() < deadline:
-        (got,), = _sql(col.url, f"SELECT count(*) FROM edge_request WHERE edge = '{edge}'")
+        (got,), = _sql(col.url, f"SELECT {count}")
         if got >= n:
             return time.monotonic()
         time.sleep(0.05)
     raise RuntimeError(f"the store holds {got} of {n} events from {edge} after {timeout}s")
+
+
+def _wait_bound(col: ServiceProcess, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not _get(col.url + "/healthz").get("bound"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{col.name} did not bind to the stream within {timeout}s")
+        time.sleep(0.02)
 
 
 def _wait_stored(col: ServiceProcess, n: int, timeout: float) -> float:
@@ -170,6 +182,7 @@ def main(argv: list[str]) -> int:
             # 1. ingest: create the stream (a collector binds), stop it, publish a backlog, drain it. The
             # collector runs at normal priority here: this is its capacity, not its manners.
             first = service("pipeline-0", *col_args, "--nice", "0")
+            _wait_bound(first)  # the stream exists once it has bound (a stop before that cancels the bind)
             first.stop()
             pub_s = asyncio.run(_publish_backlog(nats.url, args.events))
             col = service("pipeline", *col_args, "--nice", "0")  # returns once /healthz answers: start-up not counted
