@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -228,11 +229,8 @@ async def test_open_errors_keep_the_object_a_missing_file_drops_it(tmp_path: Pat
     await store.close()
 
 
-async def test_a_file_changed_during_a_send_is_caught_before_its_last_byte(tmp_path: Path) -> None:
-    """The window the check at `acquire` leaves: the bytes flip after it, while the hit is
-    being sent. `unchanged` (asked before the last byte, edge.hitpath rule 7) says no, and
-    the next acquire finds the checksum wrong and purges the object."""
-    from edge.faults import _flip
+async def _checksummed(tmp_path: Path) -> tuple[Any, CacheKey, bytes, Any]:
+    """A store holding one committed object with its fill checksum: (store, key, data, entry)."""
     from edge.store import DIGEST_FIELD, _digest_of
 
     store = await new_store(tmp_path)
@@ -243,7 +241,16 @@ async def test_a_file_changed_during_a_send_is_caught_before_its_last_byte(tmp_p
     await store.begin(res)
     await store.write(res, data)
     assert await store.commit(res, meta(key, len(data), extra={DIGEST_FIELD: _digest_of(data)})) is not None
-    entry = store.index[key]
+    return store, key, data, store.index[key]
+
+
+async def test_a_file_changed_during_a_send_is_caught_before_its_last_byte(tmp_path: Path) -> None:
+    """The window the check at `acquire` leaves: the bytes flip after it, while the hit is
+    being sent. `unchanged` (asked before the last byte, edge.hitpath rule 7) says no, and
+    the next acquire finds the checksum wrong and purges the object."""
+    from edge.faults import _flip
+
+    store, key, data, entry = await _checksummed(tmp_path)
     of = await store.acquire(entry)
     assert of is not None
     vouched = entry.mtime_ns
@@ -261,17 +268,7 @@ async def test_a_change_in_the_tick_of_the_fill_is_still_seen(tmp_path: Path) ->
     was written in leave the data exactly as new as its sidecar. Commit stamps the data 1 ns
     older than its sidecar, so such a write is a change; before, 'newer than the sidecar'
     was the test, and this object was served corrupt (corrupted-object, 1 to 4 sessions a run)."""
-    from edge.store import DIGEST_FIELD, _digest_of
-
-    store = await new_store(tmp_path)
-    key = K("/content/a/235/0.seg")
-    data = bytes(range(256)) * 8
-    res = store.reserve(key, len(data), 0.0)
-    assert res is not None
-    await store.begin(res)
-    await store.write(res, data)
-    assert await store.commit(res, meta(key, len(data), extra={DIGEST_FIELD: _digest_of(data)})) is not None
-    entry = store.index[key]
+    store, key, data, entry = await _checksummed(tmp_path)
     side = entry.path.with_name(entry.path.name + META_SUFFIX).stat().st_mtime_ns
     assert entry.path.stat().st_mtime_ns == side - 1
     with open(entry.path, "r+b") as f:  # flip a byte, then stamp it as the kernel could: the sidecar's tick
