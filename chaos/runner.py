@@ -421,6 +421,7 @@ class Experiment:
             try:
                 rep = await play_session(state["control"], title, client_ip=client_ip(isps[isp][0], rng),
                                          speed=self.speed, session=http, max_segments=self.max_segments,
+                                         buffer_cap_s=self.scenario.buffer_s,
                                          failover_policy=policy, verify=True, timeouts=PLAYER_TIMEOUTS,
                                          answers=answers, events=tap, slow_edges=slow, play_out=True)
                 report = rep.to_dict()

@@ -19,6 +19,8 @@ The format (every key is listed in `_TOP`, `_COHORTS`, `_STEADY`, `_ABORT` and `
     isp = "isp1"                    # blast radius: only viewers of this ISP (optional)
     experiment_failover = true      # false: the experiment cohort's players never fail over
     flash_crowd_at_s = 10           # from then on every viewer plays one new title (optional)
+    buffer_s = 60                   # the players' buffer cap, in seconds of content (default 60):
+                                    # a small one keeps them downloading all through a session
     [[steady_state]]                # the hypothesis, one per metric (chaos/metrics.py)
     metric = "startup_s"
     tolerance = 0.10                # experiment may be this share worse than control ...
@@ -62,7 +64,7 @@ _EDGE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
 _LINK_TARGET = re.compile(r"^link:(" + "|".join(LINKS) + ")$")
 
 _TOP = {"name", "description", "seed", "duration_s", "cohorts", "steady_state", "abort", "fault"}
-_COHORTS = {"viewers", "isp", "experiment_failover", "flash_crowd_at_s"}
+_COHORTS = {"viewers", "isp", "experiment_failover", "flash_crowd_at_s", "buffer_s"}
 _STEADY = {"metric", "tolerance", "absolute", "alpha"}
 _ABORT = {"metric", "max_excess", "min_sessions"}
 _FAULT = {"kind", "target", "at_s", "duration_s"}
@@ -112,6 +114,7 @@ class Scenario:
     faults: tuple[Fault, ...] = field(default_factory=tuple)
     experiment_failover: bool = True
     flash_crowd_at_s: float | None = None
+    buffer_s: float = 60.0  # the players' buffer cap (content seconds)
 
 
 @dataclass(frozen=True)
@@ -272,6 +275,7 @@ def parse_scenario(text: str, *, known_services: set[str] | None = None) -> Scen
     if not isinstance(failover, bool):
         raise BadRequest("cohorts.experiment_failover: must be true or false")
     crowd = _num("cohorts.", cohorts, "flash_crowd_at_s") if "flash_crowd_at_s" in cohorts else None
+    buffer_s = _num("cohorts.", cohorts, "buffer_s", 60.0, strict=True)
 
     steady = []
     for i, t in enumerate(_tables("steady_state", doc, "steady_state")):
@@ -305,7 +309,7 @@ def parse_scenario(text: str, *, known_services: set[str] | None = None) -> Scen
         raise BadRequest(f"cohorts.flash_crowd_at_s: impossible timeline: {crowd:g} is not before "
                          f"duration_s = {duration:g}")
     return Scenario(name, duration, viewers, seed, description, isp, tuple(steady), tuple(aborts),
-                    tuple(faults), failover, crowd)
+                    tuple(faults), failover, crowd, buffer_s)
 
 
 def timeline(scenario: Scenario) -> list[TimedFault]:

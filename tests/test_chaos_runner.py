@@ -18,12 +18,17 @@ from common.errors import BadRequest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# buffer_s = 8: two 4 s segments ahead, so a player keeps downloading all through its session
+# and a kill hits every session on the edge. With the default 60 s cap a short session has its
+# whole title by the time a kill comes, and steering moves new plays away within ~1.5 s (one
+# missed heartbeat): on a quiet machine the kill then met no download at all.
 HEAD = """
 seed = 4
 duration_s = 12
 [cohorts]
 viewers = 24
 isp = "isp-a"
+buffer_s = 8
 [[steady_state]]
 metric = "failed"
 absolute = 0.05

@@ -53,6 +53,8 @@ target = "edge:isp1-e1"
 at_s = 20
 """)
     assert (s.viewers, s.seed, s.duration_s) == (6, 5, 30.0)
+    assert s.buffer_s == 60.0  # the players' default buffer cap
+    assert parse_scenario(BASE.replace("[cohorts]", "[cohorts]\nbuffer_s = 8")).buffer_s == 8.0
     assert s.abort[0].max_excess == 0.5 and s.abort[0].min_sessions == 2
     assert s.faults[0].toxic == Latency("fault-0-latency", latency_s=0.2, jitter_s=0.05)
     assert s.faults[1].toxic is None and s.faults[2].duration_s == 0.0
@@ -115,6 +117,7 @@ def test_bad_input_names_the_field(extra: str, message: str) -> None:
     ("name = 'x'\nduration_s = '10'\n", r"duration_s: must be a number"),
     ("name = 'x'\nduration_s = 1\n[cohorts]\nviewers = 4\n", r"steady_state: at least one"),
     ("name = = 'x'", r"not valid TOML"),
+    ("name = 'x'\nduration_s = 1\n[cohorts]\nviewers = 4\nbuffer_s = 0\n", r"cohorts\.buffer_s: must be > 0"),
 ])
 def test_bad_documents_are_refused(text: str, message: str) -> None:
     with pytest.raises(BadRequest, match=message):
