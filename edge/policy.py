@@ -624,12 +624,11 @@ class S3FIFOPolicy(_TwoQueues, EvictionPolicy):
             while small:
                 key, size = small.popitem(last=False)
                 self._small_bytes -= size
-                if freq[key] >= threshold:
+                if freq.pop(key) >= threshold:  # (popped, then put back: one lookup less)
                     freq[key] = 0
                     main[key] = size
                     self._main_bytes += size
                     continue
-                del freq[key]
                 ghost = self._ghost
                 ghost[key] = size
                 self._ghost_bytes += size
@@ -674,6 +673,7 @@ class S3FIFOPolicy(_TwoQueues, EvictionPolicy):
         threshold = self.move_threshold
         small_bytes, main_bytes, ghost_bytes = self._small_bytes, self._main_bytes, self._ghost_bytes
         used, has_evicted = self.used, self._has_evicted
+        pinned = self._pinned
         hits = hit_bytes = 0
         for key, size in zip(keys, sizes):
             count = freq.get(key)
@@ -683,25 +683,25 @@ class S3FIFOPolicy(_TwoQueues, EvictionPolicy):
                 hits += 1
                 hit_bytes += size
                 continue
-            if key in resident:  # pinned
+            if pinned and key in pinned:  # resident = unpinned (freq) + pinned
                 hits += 1
                 hit_bytes += size
                 continue
             if not 0 <= size <= room:  # too big for the budget, or >= the small queue
                 continue
-            while used + size > capacity:
+            used += size  # counted before the evictions, so each test is one comparison
+            while used > capacity:
                 has_evicted = True
                 victim = None
                 if small and main_bytes <= main_target:
                     while small:
                         candidate, candidate_size = small_pop(False)
                         small_bytes -= candidate_size
-                        if freq[candidate] >= threshold:
+                        if freq.pop(candidate) >= threshold:  # as _evict_one does
                             freq[candidate] = 0
                             main[candidate] = candidate_size
                             main_bytes += candidate_size
                             continue
-                        del freq[candidate]
                         ghost[candidate] = candidate_size
                         ghost_bytes += candidate_size
                         while ghost_bytes > ghost_target:
@@ -736,7 +736,6 @@ class S3FIFOPolicy(_TwoQueues, EvictionPolicy):
                 small[key] = size
                 small_bytes += size
             resident[key] = size
-            used += size
         self._small_bytes, self._main_bytes, self._ghost_bytes = small_bytes, main_bytes, ghost_bytes
         self.used, self._has_evicted = used, has_evicted
         return hits, hit_bytes
