@@ -519,6 +519,26 @@ class _TwoQueues:
     _main: OrderedDict[str, int] | dict[str, int]
     _small_bytes: int
     _main_bytes: int
+    # The ghost FIFO as a dict (key -> size, in FIFO order) plus a deque of its keys in
+    # insertion order: a key that leaves the ghost on a ghost hit stays in the deque, and
+    # _ghost_stale counts such stale copies per key (always older than a live copy of the
+    # same key), which the trim skips. Cheaper per miss than an OrderedDict.
+    _ghost: dict[str, int]
+    _ghost_order: deque[str]
+    _ghost_stale: dict[str, int]
+
+    def _ghost_drop_oldest(self) -> int:
+        """Drop the ghost's oldest live key (skipping stale copies); return its size."""
+        order, stale = self._ghost_order, self._ghost_stale
+        while True:
+            key = order.popleft()
+            copies = stale.get(key)
+            if copies is None:
+                return self._ghost.pop(key)
+            if copies == 1:
+                del stale[key]
+            else:
+                stale[key] = copies - 1
 
     def _unpinned(self, key: str, size: int) -> None:
         self._freq[key] = 0
@@ -557,7 +577,7 @@ class S3FIFOPolicy(_TwoQueues, EvictionPolicy):
     __slots__ = (
         "_small", "_main", "_ghost", "_freq", "_small_bytes", "_main_bytes",
         "_ghost_bytes", "_small_target", "_main_target", "_ghost_target", "move_threshold",
-        "_has_evicted",
+        "_has_evicted", "_ghost_order", "_ghost_stale",
     )
     name = "s3fifo"
 
@@ -566,7 +586,9 @@ class S3FIFOPolicy(_TwoQueues, EvictionPolicy):
         super().__init__(capacity)
         self._small: OrderedDict[str, int] = OrderedDict()
         self._main: OrderedDict[str, int] = OrderedDict()
-        self._ghost: OrderedDict[str, int] = OrderedDict()
+        self._ghost: dict[str, int] = {}  # with _ghost_order and _ghost_stale: see _TwoQueues
+        self._ghost_order: deque[str] = deque()
+        self._ghost_stale: dict[str, int] = {}
         self._freq: dict[str, int] = {}
         self._small_bytes = self._main_bytes = self._ghost_bytes = 0
         self._small_target = int(small_ratio * self.capacity)
@@ -594,6 +616,7 @@ class S3FIFOPolicy(_TwoQueues, EvictionPolicy):
         ghost_size = self._ghost.pop(key, None)
         if ghost_size is not None:
             self._ghost_bytes -= ghost_size
+            self._ghost_stale[key] = self._ghost_stale.get(key, 0) + 1
             self._main[key] = size
             self._main_bytes += size
         elif not self._has_evicted and self._small_bytes >= self._small_target:
@@ -629,11 +652,11 @@ class S3FIFOPolicy(_TwoQueues, EvictionPolicy):
                     main[key] = size
                     self._main_bytes += size
                     continue
-                ghost = self._ghost
-                ghost[key] = size
+                self._ghost[key] = size
+                self._ghost_order.append(key)
                 self._ghost_bytes += size
                 while self._ghost_bytes > self._ghost_target:
-                    self._ghost_bytes -= ghost.popitem(last=False)[1]
+                    self._ghost_bytes -= self._ghost_drop_oldest()
                 return key
         while main:
             key, size = main.popitem(last=False)
@@ -666,7 +689,10 @@ class S3FIFOPolicy(_TwoQueues, EvictionPolicy):
         # request() per item, with _admit, _make_room, _evict_one and _insert written out.
         freq, resident = self._freq, self._sizes
         small, main, ghost = self._small, self._main, self._ghost
-        small_pop, main_pop, ghost_pop = small.popitem, main.popitem, ghost.popitem
+        small_pop, main_pop, ghost_take = small.popitem, main.popitem, ghost.pop
+        ghost_append, ghost_oldest = self._ghost_order.append, self._ghost_order.popleft
+        stale = self._ghost_stale
+        stale_get = stale.get
         capacity = self.capacity
         room = min(capacity - self._pinned_bytes, self._small_target - 1)
         small_target, main_target, ghost_target = self._small_target, self._main_target, self._ghost_target
@@ -703,9 +729,19 @@ class S3FIFOPolicy(_TwoQueues, EvictionPolicy):
                             main_bytes += candidate_size
                             continue
                         ghost[candidate] = candidate_size
+                        ghost_append(candidate)
                         ghost_bytes += candidate_size
-                        while ghost_bytes > ghost_target:
-                            ghost_bytes -= ghost_pop(False)[1]
+                        while ghost_bytes > ghost_target:  # _ghost_drop_oldest
+                            oldest = ghost_oldest()
+                            if stale:
+                                copies = stale_get(oldest)
+                                if copies is not None:
+                                    if copies == 1:
+                                        del stale[oldest]
+                                    else:
+                                        stale[oldest] = copies - 1
+                                    continue
+                            ghost_bytes -= ghost_take(oldest)
                         victim = candidate
                         break
                 if victim is None:
@@ -724,9 +760,10 @@ class S3FIFOPolicy(_TwoQueues, EvictionPolicy):
                         break
                 used -= resident.pop(victim)
             freq[key] = 0
-            ghost_size = ghost.pop(key, None)
+            ghost_size = ghost_take(key, None)
             if ghost_size is not None:
                 ghost_bytes -= ghost_size
+                stale[key] = stale_get(key, 0) + 1
                 main[key] = size
                 main_bytes += size
             elif not has_evicted and small_bytes >= small_target:
@@ -1304,11 +1341,7 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
         super().__init__(capacity)
         self._small: OrderedDict[str, int] = OrderedDict()
         self._main: OrderedDict[str, int] = OrderedDict()
-        # The ghost FIFO as a dict (key -> size, in FIFO order) plus a deque of its keys in
-        # insertion order: a key that leaves the ghost on a ghost hit stays in the deque, and
-        # _ghost_stale counts such stale copies per key (always older than a live copy of the
-        # same key), which the trim skips. Cheaper per miss than an OrderedDict.
-        self._ghost: dict[str, int] = {}
+        self._ghost: dict[str, int] = {}  # with _ghost_order and _ghost_stale: see _TwoQueues
         self._ghost_order: deque[str] = deque()
         self._ghost_stale: dict[str, int] = {}
         self._freq: dict[str, int] = {}
@@ -1389,19 +1422,6 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
         self._small[key] = size
         self._small_bytes += size
 
-
-    def _ghost_drop_oldest(self) -> int:
-        """Drop the ghost's oldest live key (skipping stale copies); return its size."""
-        order, stale = self._ghost_order, self._ghost_stale
-        while True:
-            key = order.popleft()
-            copies = stale.get(key)
-            if copies is None:
-                return self._ghost.pop(key)
-            if copies == 1:
-                del stale[key]
-            else:
-                stale[key] = copies - 1
 
     def _forget(self, key: str) -> None:
         del self._freq[key]
