@@ -1438,12 +1438,11 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
                 break
             key, size = small.popitem(last=False)
             self._small_bytes -= size
-            if freq[key] and self._may_enter_main(key, size):
+            if freq.pop(key) and self._may_enter_main(key, size):  # (put back if it enters)
                 freq[key] = 0
                 main[key] = size
                 self._main_bytes += size
                 continue
-            del freq[key]
             self._ghost[key] = size
             self._ghost_order.append(key)
             self._ghost_bytes += size
@@ -1490,6 +1489,7 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
         # TinyLFU comparison (_beats_main_victim, _next_main_victim) and the jitter. The
         # only calls left are the dict operations and the rare sketch reset or regrowth.
         freq, resident = self._freq, self._sizes
+        freq_pop = freq.pop
         small, main, ghost = self._small, self._main, self._ghost
         small_pop, main_pop, ghost_take = small.popitem, main.popitem, ghost.pop
         ghost_append, ghost_oldest = self._ghost_order.append, self._ghost_order.popleft
@@ -1537,7 +1537,7 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
                 while small and (small_bytes >= small_target or not main):
                     candidate, candidate_size = small_pop(False)
                     small_bytes -= candidate_size
-                    if freq[candidate]:  # hit in small: it enters main if TinyLFU lets it
+                    if freq_pop(candidate):  # hit in small: it enters main if TinyLFU lets it
                         if main_bytes + candidate_size <= main_target or not main:
                             enters = True
                         else:  # _beats_main_victim: main's CLOCK, then the comparison
@@ -1565,8 +1565,7 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
                             main[candidate] = candidate_size
                             main_bytes += candidate_size
                             continue
-                    del freq[candidate]  # to the ghost
-                    ghost[candidate] = candidate_size
+                    ghost[candidate] = candidate_size  # to the ghost
                     ghost_append(candidate)
                     ghost_bytes += candidate_size
                     while ghost_bytes > ghost_target:  # _ghost_drop_oldest
