@@ -795,7 +795,7 @@ class FrequencySketch:
     compatibility and unused.
     """
 
-    __slots__ = ("_cells", "_additions", "sample_size", "max_count", "_saturated", "_next")
+    __slots__ = ("_cells", "_additions", "sample_size", "max_count", "_saturated", "_next", "_estimates")
 
     def __init__(self, entries: int, width_factor: int = 4, sample_factor: int = 10,
                  max_count: int = 15) -> None:
@@ -812,6 +812,8 @@ class FrequencySketch:
         self._next: tuple[int, ...] = tuple(
             (cell + 2 if cell < self._saturated else cell) if cell & 1 else cell | 1
             for cell in range(self._saturated + 1))
+        # estimate() by cell value (the replay loops index it instead of two shifts and an add)
+        self._estimates: tuple[int, ...] = tuple((cell >> 1) + (cell & 1) for cell in range(self._saturated + 1))
 
     def increment(self, key: str) -> None:
         cells = self._cells
@@ -916,6 +918,8 @@ class WTinyLFUPolicy(EvictionPolicy):
     def __init__(self, capacity: int, window_ratio: float = 0.01, protected_ratio: float = 0.8,
                  width_factor: int = 4, sample_factor: int = 10, max_count: int = 15,
                  adaptive: bool = False) -> None:
+        if not 0 <= window_ratio <= 1:  # the replay loop relies on a window target >= 0
+            raise ValueError("window_ratio must be within [0, 1]")
         super().__init__(capacity)
         self._window: OrderedDict[str, int] = OrderedDict()
         self._probation: OrderedDict[str, int] = OrderedDict()
@@ -1026,7 +1030,7 @@ class WTinyLFUPolicy(EvictionPolicy):
         sketch = self.sketch
         cells, additions = sketch._cells, sketch._additions
         cell_of = cells.get
-        sample, after = sketch.sample_size, sketch._next
+        sample, after, estimate_of = sketch.sample_size, sketch._next, sketch._estimates
         hits = hit_bytes = 0
         pending = iter(keys)  # its length hint says where the loop is (for a new sketch)
         for key, size in zip(pending, sizes):
@@ -1070,12 +1074,13 @@ class WTinyLFUPolicy(EvictionPolicy):
                 sketch_entries = self._sketch_entries = 2 * len(resident)
                 sketch = self.sketch = self._new_sketch()
                 cells, cell_of, sample, after = sketch._cells, sketch._cells.get, sketch.sample_size, sketch._next
+                estimate_of = sketch._estimates
                 additions = length_hint(pending) - len(keys)  # the run's rest counts here
             window[key] = size
             window_bytes += size
             resident[key] = size
             used += size
-            while window_bytes > window_target and window:
+            while window_bytes > window_target:  # (so the window is not empty: the target is >= 0)
                 candidate, candidate_size = window_pop(False)
                 window_bytes -= candidate_size
                 if used <= capacity:
@@ -1083,16 +1088,14 @@ class WTinyLFUPolicy(EvictionPolicy):
                     continue
                 # _admit_to_main: room in main if the candidate beats every victim it needs
                 need = used - capacity
-                cell = cell_of(candidate, 0)
-                candidate_freq = (cell >> 1) + (cell & 1)
+                candidate_freq = estimate_of[cell_of(candidate, 0)]
                 if probation:
                     victim = next(iter(probation))
                     victim_size = probation[victim]
                 else:
                     victim_size = 0
                 if victim_size >= need:  # the usual case: probation's LRU object is enough
-                    cell = cell_of(victim, 0)
-                    if candidate_freq > (cell >> 1) + (cell & 1):
+                    if candidate_freq > estimate_of[cell_of(victim, 0)]:
                         admitted = True
                     elif candidate_freq < _JITTER_MIN_FREQUENCY:
                         admitted = False
@@ -1113,8 +1116,7 @@ class WTinyLFUPolicy(EvictionPolicy):
                     for segment in (probation, protected):
                         for victim in segment:
                             if not forced:
-                                cell = cell_of(victim, 0)
-                                if candidate_freq <= (cell >> 1) + (cell & 1):
+                                if candidate_freq <= estimate_of[cell_of(victim, 0)]:
                                     if candidate_freq < _JITTER_MIN_FREQUENCY:
                                         admitted = False
                                         break
@@ -1509,7 +1511,7 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
         sketch = self.sketch
         cells, additions = sketch._cells, sketch._additions
         cell_of = cells.get
-        sample, after = sketch.sample_size, sketch._next
+        sample, after, estimate_of = sketch.sample_size, sketch._next, sketch._estimates
         hits = hit_bytes = 0
         pending = iter(keys)  # its length hint says where the loop is (for a new sketch)
         for key, size in zip(pending, sizes):
@@ -1531,6 +1533,7 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
                 sketch_entries = self._sketch_entries = 2 * len(resident)
                 sketch = self.sketch = FrequencySketch(sketch_entries, sample_factor=self._sample_factor)
                 cells, cell_of, sample, after = sketch._cells, sketch._cells.get, sketch.sample_size, sketch._next
+                estimate_of = sketch._estimates
                 additions = length_hint(pending) - len(keys)  # the run's rest counts here
             used += size
             while used > capacity:  # _make_room: one _evict_one per pass
@@ -1548,10 +1551,8 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
                                     break
                                 freq[victim] = victim_count - 1
                                 main_move(victim)
-                            cell = cell_of(candidate, 0)
-                            candidate_freq = (cell >> 1) + (cell & 1)
-                            cell = cell_of(victim, 0)
-                            if candidate_freq > (cell >> 1) + (cell & 1):
+                            candidate_freq = estimate_of[cell_of(candidate, 0)]
+                            if candidate_freq > estimate_of[cell_of(victim, 0)]:
                                 enters = True
                             elif candidate_freq < _JITTER_MIN_FREQUENCY:
                                 enters = False
@@ -1611,10 +1612,8 @@ class S3TinyLFUPolicy(_TwoQueues, EvictionPolicy):
                             break
                         freq[victim] = victim_count - 1
                         main_move(victim)
-                    cell = cell_of(key, 0)
-                    candidate_freq = (cell >> 1) + (cell & 1)
-                    cell = cell_of(victim, 0)
-                    if candidate_freq > (cell >> 1) + (cell & 1):
+                    candidate_freq = estimate_of[cell_of(key, 0)]
+                    if candidate_freq > estimate_of[cell_of(victim, 0)]:
                         enters = True
                     elif candidate_freq < _JITTER_MIN_FREQUENCY:
                         enters = False
