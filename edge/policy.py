@@ -1032,6 +1032,10 @@ class WTinyLFUPolicy(EvictionPolicy):
         cell_of = cells.get
         sample, after, estimate_of = sketch.sample_size, sketch._next, sketch._estimates
         hits = hit_bytes = 0
+        # probation's oldest key and its size, the usual victim, kept between misses (None:
+        # not known); every removal from probation forgets it, appends leave it as it is
+        oldest: str | None = None
+        oldest_size = 0
         pending = iter(keys)  # its length hint says where the loop is (for a new sketch)
         for key, size in zip(pending, sizes):
             cells[key] = after[cell_of(key, 0)]  # FrequencySketch.increment (no reset here)
@@ -1048,6 +1052,7 @@ class WTinyLFUPolicy(EvictionPolicy):
                 elif key in window:
                     window_move(key)
                 elif key in probation:
+                    oldest = None
                     moved = probation_take(key)
                     protected[key] = moved
                     protected_bytes += moved
@@ -1066,6 +1071,7 @@ class WTinyLFUPolicy(EvictionPolicy):
                     self._sample_requests, self._sample_hit_bytes = sample_requests, sample_hit_bytes
                     self._sample_miss_bytes = sample_miss_bytes
                     self._climb()
+                    oldest = None  # (growing the window takes from probation)
                     window_bytes, protected_bytes = self._window_bytes, self._protected_bytes
                     window_target = math.floor(self._window_target)
                     protected_target = math.floor(self._protected_target)
@@ -1089,13 +1095,14 @@ class WTinyLFUPolicy(EvictionPolicy):
                 # _admit_to_main: room in main if the candidate beats every victim it needs
                 need = used - capacity
                 candidate_freq = estimate_of[cell_of(candidate, 0)]
-                if probation:
-                    victim = next(iter(probation))
-                    victim_size = probation[victim]
-                else:
-                    victim_size = 0
-                if victim_size >= need:  # the usual case: probation's LRU object is enough
-                    if candidate_freq > estimate_of[cell_of(victim, 0)]:
+                if oldest is None:
+                    if probation:
+                        oldest = next(iter(probation))
+                        oldest_size = probation[oldest]
+                    else:
+                        oldest_size = 0
+                if oldest_size >= need and oldest is not None:  # the usual case: it is enough
+                    if candidate_freq > estimate_of[cell_of(oldest, 0)]:
                         admitted = True
                     elif candidate_freq < _JITTER_MIN_FREQUENCY:
                         admitted = False
@@ -1105,10 +1112,12 @@ class WTinyLFUPolicy(EvictionPolicy):
                         state ^= (state << 17) & _MASK64
                         admitted = (state >> 32) & 127 == 0
                     if admitted:
-                        del probation[victim]
-                        del resident[victim]
-                        used -= victim_size
+                        del probation[oldest]
+                        del resident[oldest]
+                        used -= oldest_size
+                        oldest = None
                 else:  # several victims, from probation then protected
+                    oldest = None
                     victims: list[tuple[OrderedDict[str, int], str]] = []
                     freed = 0
                     forced = False
