@@ -1,22 +1,32 @@
 """Batch frames: many events of one type from one source in one msgpack map.
 
-    {"frame": 2, "type": str, "v": int, "src": str, "n": int,
-     "id": {"base": str, "first": int} | [str, ...],
-     "fields": [name | [name, ...], ...],   # what each row holds after its time
-     "const": {name: value, ...},           # fields with one value for every event of the frame
-     "rows": [[ts, value, ...], ...]}       # n rows: the event's time, then its `fields`
+Version 3, the column frame (what publishers send):
 
-`fields` and `const` together name every payload field of `type` version `v`, each once. An
-entry of `fields` that is a list of names is a group: the row holds an array of those fields'
-values there (the edge keeps one such tuple per path: path, title, rendition, segment).
-Each of the n events still carries the whole envelope of DESIGN "Events": its own id and
-time (`id[i]`, `rows[i][0]`) and the frame's type, schema version and source. An id run
-`{"base": b, "first": k}` names the ids `f"{b}-{k + i:x}"` (what `common.events.IdSource`
-makes), so a publisher sends its ids without formatting one string per event; a list names
-them one by one. This is the publishers' wire format: the hot path appends one flat tuple
-per event, and one `msgpack` call packs the list of them; the collector turns rows into
-the columns the store wants with one `zip`. Version 1 frames (an array of packed event
-maps, `common.events.pack_frame`) are still read.
+    {"frame": 3, "type": str, "v": int, "src": str, "n": int,
+     "id": {"base": str, "first": int} | [str, ...],
+     "ts": column,                           # the n events' times
+     "cols": {name: column, ...},            # payload fields, one column each
+     "groups": [[[name, ...], table, refs], ...]}   # fields a table row gives together
+
+A column is one of: an array of n values; `{"same": value}` (every event has it);
+`{"f64": bytes}` (n little-endian IEEE doubles); `{"like": name}` (the same values as the
+column `name` of `cols`, which is not itself a `like`). A group names consecutive fields
+(the edge sends path, title, rendition and segment so): `table` is an array of entries
+`[key, value, ...]` (a key, then one value per name) and `refs` a column of n keys, so a
+path that is requested 500 times in a frame is sent once. `cols` and `groups` together name
+every payload field of `type` version `v`, each once. Each of the n events still carries
+the whole envelope of DESIGN "Events": its own id and time (`id[i]`, `ts[i]`) and the
+frame's type, schema version and source. An id run `{"base": b, "first": k}` names the ids
+`f"{b}-{k + i:x}"` (what `common.events.IdSource` makes), so a publisher sends its ids
+without formatting one string per event; a list names them one by one.
+
+This is the publishers' format because it is cheap to make: the hot path appends its
+values to one flat list, a take slices that list into columns (C speed), and each column
+is packed whole: times as raw doubles, repeated values once, paths by reference.
+
+Version 2 frames (`{"frame": 2, ..., "fields", "const", "rows"}`: a row of values per
+event, `pack_batch`) and version 1 frames (an array of packed event maps,
+`common.events.pack_frame`) are still read.
 
 Rules of this module:
 1. No IO, no clock. Packing trusts its caller (the sink, values in SPECS order); decoding
@@ -28,6 +38,9 @@ Rules of this module:
 from __future__ import annotations
 
 import math
+import operator
+import sys
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -40,8 +53,12 @@ from common.events import (
 )
 
 FRAME_V2: Final = 2
+FRAME_V3: Final = 3
 MAX_ID_LEN: Final = 128
 _FRAME_KEYS: Final = frozenset({"frame", "type", "v", "src", "n", "id", "fields", "const", "rows"})
+_FRAME_V3_KEYS: Final = frozenset({"frame", "type", "v", "src", "n", "id", "ts", "cols", "groups"})
+_BIG_ENDIAN: Final = sys.byteorder == "big"
+_first: Final = operator.itemgetter(0)
 _INT64: Final = (-(2 ** 63), 2 ** 63 - 1)
 _NAMES: Final[dict[str, tuple[str, ...]]] = {t: tuple(sp.name for sp in specs) for t, specs in SPECS.items()}
 _KIND_TYPES: Final[dict[Kind, frozenset[type]]] = {
@@ -83,17 +100,49 @@ def id_of(base: str, n: int) -> str:
 
 def pack_batch(etype: str, version: int, src: str, id_base: str, first_id: int, fields: Sequence[str | Sequence[str]],
                const: dict[str, Any], rows: Sequence[Sequence[Any]]) -> bytes:
-    """One batch frame for `len(rows)` events whose ids are the run `id_base`, `first_id`, ...
-    Each row is `(ts, *values of fields)`; `const` holds the other fields (trusted: the sink's)."""
+    """A version 2 (row) frame for `len(rows)` events whose ids are the run `id_base`,
+    `first_id`, ... Each row is `(ts, *values of fields)`; `const` holds the other fields.
+    Publishers send version 3 now; this writes what older ones sent (tests of the reader)."""
     return _PACKER.pack({"frame": FRAME_V2, "type": etype, "v": version, "src": src, "n": len(rows),  # type: ignore[no-any-return]
                          "id": {"base": id_base, "first": first_id}, "fields": fields, "const": const,
                          "rows": rows})
 
 
-def pack_batch_ids(etype: str, version: int, src: str, ids: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:
-    """A batch frame with the ids listed one by one; rows are `(ts, *every field in SPECS order)`."""
-    return _PACKER.pack({"frame": FRAME_V2, "type": etype, "v": version, "src": src, "n": len(rows),  # type: ignore[no-any-return]
-                         "id": list(ids), "fields": _NAMES[etype], "const": {}, "rows": rows})
+def pack_columns(etype: str, version: int, src: str, n: int, ids: dict[str, Any] | Sequence[str], ts: Any,
+                 cols: dict[str, Any], groups: Sequence[Sequence[Any]] = ()) -> bytes:
+    """One column frame (version 3) of `n` events: `ids` an id run `{"base", "first"}` or the
+    ids listed, `ts` and each of `cols` a column (`f64_column`, `plain_column`, `{"like":
+    name}`), each of `groups` `[names, table, refs]` (`ref_group`). Trusted: the sink's own
+    values."""
+    return _PACKER.pack({"frame": FRAME_V3, "type": etype, "v": version, "src": src, "n": n,  # type: ignore[no-any-return]
+                         "id": ids, "ts": ts, "cols": cols, "groups": groups})
+
+
+def f64_column(values: Sequence[Any]) -> Any:
+    """Numbers as `{"f64": n little-endian doubles}`; a column with a None in it (an optional
+    field) as `plain_column`."""
+    try:
+        a = array("d", values)
+    except TypeError:
+        return plain_column(values)
+    if _BIG_ENDIAN:
+        a.byteswap()
+    return {"f64": a.tobytes()}
+
+
+def plain_column(values: Sequence[Any]) -> Any:
+    """`{"same": v}` when every value equals the first (one C-speed count), else the values."""
+    if values and values.count(values[0]) == len(values):
+        return {"same": values[0]}
+    return values
+
+
+def ref_group(values: Sequence[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], Any]:
+    """A group's values, one keyed tuple per event (`(key, *values)`, the same key for the same
+    values: `common.eventsink.ref`), as the table of the distinct tuples and the column of
+    their keys; at C speed, so a path requested 500 times in a frame is sent once."""
+    keys = list(map(_first, values))
+    return list(dict(zip(keys, values)).values()), plain_column(keys)
 
 
 # -- decoding ---------------------------------------------------------------------------------
@@ -117,7 +166,10 @@ def decode_frame_batches(frame: bytes) -> Batches:
         _add(out.rejected, "malformed")
         return out
     if type(obj) is dict:
-        _decode_v2(obj, out)
+        if obj.get("frame") == FRAME_V3:
+            _decode_v3(obj, out)
+        else:
+            _decode_v2(obj, out)
     elif type(obj) is list and all(type(b) is bytes for b in obj):
         _decode_v1(obj, out)
     else:
@@ -149,24 +201,10 @@ def batches_of_rows(rows: Sequence[EventRow]) -> list[ColumnBatch]:
 
 
 def _decode_v2(obj: dict[str, Any], out: Batches) -> None:
-    n = obj.get("n")
-    if type(n) is not int or not 0 <= n <= MAX_FRAME_EVENTS:
-        _add(out.rejected, "malformed")
-        return
-    if obj.get("frame") != FRAME_V2 or obj.keys() != _FRAME_KEYS:
-        _add(out.rejected, "malformed", max(n, 1))
+    n = _header(obj, _FRAME_KEYS, FRAME_V2, out)
+    if n is None:
         return
     etype, v, src = obj["type"], obj["v"], obj["src"]
-    if type(etype) is not str or type(v) is not int or type(src) is not str:
-        _add(out.rejected, "malformed", n)
-        return
-    specs = SPECS.get(etype)
-    if specs is None:
-        _add(out.rejected, "unknown_type", n)
-        return
-    if v not in SUPPORTED_VERSIONS[etype]:
-        _add(out.rejected, "unknown_version", n)
-        return
     ids = _ids_of(obj["id"], n)
     fields, const, rows = obj["fields"], obj["const"], obj["rows"]
     if (ids is None or type(fields) is not list or type(const) is not dict or type(rows) is not list
@@ -195,9 +233,120 @@ def _decode_v2(obj: dict[str, Any], out: Batches) -> None:
             return
         by_name.update(zip(entry, zip(*col) if n else [() for _ in entry]))
     columns = [by_name[name] if name in by_name else [const[name]] * n for name in names]
+    _finish(etype, v, src, ids, ts, columns, {}, out)
+
+
+def _header(obj: dict[str, Any], keys: frozenset[str], version: int, out: Batches) -> int | None:
+    """A v2/v3 frame's event count if its header names a type and version we take, else None
+    (its events counted under the reason)."""
+    n = obj.get("n")
+    if type(n) is not int or not 0 <= n <= MAX_FRAME_EVENTS:
+        _add(out.rejected, "malformed")
+        return None
+    if obj.get("frame") != version or obj.keys() != keys:
+        _add(out.rejected, "malformed", max(n, 1))
+        return None
+    etype, v, src = obj["type"], obj["v"], obj["src"]
+    if type(etype) is not str or type(v) is not int or type(src) is not str:
+        _add(out.rejected, "malformed", n)
+        return None
+    if etype not in SPECS:
+        _add(out.rejected, "unknown_type", n)
+        return None
+    if v not in SUPPORTED_VERSIONS[etype]:
+        _add(out.rejected, "unknown_version", n)
+        return None
+    return n
+
+
+def _column(raw: Any, n: int) -> list[Any] | None:
+    """A v3 column as n values, or None if it is not one (a `like` is resolved by the caller)."""
+    if type(raw) is list:
+        return raw if len(raw) == n else None
+    if type(raw) is not dict or len(raw) != 1:
+        return None
+    if "same" in raw:
+        return [raw["same"]] * n
+    packed = raw.get("f64")
+    if type(packed) is bytes and len(packed) == 8 * n:
+        a = array("d")
+        a.frombytes(packed)
+        if _BIG_ENDIAN:
+            a.byteswap()
+        return a.tolist()
+    return None
+
+
+def _decode_v3(obj: dict[str, Any], out: Batches) -> None:
+    n = _header(obj, _FRAME_V3_KEYS, FRAME_V3, out)
+    if n is None:
+        return
+    etype, v, src = obj["type"], obj["v"], obj["src"]
+    ids, ts = _ids_of(obj["id"], n), _column(obj["ts"], n)
+    cols, groups = obj["cols"], obj["groups"]
+    if ids is None or ts is None or type(cols) is not dict or type(groups) is not list:
+        _add(out.rejected, "malformed", n)
+        return
+    names = _NAMES[etype]
+    group_names: list[list[str]] = []
+    for g in groups:
+        if type(g) is not list or len(g) != 3 or type(g[0]) is not list or not g[0] or type(g[1]) is not list:
+            _add(out.rejected, "malformed", n)
+            return
+        group_names.append(g[0])
+    flat = [*cols, *(f for g in group_names for f in g)]
+    if (not all(type(f) is str for f in flat) or len(set(flat)) != len(flat) or set(flat) != set(names)):
+        _add(out.rejected, "bad_field", n)
+        return
+    by_name: dict[str, Sequence[Any]] = {}
+    likes: dict[str, Any] = {}
+    for name, raw in cols.items():
+        if type(raw) is dict and len(raw) == 1 and "like" in raw:
+            likes[name] = raw["like"]
+            continue
+        col = _column(raw, n)
+        if col is None:
+            _add(out.rejected, "malformed", n)
+            return
+        by_name[name] = col
+    for name, other in likes.items():
+        if type(other) is not str or other not in by_name or other in likes:
+            _add(out.rejected, "malformed", n)
+            return
+        by_name[name] = by_name[other]
+    bad: dict[int, str] = {}  # event index -> why it is left out (the first reason found)
+    for (gnames, table, raw_refs) in groups:
+        refs = _column(raw_refs, n)
+        width = len(gnames) + 1
+        if refs is None or not all(type(e) is list and len(e) == width for e in table):
+            _add(out.rejected, "malformed", n)
+            return
+        lookup: dict[Any, tuple[Any, ...]] = {}
+        for e in table:
+            if type(e[0]) is not int or e[0] in lookup:
+                _add(out.rejected, "malformed", n)
+                return
+            lookup[e[0]] = tuple(e[1:])
+        missing = (None,) * len(gnames)
+        values: list[tuple[Any, ...]] = []
+        for i, r in enumerate(refs):
+            got = lookup.get(r) if type(r) is int else None
+            if got is None:
+                bad.setdefault(i, "malformed")
+                got = missing
+            values.append(got)
+        by_name.update(zip(gnames, zip(*values) if n else [() for _ in gnames]))
+    columns = [by_name[name] for name in names]
+    _finish(etype, v, src, ids, ts, columns, bad, out)
+
+
+def _finish(etype: str, v: int, src: str, ids: list[str], ts: Sequence[Any], columns: list[Sequence[Any]],
+            bad: dict[int, str], out: Batches) -> None:
+    """Check a decoded frame's envelope and columns; keep its good events, count the rest."""
+    n = len(ids)
     if n == 0:
         return
-    bad: dict[int, str] = {}  # event index -> why it is left out (the first reason found)
+    specs = SPECS[etype]
     _check_envelope(ids, ts, bad)
     for spec, col in zip(specs, columns):
         _check_column(etype, spec.name, spec.kind, spec.optional, col, bad)

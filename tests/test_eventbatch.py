@@ -13,7 +13,7 @@ from common.events import (
     MAX_EVENT_BYTES, EdgeRequest, Event, IdSource, JobProgress, SteerPlay, decode_frame, encode, pack_frame,
     values_of,
 )
-from common.eventsink import BufferedSink, Frame, MemorySink, frames_of
+from common.eventsink import BufferedSink, Frame, MemorySink, frames_of, ref
 
 REF = ("path", "title", "rendition", "segment")
 
@@ -64,7 +64,7 @@ async def test_a_recorder_with_constants_and_a_group_round_trips() -> None:
     want = [_req(i, "p-1" if i % 3 else None) for i in range(50)]
     for i, p in enumerate(want):
         v = values_of(p)
-        record((1000.0 + i, v[2:6], *v[6:]))
+        record((1000.0 + i, ref(v[2:6]), *v[6:]))
     sink.emit(JobProgress("j", "isp-a", "done", 1.0, 1, 1, 9))
     await sink.close()
     evs = [e for f in t.frames for e in decode_frame(f.data).events]
@@ -81,7 +81,7 @@ def test_memory_sink_recorder_flattens_the_same_rows() -> None:
     sink = MemorySink("edge-a1", clock=lambda: 5.0)
     record = sink.recorder(EdgeRequest, {"edge": "edge-a1", "isp": "isp-a"}, groups=(REF,))
     v = values_of(_req(7, "s"))
-    record((9.0, v[2:6], *v[6:]))
+    record((9.0, ref(v[2:6]), *v[6:]))
     (ev,) = sink.events
     assert ev.payload == _req(7, "s") and ev.ts == 9.0
 
@@ -179,3 +179,94 @@ def test_an_oversized_take_is_split_into_frames_under_the_limit() -> None:
     assert len(frames) > 1 and all(len(f.data) <= 900 * 1024 for f in frames)
     evs = [e for f in frames for e in decode_frame(f.data).events]
     assert len(evs) == 3000 and len({e.id for e in evs}) == 3000
+
+
+# -- version 3, the column frame --------------------------------------------------------------
+
+def _v3(n: int = 3, **over: object) -> dict[str, object]:
+    """A hand-made column frame of n edge.request events, one encoding of each kind."""
+    import struct
+    obj: dict[str, object] = {
+        "frame": 3, "type": "edge.request", "v": 1, "src": "edge-a1", "n": n, "id": {"base": "e.ab", "first": 1},
+        "ts": {"f64": struct.pack(f"<{n}d", *(100.0 + i for i in range(n)))},
+        "cols": {"edge": {"same": "edge-a1"}, "isp": {"same": "isp-a"}, "status": [200] * n,
+                 "bytes": [10 * i for i in range(n)], "object_bytes": {"like": "bytes"}, "cache": {"same": "hit"},
+                 "ttfb_s": {"f64": struct.pack(f"<{n}d", *(0.5 * i for i in range(n)))},
+                 "duration_s": {"like": "ttfb_s"}, "session": [None, "s1", None][:n] + [None] * max(0, n - 3)},
+        "groups": [[list(REF), [[7, "/content/t1/750/0.seg", "t1", 750, 0], [9, "/p", None, None, None]],
+                    [7, 9, 7][:n] + [7] * max(0, n - 3)]]}
+    obj.update(over)
+    return obj
+
+
+def test_a_hand_made_column_frame_decodes_to_its_events() -> None:
+    evs, rejected = _decode(_v3())
+    assert rejected == {}
+    assert [e.id for e in evs] == ["e.ab-1", "e.ab-2", "e.ab-3"] and [e.ts for e in evs] == [100.0, 101.0, 102.0]
+    assert evs[1].payload == EdgeRequest("edge-a1", "isp-a", "/p", None, None, None, 200, 10, 10, "hit", 0.5, 0.5,
+                                         "s1")
+    assert evs[2].payload == EdgeRequest("edge-a1", "isp-a", "/content/t1/750/0.seg", "t1", 750, 0, 200, 20, 20,
+                                         "hit", 1.0, 1.0, None)
+
+
+def test_a_reference_to_no_table_entry_drops_its_event_only() -> None:
+    obj = _v3(groups=[[list(REF), [[7, "/a", None, None, None]], [7, 8, "x"]]])
+    evs, rejected = _decode(obj)
+    assert [e.id for e in evs] == ["e.ab-1"] and rejected == {"malformed": 2}
+
+
+def test_a_bad_value_in_a_column_frame_drops_its_event_only() -> None:
+    obj = _v3(cols={**_v3()["cols"], "bytes": [1, "two", 3]})  # type: ignore[dict-item]
+    evs, rejected = _decode(obj)
+    assert [e.id for e in evs] == ["e.ab-1", "e.ab-3"] and rejected == {"bad_field": 1}
+
+
+@pytest.mark.parametrize(("over", "reason"), [
+    ({"ts": {"f64": b"\x00" * 7}}, "malformed"),                         # not n doubles
+    ({"ts": [1.0, 2.0]}, "malformed"),                                   # n = 3 times wanted
+    ({"cols": {**_v3()["cols"], "duration_s": {"like": "nope"}}}, "malformed"),  # type: ignore[dict-item]
+    ({"cols": {**_v3()["cols"], "duration_s": {"like": "object_bytes"}}}, "malformed"),  # a like of a like
+    ({"cols": {**_v3()["cols"], "status": {"zip": b""}}}, "malformed"),  # type: ignore[dict-item]
+    ({"groups": [[list(REF), [[7, "/a", None]], [7, 7, 7]]]}, "malformed"),  # a table entry of the wrong width
+    ({"groups": [[list(REF), [[7, "/a", None, None, None]] * 2, [7, 7, 7]]]}, "malformed"),  # a key twice
+    ({"groups": []}, "bad_field"),                                       # path, title, ... missing
+    ({"cols": {**_v3()["cols"], "path": [None] * 3}}, "bad_field"),  # path twice: a column and the group
+    ({"type": "edge.nope"}, "unknown_type"),
+    ({"v": 9}, "unknown_version"),
+    ({"rows": []}, "malformed"),                                         # a key v3 does not have
+])
+def test_a_bad_column_frame_rejects_its_events(over: dict[str, object], reason: str) -> None:
+    evs, rejected = _decode(_v3(**over))
+    assert evs == [] and rejected == {reason: 3}
+
+
+async def test_a_lane_with_constants_and_same_as_round_trips() -> None:
+    t = Keep()
+    sink = BufferedSink("edge-a1", t, flush_interval=0.01, id_prefix="edge-a1.y")
+    await sink.start()
+    lane = sink.lane(EdgeRequest, {"edge": "edge-a1", "isp": "isp-a", "status": 200, "cache": "hit"},
+                     groups=(REF,), same_as={"object_bytes": "bytes", "duration_s": "ttfb_s"})
+    paths = [ref((f"/content/t{i}/750/{i}.seg", f"t{i}", 750, i)) for i in range(3)]
+    for i in range(5000):  # two frames: 4096 + 904
+        lane.buf.extend((1000.0 + i, paths[i % 3], 100 + i, 0.001 * i, "s" if i % 2 else None))
+    await sink.close()
+    assert len(t.frames) == 2 and sum(f.count for f in t.frames) == 5000
+    evs = [e for f in t.frames for e in decode_frame(f.data).events]
+    assert [e.ts for e in evs] == [1000.0 + i for i in range(5000)]
+    assert [e.payload for e in evs[:2]] == [
+        EdgeRequest("edge-a1", "isp-a", "/content/t0/750/0.seg", "t0", 750, 0, 200, 100, 100, "hit", 0.0, 0.0, None),
+        EdgeRequest("edge-a1", "isp-a", "/content/t1/750/1.seg", "t1", 750, 1, 200, 101, 101, "hit", 0.001, 0.001,
+                    "s")]
+    assert len({e.id for e in evs}) == 5000
+    assert max(len(f.data) for f in t.frames) < 4096 * 24  # a path once a frame, times as 8 bytes
+
+
+def test_a_lane_on_a_memory_sink_hands_each_row_on() -> None:
+    sink = MemorySink("edge-a1")
+    lane = sink.lane(EdgeRequest, {"edge": "edge-a1", "isp": "isp-a", "status": 200, "cache": "hit"},
+                     groups=(REF,), same_as={"object_bytes": "bytes", "duration_s": "ttfb_s"})
+    assert len(lane.buf) < lane.limit
+    lane.buf.extend((5.0, ref(("/p", None, None, None)), 7, 0.25, None))
+    (ev,) = sink.events
+    assert ev.ts == 5.0 and ev.payload == EdgeRequest("edge-a1", "isp-a", "/p", None, None, None, 200, 7, 7, "hit",
+                                                      0.25, 0.25, None)
