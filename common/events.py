@@ -7,11 +7,12 @@ An event is its envelope and its payload:
 `id` is unique per event (the collector stores each id once), `type` names the payload
 class, `v` its schema version, `ts` seconds since the epoch when it happened, `src` the
 service id that emitted it. Events travel in *frames*, one NATS message each. Publishers
-send batch frames (`common.eventbatch`, frame version 2): the events of one type and source
+send column frames (`common.eventbatch`, frame version 3): the events of one type and source
 in one msgpack map, the envelope fields shared by the frame (type, v, src) given once, each
-event's id and ts given per event, the payloads as rows. A version 1 frame is a msgpack array
-of events packed one by one as the map above (each element `bin`; `pack_frame`, `encode`);
-collectors read both, and check and skip each event on its own either way.
+event's id and ts given per event, the payloads as columns (version 2, still read, held
+them as rows). A version 1 frame is a msgpack array of events packed one by one as the map
+above (each element `bin`; `pack_frame`, `encode`); collectors read all three, and check
+and skip each event on its own either way.
 
 Rules of this module:
 1. No IO, no clock, no randomness: ids and times are given by the caller (`IdSource`
@@ -490,8 +491,8 @@ class FrameResult:
 
 
 def decode_frame(frame: bytes) -> FrameResult:
-    """A frame of either version (a batch frame, `common.eventbatch`, or an array of packed
-    events) -> its good events as Events, and a count of the rest by reason."""
+    """A frame of any version (a column or row frame, `common.eventbatch`, or an array of
+    packed events) -> its good events as Events, and a count of the rest by reason."""
     from common.eventbatch import decode_frame_batches, events_of  # that module builds on this one
 
     got = decode_frame_batches(frame)
