@@ -201,10 +201,10 @@ def batches_of_rows(rows: Sequence[EventRow]) -> list[ColumnBatch]:
 
 
 def _decode_v2(obj: dict[str, Any], out: Batches) -> None:
-    n = _header(obj, _FRAME_KEYS, FRAME_V2, out)
-    if n is None:
+    header = _header(obj, _FRAME_KEYS, FRAME_V2, out)
+    if header is None:
         return
-    etype, v, src = obj["type"], obj["v"], obj["src"]
+    n, etype, v, src = header
     ids = _ids_of(obj["id"], n)
     fields, const, rows = obj["fields"], obj["const"], obj["rows"]
     if (ids is None or type(fields) is not list or type(const) is not dict or type(rows) is not list
@@ -236,9 +236,10 @@ def _decode_v2(obj: dict[str, Any], out: Batches) -> None:
     _finish(etype, v, src, ids, ts, columns, {}, out)
 
 
-def _header(obj: dict[str, Any], keys: frozenset[str], version: int, out: Batches) -> int | None:
-    """A v2/v3 frame's event count if its header names a type and version we take, else None
-    (its events counted under the reason)."""
+def _header(obj: dict[str, Any], keys: frozenset[str], version: int,
+            out: Batches) -> tuple[int, str, int, str] | None:
+    """A v2/v3 frame's event count, type, version and source if its header names a type and
+    version we take, else None (its events counted under the reason)."""
     n = obj.get("n")
     if type(n) is not int or not 0 <= n <= MAX_FRAME_EVENTS:
         _add(out.rejected, "malformed")
@@ -256,7 +257,7 @@ def _header(obj: dict[str, Any], keys: frozenset[str], version: int, out: Batche
     if v not in SUPPORTED_VERSIONS[etype]:
         _add(out.rejected, "unknown_version", n)
         return None
-    return n
+    return n, etype, v, src
 
 
 def _column(raw: Any, n: int) -> list[Any] | None:
@@ -278,10 +279,10 @@ def _column(raw: Any, n: int) -> list[Any] | None:
 
 
 def _decode_v3(obj: dict[str, Any], out: Batches) -> None:
-    n = _header(obj, _FRAME_V3_KEYS, FRAME_V3, out)
-    if n is None:
+    header = _header(obj, _FRAME_V3_KEYS, FRAME_V3, out)
+    if header is None:
         return
-    etype, v, src = obj["type"], obj["v"], obj["src"]
+    n, etype, v, src = header
     ids, ts = _ids_of(obj["id"], n), _column(obj["ts"], n)
     cols, groups = obj["cols"], obj["groups"]
     if ids is None or ts is None or type(cols) is not dict or type(groups) is not list:
